@@ -1,0 +1,126 @@
+"""Where the released Sapiens checkpoints live on the Hugging Face hub, and how to fetch them.
+
+Repository and file names are those of the official collection (``facebook/sapiens-<task>-<size>``
+with ``-torchscript`` / ``-bfloat16`` variants). Downloads go through ``huggingface_hub``, so its
+cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and tokens all apply; offline, a cached copy is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import CheckpointNotFoundError
+
+__all__ = ["FORMATS", "HubRef", "download", "hub_ref", "parse_hub_name"]
+
+logger = logging.getLogger(__name__)
+
+#: Format suffix of the repository name -> file-name suffix.
+FORMATS: dict[str, str] = {"original": ".pth", "torchscript": "_torchscript.pt2",
+                           "bfloat16": "_bfloat16.pt2"}
+
+# File stems per (task, size), from the official model zoo (SPEC §8).
+_STEMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("pose", "0.3b"): ("sapiens_0.3b_goliath_best_goliath_AP_573",),
+    ("pose", "0.6b"): ("sapiens_0.6b_goliath_best_goliath_AP_609",),
+    ("pose", "1b"): ("sapiens_1b_goliath_best_goliath_AP_639",
+                     "sapiens_1b_goliath_best_goliath_AP_640"),
+    ("seg", "0.3b"): ("sapiens_0.3b_goliath_best_goliath_mIoU_7673_epoch_194",),
+    ("seg", "0.6b"): ("sapiens_0.6b_goliath_best_goliath_mIoU_7777_epoch_178",),
+    ("seg", "1b"): ("sapiens_1b_goliath_best_goliath_mIoU_7994_epoch_151",),
+    ("depth", "0.3b"): ("sapiens_0.3b_render_people_epoch_100",),
+    ("depth", "0.6b"): ("sapiens_0.6b_render_people_epoch_70",),
+    ("depth", "1b"): ("sapiens_1b_render_people_epoch_88",),
+    ("depth", "2b"): ("sapiens_2b_render_people_epoch_25",),
+    ("normal", "0.3b"): ("sapiens_0.3b_normal_render_people_epoch_66",),
+    ("normal", "0.6b"): ("sapiens_0.6b_normal_render_people_epoch_200",),
+    ("normal", "1b"): ("sapiens_1b_normal_render_people_epoch_115",),
+    ("normal", "2b"): ("sapiens_2b_normal_render_people_epoch_70",),
+    ("pretrain", "0.3b"): ("sapiens_0.3b_epoch_1600_clean", "sapiens_0.3b_epoch_1600"),
+    ("pretrain", "0.6b"): ("sapiens_0.6b_epoch_1600_clean", "sapiens_0.6b_epoch_1600"),
+    ("pretrain", "1b"): ("sapiens_1b_epoch_173_clean", "sapiens_1b_epoch_173"),
+    ("pretrain", "2b"): ("sapiens_2b_epoch_660_clean", "sapiens_2b_epoch_660"),
+}
+
+_NAME = re.compile(
+    r"^(?:hf://)?(?P<owner>facebook)/sapiens-(?P<task>pose|seg|depth|normal|pretrain)-"
+    r"(?P<size>0\.3b|0\.6b|1b|2b)(?:-(?P<fmt>torchscript|bfloat16))?$"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubRef:
+    """One released checkpoint on the hub.
+
+    Args:
+        repo_id: e.g. ``facebook/sapiens-pose-0.3b-torchscript``.
+        filenames: candidate file names in that repository, most likely first.
+        task: the task the checkpoint was trained for.
+        size: backbone size.
+        fmt: ``original``, ``torchscript`` or ``bfloat16``.
+    """
+
+    repo_id: str
+    filenames: tuple[str, ...]
+    task: str
+    size: str
+    fmt: str
+
+
+def hub_ref(task: str, size: str, fmt: str = "original") -> HubRef:
+    """The hub location of the official ``task``/``size`` checkpoint in format ``fmt``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of {sorted(FORMATS)}")
+    stems = _STEMS.get((task, size))
+    if stems is None:
+        released = sorted(f"{t}/{s}" for t, s in _STEMS)
+        msg = f"no released checkpoint for task {task!r} at size {size!r}; released: {released}"
+        raise CheckpointNotFoundError(msg)
+    repo = f"facebook/sapiens-{task}-{size}" + ("" if fmt == "original" else f"-{fmt}")
+    return HubRef(repo_id=repo, filenames=tuple(s + FORMATS[fmt] for s in stems),
+                  task=task, size=size, fmt=fmt)
+
+
+def parse_hub_name(name: str) -> HubRef | None:
+    """``facebook/sapiens-pose-0.3b[-torchscript|-bfloat16]`` -> :class:`HubRef`, else None."""
+    m = _NAME.match(name.strip())
+    if m is None:
+        return None
+    return hub_ref(m["task"], m["size"], m["fmt"] or "original")
+
+
+def download(
+    ref: HubRef, *, revision: str | None = None, cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """Fetch ``ref`` into the hub cache (or find it there) and return the local path.
+
+    Tries each candidate file name; with no network (or ``HF_HUB_OFFLINE=1``) a cached copy is
+    used. Raises :class:`CheckpointNotFoundError` naming the repository, the files tried and
+    the ways to make the file available.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    errors: list[str] = []
+    for filename in ref.filenames:
+        try:
+            path = hf_hub_download(ref.repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only)
+        except (EntryNotFoundError, LocalEntryNotFoundError) as e:
+            errors.append(f"{filename}: {type(e).__name__}")
+            continue
+        except OSError as e:  # network errors surface as OSError subclasses
+            errors.append(f"{filename}: {e}")
+            continue
+        logger.debug("resolved %s/%s to %s", ref.repo_id, filename, path)
+        return Path(path)
+    msg = (
+        f"checkpoint {ref.repo_id} is neither reachable on the hub nor in the local cache "
+        f"(tried {'; '.join(errors)}). Connect to the network once, run "
+        f"`huggingface-cli download {ref.repo_id}`, or pass a local file path instead."
+    )
+    raise CheckpointNotFoundError(msg)

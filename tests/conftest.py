@@ -1,0 +1,22 @@
+"""Shared test configuration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED_CLIP = ROOT.parent / "shared" / "data" / "people_walking_720p.avi"
+
+
+@pytest.fixture(scope="session")
+def shared_clip() -> Path:
+    """The real 720p clip with walking people (kept outside the repository)."""
+    if not SHARED_CLIP.is_file():
+        pytest.skip(f"test clip not found at {SHARED_CLIP}")
+    return SHARED_CLIP
