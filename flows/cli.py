@@ -1,0 +1,103 @@
+"""The ``sapiens-stream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+#: Where the demo looks for input when none is given: the project's internal test clip.
+DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "people_walking_720p.avi"
+
+EXIT_BAD_INPUT = 2
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    source = args.input or DEFAULT_CLIP
+    if not source.is_file():
+        print(f"error: no input video at {source}; pass --input VIDEO", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    boxes = json.loads(args.boxes) if args.boxes else None
+    result = run_demo(source, args.out, count=args.frames, stride=args.stride, size=args.model,
+                      boxes=boxes, seed=args.seed)
+    print(result.to_json())
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from models.hub import FORMATS, hub_ref
+    from models.spec import SIZES, TASKS
+
+    rows = []
+    for task in TASKS:
+        for size in SIZES:
+            try:
+                ref = hub_ref(task, size)
+            except FileNotFoundError:
+                continue
+            rows.append({"task": task, "size": size, "repos": [
+                ref.repo_id + ("" if f == "original" else f"-{f}") for f in FORMATS]})
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _cmd_models_verify(args: argparse.Namespace) -> int:
+    from models import ModelError, load_checkpoint
+
+    try:
+        model = load_checkpoint(args.source, task=args.task or "", size=args.size,
+                                local_files_only=args.offline)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    params = sum(p.numel() for p in model.parameters())
+    info = {part: c.to_dict() for part, c in model.checkpoints.items()}
+    print(json.dumps({"size": model.size, "tasks": list(model.tasks), "parameters": params,
+                      "checkpoints": info}, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sapiens-stream",
+                                description="Sapiens human-centric vision over video.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the model stack on a few frames, save pictures")
+    demo.add_argument("--input", type=Path, default=None, help="video file (default: test clip)")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument("--frames", type=int, default=3)
+    demo.add_argument("--stride", type=int, default=50)
+    demo.add_argument("--model", default="tiny", choices=["tiny", "0.3b", "0.6b", "1b", "2b"])
+    demo.add_argument("--boxes", default=None, help='JSON list of xyxy boxes, e.g. "[[0,0,640,720]]"')
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
+
+    models = sub.add_parser("models", help="list or verify Sapiens checkpoints")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    ls = msub.add_parser("list", help="released checkpoints and their hub repositories")
+    ls.set_defaults(func=_cmd_models_list)
+    verify = msub.add_parser("verify", help="load a checkpoint strictly and print its facts")
+    verify.add_argument("source", help="file path or hub name (facebook/sapiens-pose-0.3b)")
+    verify.add_argument("--task", default=None)
+    verify.add_argument("--size", default=None)
+    verify.add_argument("--offline", action="store_true", help="use the hub cache only")
+    verify.set_defaults(func=_cmd_models_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Drawing results onto frames: skeletons, part colours, depth and normal maps (numpy + PIL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw
+
+from models.metadata import GOLIATH_SEG_28, KeypointSet
+
+__all__ = ["colorize_depth", "colorize_normals", "colorize_parts", "draw_pose", "panel"]
+
+# Stops of matplotlib's "inferno" colormap at 0, 0.1, ..., 1.0 (sRGB hex values).
+_INFERNO_STOPS = np.array([
+    [0, 0, 4], [22, 11, 57], [66, 10, 104], [106, 23, 110], [147, 38, 103], [188, 55, 84],
+    [221, 81, 58], [243, 120, 25], [252, 165, 10], [246, 215, 70], [252, 255, 164],
+], dtype=np.float32)
+
+Uint8Image = NDArray[np.uint8]
+
+
+def _inferno(v: NDArray[np.floating]) -> Uint8Image:
+    """Map values in [0, 1] to RGB by piecewise-linear interpolation of the stops."""
+    pos = np.clip(v, 0.0, 1.0) * (len(_INFERNO_STOPS) - 1)
+    lo = np.floor(pos).astype(np.int64).clip(0, len(_INFERNO_STOPS) - 2)
+    t = (pos - lo)[..., None]
+    rgb = _INFERNO_STOPS[lo] * (1 - t) + _INFERNO_STOPS[lo + 1] * t
+    return rgb.round().astype(np.uint8)
+
+
+def colorize_parts(labels: NDArray[np.integer], alpha_on: Uint8Image | None = None,
+                   alpha: float = 0.5) -> Uint8Image:
+    """(H, W) part labels -> RGB with the official palette, optionally blended over an image."""
+    palette = np.asarray(GOLIATH_SEG_28.palette, dtype=np.uint8)
+    rgb = palette[np.clip(labels, 0, len(palette) - 1)]
+    if alpha_on is None:
+        return rgb
+    fg = (labels > 0)[..., None]
+    blend = alpha_on * (1 - alpha) + rgb * alpha
+    return np.where(fg, blend, alpha_on).astype(np.uint8)
+
+
+def colorize_depth(depth: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+                   ) -> Uint8Image:
+    """Relative depth (H, W) -> inferno RGB, near = bright; outside ``mask`` gray 100."""
+    mask = np.isfinite(depth) if mask is None else mask & np.isfinite(depth)
+    out = np.full((*depth.shape, 3), 100, dtype=np.uint8)
+    if mask.any():
+        d = depth[mask]
+        lo, hi = float(d.min()), float(d.max())
+        out[mask] = _inferno(1.0 - (d - lo) / max(hi - lo, 1e-6))
+    return out
+
+
+def colorize_normals(normals: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+                     ) -> Uint8Image:
+    """Unit normals (H, W, 3) -> RGB via (n + 1) / 2; outside ``mask`` black."""
+    rgb = ((np.nan_to_num(normals) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    if mask is not None:
+        rgb[~mask] = 0
+    return rgb
+
+
+def draw_pose(image: Uint8Image, keypoints: NDArray[np.floating], scores: NDArray[np.floating],
+              kset: KeypointSet, *, threshold: float = 0.3, radius: int = 3) -> Uint8Image:
+    """Draw skeletons of P persons, keypoints (P, K, 2) with scores (P, K), onto an RGB image."""
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    for kp, sc in zip(keypoints, scores, strict=True):
+        ok = sc > threshold
+        for (a, b), color in zip(kset.skeleton, kset.link_colors, strict=True):
+            if ok[a] and ok[b]:
+                draw.line([tuple(kp[a]), tuple(kp[b])], fill=tuple(color), width=2)
+        for i in np.flatnonzero(ok):
+            x, y = kp[i]
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                         fill=tuple(kset.point_colors[i]))
+    return np.asarray(canvas)
+
+
+def panel(images: Sequence[Uint8Image], *, height: int = 360) -> Uint8Image:
+    """Resize RGB images to a common height and put them side by side."""
+    tiles = []
+    for img in images:
+        h, w = img.shape[:2]
+        pil = Image.fromarray(img).resize((max(1, round(w * height / h)), height),
+                                          Image.Resampling.BILINEAR)
+        tiles.append(np.asarray(pil))
+    return np.concatenate(tiles, axis=1)

@@ -1,0 +1,47 @@
+"""The fixed-batch predictor: padding never changes outputs; bf16 stays close to fp32."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from models import build_model
+from models.runtime import Predictor, RuntimeSpec
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(["pose", "depth"], "tiny")
+
+
+def test_padded_batches_equal_one_by_one(model: torch.nn.Module) -> None:
+    x = torch.randn(5, 3, 128, 96)
+    padded = Predictor(model, RuntimeSpec(batch_size=4))(x)  # 4 + (1 real + 3 zero rows)
+    single = Predictor(model, RuntimeSpec(batch_size=1))(x)
+    for task in ("pose", "depth"):
+        assert padded[task].shape[0] == 5
+        assert torch.allclose(padded[task], single[task], atol=1e-5)
+
+
+def test_bfloat16_path_is_close_to_float32(model: torch.nn.Module) -> None:
+    x = torch.randn(2, 3, 128, 96)
+    ref = Predictor(copy.deepcopy(model), RuntimeSpec(dtype="float32"))(x)
+    low = Predictor(copy.deepcopy(model), RuntimeSpec(dtype="bfloat16"))(x)
+    for task in ("pose", "depth"):
+        err = (low[task] - ref[task]).abs().max() / ref[task].abs().max()
+        assert low[task].dtype == torch.float32
+        assert err < 0.05, (task, float(err))
+
+
+def test_empty_and_bad_inputs(model: torch.nn.Module) -> None:
+    pred = Predictor(model, RuntimeSpec(batch_size=2))
+    assert pred(torch.zeros(0, 3, 64, 48)) == {}
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, H, W\)"):
+        pred(torch.zeros(3, 64, 48))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        RuntimeSpec(batch_size=0)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        RuntimeSpec(dtype="int8")
