@@ -277,3 +277,18 @@ def test_normalize_normals_gives_unit_vectors(size: tuple[int, int] | None) -> N
 def test_dense_post_processing_validates_input(call: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_flip_test_with_the_goliath_swap_map() -> None:
+    """A peak for keypoint k seen in the flipped input comes back mirrored, in channel flip[k]."""
+    from models.metadata import keypoint_set
+
+    kset = keypoint_set(308)
+    flip = torch.tensor(kset.flip_indices)
+    h, w = 16, 12
+    hm_flipped_input = torch.zeros(1, 308, h, w)
+    left_wrist, right_wrist = kset.index("left_wrist"), kset.index("right_wrist")
+    hm_flipped_input[0, right_wrist, 5, 2] = 1.0  # the mirror image shows a right wrist at x=2
+    back = flip_back_heatmaps(hm_flipped_input, flip)
+    assert back[0, left_wrist, 5, w - 1 - 2] == 1.0
+    assert back[0, right_wrist].abs().sum() == 0
