@@ -1,0 +1,179 @@
+"""``JobSpec``: everything that defines one video job, validated, frozen and round-trippable."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from flows.errors import SpecError
+from models.spec import SIZES
+
+__all__ = ["DETECTORS", "JobSpec", "ModelChoice", "Sampling"]
+
+TASK_NAMES = ("pose", "seg", "depth", "normal")
+DETECTORS = ("full-frame", "boxes", "rtdetr")
+DENSE_MODES = ("crop", "frame")
+PLACEMENTS = ("fused", "split")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _from_dict(cls: type, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    valid = {f.name for f in fields(cls)}
+    if unknown := sorted(set(raw) - valid):
+        raise SpecError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+    return dict(raw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelChoice:
+    """Which Sapiens model runs.
+
+    Args:
+        size: ``tiny`` (random weights, for tests and demos) or a released size.
+        weights: a directory of checkpoint files, or ``hub`` for the Hugging Face hub; ignored
+            for ``tiny``.
+        fmt: checkpoint format on the hub: ``original``, ``torchscript`` or ``bfloat16``.
+        num_keypoints: pose keypoint set (308, 133 or 17).
+        dtype: ``float32``/``bfloat16``/``float16``; None = bf16 on GPU, fp32 on CPU.
+        compile: ``torch.compile`` the backbone group.
+    """
+
+    size: str = "tiny"
+    weights: str = "hub"
+    fmt: str = "original"
+    num_keypoints: int = 308
+    dtype: str | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise SpecError(f"model.size must be one of {list(SIZES)}, got {self.size!r}")
+        if self.num_keypoints not in (308, 133, 17):
+            raise SpecError(f"model.num_keypoints must be 308, 133 or 17, got {self.num_keypoints}")
+
+    @property
+    def random_weights(self) -> bool:
+        return self.size == "tiny"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sampling:
+    """Which decoded frames are processed: every ``stride``-th, or resampled to ``target_fps``,
+    within ``[start_s, end_s)``."""
+
+    stride: int = 1
+    target_fps: float | None = None
+    start_s: float = 0.0
+    end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise SpecError(f"sampling.stride must be >= 1, got {self.stride}")
+        if self.target_fps is not None and self.target_fps <= 0:
+            raise SpecError(f"sampling.target_fps must be > 0, got {self.target_fps}")
+        if self.start_s < 0 or (self.end_s is not None and self.end_s <= self.start_s):
+            raise SpecError(f"sampling: need 0 <= start_s < end_s, got {self.start_s}, {self.end_s}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """One video job.
+
+    Args:
+        source: a local path, http(s)/s3 URL or RTSP stream.
+        job_id: letters, digits, ``_.-`` (no path separators); generated when omitted.
+        tasks: any of pose, seg, depth, normal.
+        model: the model choice.
+        detector: ``full-frame``, ``boxes`` (per-frame boxes in ``boxes``) or ``rtdetr``.
+        boxes: source frame index -> list of xyxy boxes (``detector="boxes"`` only).
+        sampling: frame sampling.
+        output_root: directory or fsspec URL under which ``<job_id>.zarr`` is written.
+        max_side: downscale dense outputs so their longer side is at most this (None = source).
+        dense_mode: ``crop`` (dense tasks on person crops, composited) or ``frame`` (whole frame,
+            as the official demos).
+        placement: ``fused`` (heads inside the backbone actor) or ``split`` (head actors).
+        batch_size: crops per backbone batch.
+        priority: higher runs first when the queue is contended.
+    """
+
+    source: str
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    tasks: tuple[str, ...] = TASK_NAMES
+    model: ModelChoice = field(default_factory=ModelChoice)
+    detector: str = "full-frame"
+    boxes: Mapping[int, tuple[tuple[float, float, float, float], ...]] | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    output_root: str = "out/results"
+    max_side: int | None = None
+    dense_mode: str = "crop"
+    placement: str = "fused"
+    batch_size: int = 8
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise SpecError("source is empty: give a video path or URL")
+        if not _JOB_ID.match(self.job_id):
+            raise SpecError(f"job_id {self.job_id!r} must match {_JOB_ID.pattern}")
+        bad = [t for t in self.tasks if t not in TASK_NAMES]
+        if bad or not self.tasks:
+            raise SpecError(f"tasks must be a non-empty subset of {TASK_NAMES}, got {self.tasks}")
+        for name, value, allowed in (("detector", self.detector, DETECTORS),
+                                     ("dense_mode", self.dense_mode, DENSE_MODES),
+                                     ("placement", self.placement, PLACEMENTS)):
+            if value not in allowed:
+                raise SpecError(f"{name} must be one of {allowed}, got {value!r}")
+        if (self.detector == "boxes") != (self.boxes is not None):
+            raise SpecError("boxes are given exactly when detector is 'boxes'")
+        if self.batch_size < 1:
+            raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_side is not None and self.max_side < 16:
+            raise SpecError(f"max_side must be >= 16, got {self.max_side}")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> JobSpec:
+        """Build from plain data (YAML/JSON/msgpack); unknown keys are rejected by name."""
+        data = _from_dict(cls, raw, "job spec")
+        if "model" in data:
+            data["model"] = ModelChoice(**_from_dict(ModelChoice, data["model"], "model"))
+        if "sampling" in data:
+            data["sampling"] = Sampling(**_from_dict(Sampling, data["sampling"], "sampling"))
+        if "tasks" in data:
+            data["tasks"] = tuple(data["tasks"])
+        if data.get("boxes") is not None:
+            data["boxes"] = _parse_boxes(data["boxes"])
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise SpecError(f"job spec: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``from_dict`` turns back into an equal spec."""
+        out = asdict(self)
+        out["tasks"] = list(self.tasks)
+        if self.boxes is not None:
+            out["boxes"] = {str(k): [list(b) for b in v] for k, v in self.boxes.items()}
+        return out
+
+
+def _parse_boxes(raw: Any) -> dict[int, tuple[tuple[float, float, float, float], ...]]:
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"boxes: expected a mapping of frame index -> boxes, got {type(raw)}")
+    out: dict[int, tuple[tuple[float, float, float, float], ...]] = {}
+    for key, boxes in raw.items():
+        try:
+            index = int(key)
+            parsed = tuple((float(a), float(b), float(c), float(d)) for a, b, c, d in boxes)
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"boxes[{key!r}]: expected a list of [x1, y1, x2, y2], got {boxes!r}") \
+                from e
+        for x1, y1, x2, y2 in parsed:
+            if not (x2 > x1 and y2 > y1):
+                raise SpecError(f"boxes[{index}]: box {[x1, y1, x2, y2]} has no area")
+        out[index] = parsed
+    return out
