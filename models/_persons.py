@@ -39,6 +39,14 @@ class FrameMaps:
     depth: Tensor | None
     normal: Tensor | None
 
+    def cpu(self) -> FrameMaps:
+        """The same maps in CPU memory."""
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.cpu()
+
+        return FrameMaps(person=self.person.cpu(), part=move(self.part), depth=move(self.depth),
+                         normal=move(self.normal))
+
 
 def _out_to_frame(frame_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
     """(3, 3) output-grid px -> frame px, pixel centres aligned (align_corners=False)."""
@@ -85,6 +93,7 @@ def composite_persons(
     out_size: tuple[int, int] | None = None,
     crop_size: tuple[int, int] = INPUT_SIZE,
     fg_threshold: float = 0.5,
+    tasks: tuple[str, ...] | None = None,
 ) -> FrameMaps:
     """Paste N persons' dense head outputs into F frame maps (see the module doc for the rule).
 
@@ -100,6 +109,8 @@ def composite_persons(
         out_size: (H', W') of the output grid; default the frame size.
         crop_size: (Hc, Wc) of the crops.
         fg_threshold: minimum foreground probability for a pixel to be owned.
+        tasks: dense tasks to produce maps for (default: those in ``outputs``); with no persons
+            the maps are still made, empty.
     """
     out_size = out_size or frame_size
     device = next(iter(outputs.values())).device if outputs else matrix.device
@@ -107,9 +118,10 @@ def composite_persons(
     shape = (n_frames, *out_size)
     best = torch.zeros(shape, device=device)
     person = torch.zeros(shape, dtype=torch.int32, device=device)
-    part = torch.zeros(shape, dtype=torch.uint8, device=device) if "seg" in outputs else None
-    depth = torch.full(shape, float("nan"), device=device) if "depth" in outputs else None
-    normal = torch.zeros((*shape, 3), device=device) if "normal" in outputs else None
+    tasks = tuple(outputs) if tasks is None else tasks
+    part = torch.zeros(shape, dtype=torch.uint8, device=device) if "seg" in tasks else None
+    depth = torch.full(shape, float("nan"), device=device) if "depth" in tasks else None
+    normal = torch.zeros((*shape, 3), device=device) if "normal" in tasks else None
     slot = torch.zeros(len(frame_index), dtype=torch.int32)
     for i, f in enumerate(frame_index.tolist()):  # slot k of a frame = its k-th person
         slot[i] = int((frame_index[:i] == f).sum()) + 1

@@ -1,0 +1,124 @@
+"""Frames and person boxes in, frame-coordinate results out: the model math of one batch.
+
+Frames travel to the device once; crops are cut there (kornia), every backbone group runs once
+per crop, and the raw outputs are decoded: pose keypoints back to frame pixels, dense maps
+composited into per-frame maps (``models._persons``) on the requested output grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models._persons import FrameMaps, composite_persons
+from models.postprocess import flip_test_average, heatmap_to_crop, udp_decode
+from models.preprocess import CONFIG_NORM, Normalization, crop_persons, normalize
+from models.preprocess import points_crop_to_image
+from models.runtime import Predictor
+from models.spec import INPUT_SIZE
+
+__all__ = ["Analyzer", "PersonResults"]
+
+DENSE_TASKS = ("seg", "depth", "normal")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersonResults:
+    """Results of one batch, on the CPU.
+
+    Attributes:
+        keypoints: (N, K, 2) float32 frame pixels, or None without pose.
+        keypoint_scores: (N, K) float32, or None.
+        maps: per-frame dense maps, or None without dense tasks.
+    """
+
+    keypoints: Tensor | None
+    keypoint_scores: Tensor | None
+    maps: FrameMaps | None
+
+
+class Analyzer:
+    """Runs backbone groups over person crops and decodes their outputs.
+
+    Args:
+        groups: predictors, each running one backbone group (one backbone, its heads).
+            Official checkpoints give one group per task; the tiny model one for all.
+        norm: normalisation constants.
+        crop_size: (H, W) of the crops.
+        flip_indices: keypoint swap map; when given, pose runs the flip test (the crop and its
+            mirror image, heatmaps averaged).
+    """
+
+    def __init__(self, groups: Sequence[Predictor], *, norm: Normalization = CONFIG_NORM,
+                 crop_size: tuple[int, int] = INPUT_SIZE,
+                 flip_indices: Sequence[int] | None = None) -> None:
+        if not groups:
+            raise ValueError("expected at least one backbone group, got none")
+        tasks = [t for g in groups for t in g.model.tasks]
+        if len(tasks) != len(set(tasks)):
+            raise ValueError(f"each task must belong to exactly one group, got {tasks}")
+        self.groups = tuple(groups)
+        self.tasks = tuple(tasks)
+        self.norm, self.crop_size = norm, crop_size
+        self.device = groups[0].device
+        self.flip = None if flip_indices is None else torch.tensor(flip_indices, device=self.device)
+
+    def _run_groups(self, crops: Tensor) -> dict[str, Tensor]:
+        outputs: dict[str, Tensor] = {}
+        for group in self.groups:
+            out = group(crops)
+            if self.flip is not None and "pose" in out:
+                mirrored = group(crops.flip(-1))["pose"]
+                out["pose"] = flip_test_average(out["pose"], mirrored, self.flip)
+            outputs.update(out)
+        return outputs
+
+    @torch.inference_mode()
+    def __call__(self, frames: Tensor, frame_index: Tensor, boxes: Tensor, scores: Tensor, *,
+                 out_size: tuple[int, int] | None = None) -> PersonResults:
+        """Analyse N persons of F frames.
+
+        Args:
+            frames: (F, 3, H, W) uint8 RGB, any device.
+            frame_index: (N,) frame of each person.
+            boxes: (N, 4) xyxy boxes in frame pixels.
+            scores: (N,) detection scores (break ownership ties).
+            out_size: (H', W') of the dense maps; default (H, W).
+        """
+        frames = frames.to(self.device, non_blocking=True)
+        crop = crop_persons(frames, frame_index.to(self.device), boxes.to(self.device),
+                            self.crop_size)
+        outputs = self._run_groups(normalize(crop.crops, self.norm)) if len(boxes) else {}
+        keypoints = kp_scores = None
+        if "pose" in self.tasks:
+            keypoints, kp_scores = self._decode_pose(outputs.get("pose"), crop, len(boxes))
+        maps = None
+        dense = {t: outputs[t] for t in DENSE_TASKS if t in outputs}
+        if any(t in self.tasks for t in DENSE_TASKS):
+            maps = composite_persons(
+                dense, matrix=crop.matrix.cpu(), frame_index=frame_index.cpu(),
+                scores=scores.cpu(), boxes=boxes.cpu(), n_frames=frames.shape[0],
+                frame_size=tuple(frames.shape[-2:]), out_size=out_size, crop_size=self.crop_size,
+                tasks=tuple(t for t in DENSE_TASKS if t in self.tasks))
+            maps = maps.cpu()
+        return PersonResults(keypoints=keypoints, keypoint_scores=kp_scores, maps=maps)
+
+    def _decode_pose(self, heatmaps: Tensor | None, crop: object, n: int
+                     ) -> tuple[Tensor, Tensor]:
+        k = self._num_keypoints()
+        if heatmaps is None or n == 0:
+            return torch.zeros(0, k, 2), torch.zeros(0, k)
+        kp_hm, kp_scores = udp_decode(heatmaps)
+        in_crop = heatmap_to_crop(kp_hm, tuple(heatmaps.shape[-2:]), self.crop_size)
+        kps = points_crop_to_image(in_crop, crop.center, crop.scale, self.crop_size)  # type: ignore[attr-defined]
+        return kps.float().cpu(), kp_scores.float().cpu()
+
+    def _num_keypoints(self) -> int:
+        for group in self.groups:
+            if "pose" in group.model.heads:
+                return int(group.model.heads["pose"].spec.out_dim)
+        return 0
+
