@@ -1,0 +1,351 @@
+"""Decode stage: a video file, URL or RTSP stream in, batches of upright RGB frames out.
+
+A plain class (no Ray here); ``flows/`` wraps it with ``ray.remote`` and streams its generator.
+Frames are numbered by a decode counter (0 = first decoded frame), never by container pts or
+frame counts, which AVI and others get wrong. Time, orientation and resume rules are in
+``_sampling``, ``_media`` and ``_seek``.
+
+Retry safety: ``batches(job_id, source, start_index=k)`` yields exactly the frames with
+``source_index >= k`` of a clean run, with equal pixels, indices, pts and times, so a retried or
+resumed job rewrites the same frame regions. One exception: on damaged input, FFmpeg's
+frame-threaded error concealment is timing-dependent, so the pixels of concealed frames may
+differ between runs (their indices do not); ``threads=1`` makes them repeatable.
+
+Example:
+    >>> worker = DecodeWorker(DecodeSpec(batch_size=8, target_fps=5.0, max_side=640))
+    >>> for batch in worker.batches("job-1", "video.mp4"):  # doctest: +SKIP
+    ...     batch.frames.shape  # (B, H, W, 3) uint8
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import av
+import numpy as np
+
+from actors._media import (
+    FrameReader,
+    display_name,
+    iter_packets,
+    open_container,
+    to_rgb,
+    video_stream,
+)
+from actors._probe import orientation_from, probe_video
+from actors._sampling import Choice, FrameClock, Sampler
+from actors._seek import NoSeekPlan, SeekMismatch, plan_seek, seek_packets, verified
+from actors.errors import InvalidDecodeSpecError, UnknownFrameRateError
+from actors.messages import FrameBatch, VideoInfo
+
+__all__ = ["DecodeSpec", "DecodeWorker"]
+
+logger = logging.getLogger(__name__)
+
+Source = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecodeSpec:
+    """How to decode and sample one video.
+
+    Args:
+        batch_size: most frames per :class:`FrameBatch`.
+        stride: keep frames whose decode index is a multiple of ``stride``.
+        target_fps: keep about this many frames per second instead (exclusive with stride).
+        start_s: first second to keep (inclusive), on the ``time_s`` scale.
+        end_s: second at which to stop (exclusive), or None for the whole video.
+        max_side: downscale at decode so the longer side is at most this many pixels.
+        threads: decoder threads; 0 lets FFmpeg choose.
+        open_timeout_s: seconds a network source may take to open.
+        read_timeout_s: seconds a network source may stay silent while reading.
+        seek: allow a resume to seek to a keyframe (only when provably exact).
+    """
+
+    batch_size: int = 8
+    stride: int = 1
+    target_fps: float | None = None
+    start_s: float = 0.0
+    end_s: float | None = None
+    max_side: int | None = None
+    threads: int = 0
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    seek: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("batch_size", self.batch_size, low=1)
+        _check_int("stride", self.stride, low=1)
+        _check_int("threads", self.threads, low=0)
+        if self.max_side is not None:
+            _check_int("max_side", self.max_side, low=16)
+        for name in ("open_timeout_s", "read_timeout_s"):
+            _check_number(name, getattr(self, name), positive=True)
+        _check_number("start_s", self.start_s, positive=False)
+        if self.target_fps is not None:
+            _check_number("target_fps", self.target_fps, positive=True)
+            if self.stride != 1:
+                msg = f"give stride or target_fps, not both; got stride={self.stride}, "
+                msg += f"target_fps={self.target_fps}"
+                raise InvalidDecodeSpecError(msg)
+        if self.end_s is not None:
+            _check_number("end_s", self.end_s, positive=True)
+            if self.end_s <= self.start_s:
+                msg = f"end_s must be > start_s, got start_s={self.start_s}, end_s={self.end_s}"
+                raise InvalidDecodeSpecError(msg)
+        if not isinstance(self.seek, bool):
+            msg = f"DecodeSpec.seek: expected a bool, got {self.seek!r}"
+            raise InvalidDecodeSpecError(msg)
+
+    @property
+    def uses_time(self) -> bool:
+        """Whether selection depends on frame times (target fps or a time range)."""
+        return self.target_fps is not None or self.start_s > 0 or self.end_s is not None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DecodeSpec:
+        """Build from plain values, rejecting unknown keys."""
+        valid = {f.name for f in fields(cls)}
+        if unknown := raw.keys() - valid:
+            msg = f"unknown DecodeSpec key(s) {sorted(unknown)}; valid keys: {sorted(valid)}"
+            raise InvalidDecodeSpecError(msg)
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values; ``DecodeSpec.from_dict(spec.to_dict()) == spec``."""
+        return asdict(self)
+
+
+def _check_int(name: str, value: object, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        msg = f"DecodeSpec.{name}: expected an int >= {low}, got {value!r}"
+        raise InvalidDecodeSpecError(msg)
+
+
+def _check_number(name: str, value: object, *, positive: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):  # type: ignore[operator]
+        bound = "> 0" if positive else ">= 0"
+        msg = f"DecodeSpec.{name}: expected a finite number {bound}, got {value!r}"
+        raise InvalidDecodeSpecError(msg)
+
+
+class DecodeWorker:
+    """Decodes videos into :class:`FrameBatch` streams; holds no open file between calls.
+
+    Args:
+        spec: decode and sampling settings, fixed for the worker's life.
+    """
+
+    def __init__(self, spec: DecodeSpec) -> None:
+        if not isinstance(spec, DecodeSpec):
+            msg = f"expected a DecodeSpec, got {type(spec).__name__}"
+            raise InvalidDecodeSpecError(msg)
+        self.spec = spec
+
+    def probe(self, source: Source) -> VideoInfo:
+        """Open ``source``, decode its first frames and return its facts.
+
+        Raises:
+            DecodeError: a subclass naming the source and the cause (not found, unreachable,
+                not media, no video stream, no decodable frame).
+        """
+        s = self.spec
+        return probe_video(
+            source,
+            max_side=s.max_side,
+            threads=s.threads,
+            open_timeout_s=s.open_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+        )
+
+    def batches(self, job_id: str, source: Source, *, start_index: int = 0) -> Iterator[FrameBatch]:
+        """Stream the selected frames of ``source`` as batches of at most ``spec.batch_size``.
+
+        The source is probed before this returns, so unreadable input raises here; decoding
+        runs lazily as the iterator is consumed and never holds more than one batch.
+
+        Args:
+            job_id: carried into every batch.
+            source: local path (any container FFmpeg reads), http(s) URL or RTSP/RTMP URL.
+            start_index: first decode index to emit; earlier frames are decoded (or skipped by
+                an exact keyframe seek) but not emitted. 0 for a fresh job.
+
+        Returns:
+            An iterator of batches; the last has ``is_last=True``, the first carries ``info``.
+
+        Raises:
+            InvalidDecodeSpecError: empty ``job_id`` or negative ``start_index``.
+            DecodeError: unreadable source (see :meth:`probe`); network failures while
+                decoding raise :class:`~actors.errors.SourceUnreachableError` from the iterator.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            msg = f"job_id: expected a non-empty str, got {job_id!r}"
+            raise InvalidDecodeSpecError(msg)
+        if isinstance(start_index, bool) or not isinstance(start_index, int) or start_index < 0:
+            msg = f"start_index: expected an int >= 0, got {start_index!r}"
+            raise InvalidDecodeSpecError(msg)
+        info = self.probe(source)
+        if self.spec.uses_time and info.time_source == "rate" and info.fps is None:
+            msg = (
+                f"{info.source!r}: target_fps/start_s/end_s need frame times, but the video has "
+                "neither increasing pts nor a frame rate; use stride instead"
+            )
+            raise UnknownFrameRateError(msg)
+        feed = _Feed(source, info, self.spec, start_index)
+        return _Batcher(job_id, info, self.spec, start_index).run(feed)
+
+
+class _Feed:
+    """Decoded frames (index, frame) of one call, from index 0 or from an exact seek point."""
+
+    def __init__(self, source: Source, info: VideoInfo, spec: DecodeSpec, start_index: int) -> None:
+        self._source, self._info, self._spec = source, info, spec
+        self._name = display_name(source)
+        self._start_index = start_index
+        self.clock = FrameClock(info.time_source, info.time_base, info.start_pts, info.fps)
+        self._reader: FrameReader | None = None
+
+    @property
+    def n_corrupt(self) -> int:
+        """Corrupt frames and failed packets so far (restarts at 0 after a failed seek)."""
+        return 0 if self._reader is None else self._reader.n_corrupt
+
+    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        spec = self._spec
+        container = open_container(
+            self._source, open_timeout_s=spec.open_timeout_s, read_timeout_s=spec.read_timeout_s
+        )
+        try:
+            return container, video_stream(container, self._name, threads=spec.threads)
+        except BaseException:
+            container.close()
+            raise
+
+    def __iter__(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        skipping = self._start_index > 0 or self._spec.start_s > 0
+        if skipping and self._spec.seek and self._info.seekable:
+            try:
+                yield from self._from_seek()
+                return
+            except NoSeekPlan:
+                logger.debug("%s: no exact seek point; decoding from 0", self._name)
+            except SeekMismatch as e:
+                logger.info("%s: resume seek abandoned (%s); decoding from 0", self._name, e)
+        container, stream = self._open()
+        with container:
+            self._reader = FrameReader(
+                iter_packets(container, stream, self._name), first_index=0, name=self._name
+            )
+            yield from self._reader
+
+    def _from_seek(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        container, stream = self._open()
+        with container:
+            plan = plan_seek(
+                container,
+                stream,
+                start_index=self._start_index,
+                start_s=self._spec.start_s,
+                clock=self.clock,
+                name=self._name,
+            )
+            if plan is None:
+                raise NoSeekPlan(self._name)
+            packets = seek_packets(container, stream, plan, self._name)
+            logger.debug("%s: seeked to keyframe at decode index %d", self._name, plan.key.count)
+            self._reader = FrameReader(packets, first_index=plan.key.count, name=self._name)
+            yield from verified(self._reader, plan)
+
+
+class _Batcher:
+    """Selects frames from a feed and packs them into FrameBatches, one buffer at a time."""
+
+    def __init__(self, job_id: str, info: VideoInfo, spec: DecodeSpec, start_index: int) -> None:
+        self._job_id, self._info, self._start = job_id, info, start_index
+        self._size = spec.batch_size
+        self._sampler = Sampler(
+            stride=spec.stride, target_fps=spec.target_fps, start_s=spec.start_s, end_s=spec.end_s
+        )
+        self._orientation = orientation_from(info)
+        swap = self._orientation.swaps_axes
+        self._scaled = (info.height, info.width) if swap else (info.width, info.height)
+        self._buffer: np.ndarray | None = None
+        self._index: list[int] = []
+        self._pts: list[int] = []
+        self._time: list[float] = []
+        self._batch_index = 0
+        self._corrupt_seen = 0
+
+    def run(self, feed: _Feed) -> Iterator[FrameBatch]:
+        """Yield batches; a full batch waits for the next kept frame so ``is_last`` is exact."""
+        last, emitted = -1, 0
+        for index, frame in feed:
+            if index <= last:  # the feed restarted from 0 after an abandoned seek
+                self._sampler = self._sampler.fresh()
+            last = index
+            choice = self._sampler.choose(index, feed.clock.time_of(index, frame.pts))
+            if choice is Choice.STOP:
+                break
+            if index < self._start:
+                self._corrupt_seen = feed.n_corrupt  # corrupt frames before the resume point
+                continue
+            if choice is Choice.SKIP:
+                continue
+            if len(self._index) == self._size:
+                yield self._flush(feed, is_last=False)
+            self._add(index, frame, feed.clock)
+            emitted += 1
+        yield self._flush(feed, is_last=True)
+        logger.info(
+            "%s: job %s: emitted %d frames up to decode index %d, %d corrupt",
+            self._info.source,
+            self._job_id,
+            emitted,
+            last,
+            feed.n_corrupt,
+        )
+
+    def _add(self, index: int, frame: av.VideoFrame, clock: FrameClock) -> None:
+        if self._buffer is None:
+            shape = (self._size, self._info.height, self._info.width, 3)
+            self._buffer = np.empty(shape, dtype=np.uint8)
+        out = self._buffer[len(self._index)]
+        to_rgb(frame, out, size=self._scaled, orientation=self._orientation)
+        self._index.append(index)
+        self._pts.append(-1 if frame.pts is None else frame.pts)
+        self._time.append(clock.time_of(index, frame.pts))
+
+    def _flush(self, feed: _Feed, *, is_last: bool) -> FrameBatch:
+        n = len(self._index)
+        if self._buffer is None:
+            frames = np.empty((0, self._info.height, self._info.width, 3), dtype=np.uint8)
+        else:
+            frames = self._buffer[:n]  # a leading slice stays C-contiguous; no copy
+        batch = FrameBatch(
+            job_id=self._job_id,
+            batch_index=self._batch_index,
+            frames=frames,
+            source_index=np.asarray(self._index, dtype=np.int64),
+            pts=np.asarray(self._pts, dtype=np.int64),
+            time_s=np.asarray(self._time, dtype=np.float64),
+            is_last=is_last,
+            n_corrupt=max(0, feed.n_corrupt - self._corrupt_seen),
+            info=self._info if self._batch_index == 0 else None,
+        )
+        logger.debug(
+            "%s: batch %d: %d frames from index %s",
+            self._job_id,
+            self._batch_index,
+            n,
+            self._index[0] if n else None,
+        )
+        self._buffer, self._index, self._pts, self._time = None, [], [], []
+        self._batch_index += 1
+        self._corrupt_seen = feed.n_corrupt
+        return batch

@@ -1,0 +1,51 @@
+"""Errors raised by the actor layer.
+
+Every error derives from :class:`ActorError` and from the builtin that fits it, so callers can
+catch either the project type or the builtin (``except FileNotFoundError`` works for a missing
+video, ``except ValueError`` for a file that is not a video).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorError",
+    "DecodeError",
+    "InvalidDecodeSpecError",
+    "NoVideoStreamError",
+    "SourceNotFoundError",
+    "SourceUnreachableError",
+    "UnknownFrameRateError",
+    "UnreadableMediaError",
+]
+
+
+class ActorError(Exception):
+    """Base class of every error raised by ``actors``."""
+
+
+class InvalidDecodeSpecError(ActorError, ValueError):
+    """A :class:`~actors.decode.DecodeSpec` field or a decode argument has an invalid value."""
+
+
+class DecodeError(ActorError, ValueError):
+    """A video source cannot be decoded; the message names the source and the cause."""
+
+
+class SourceNotFoundError(DecodeError, FileNotFoundError):
+    """A local video path does not exist (or is not a regular file)."""
+
+
+class SourceUnreachableError(DecodeError, ConnectionError):
+    """A network source refused the connection, did not answer in time, or stopped answering."""
+
+
+class UnreadableMediaError(DecodeError):
+    """The bytes are not a media container FFmpeg can read (empty, truncated header, not media)."""
+
+
+class NoVideoStreamError(DecodeError):
+    """The container opens but holds no video stream (audio only, subtitles, data)."""
+
+
+class UnknownFrameRateError(DecodeError):
+    """Time-based sampling was asked for but the video has neither usable pts nor a frame rate."""

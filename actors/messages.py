@@ -1,0 +1,142 @@
+"""Messages that cross actor boundaries: frozen dataclasses of numpy arrays aligned on axis 0.
+
+Payloads are numpy arrays (shared zero-copy by Ray's object store, read-only on arrival); every
+array in a batch has the same length B and is checked when the batch is created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["FrameBatch", "TimeSource", "VideoInfo"]
+
+#: Where ``time_s`` comes from: the frame's pts, or its decode index divided by the frame rate.
+TimeSource = Literal["pts", "rate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoInfo:
+    """Facts about one video source, as read by :meth:`actors.decode.DecodeWorker.probe`.
+
+    Args:
+        source: the path or URL (passwords in URLs replaced by ``***``).
+        container: FFmpeg demuxer name, e.g. ``"mov,mp4,m4a,3gp,3g2,mj2"`` or ``"avi"``.
+        codec: video codec name, e.g. ``"h264"``.
+        source_width: coded frame width in pixels, before rotation and downscale.
+        source_height: coded frame height in pixels, before rotation and downscale.
+        width: width of the emitted frames (after downscale and rotation).
+        height: height of the emitted frames (after downscale and rotation).
+        fps: FFmpeg's guessed frame rate (``guessed_rate``, else ``average_rate``), or None.
+        time_base: the stream's pts unit in seconds, or None.
+        duration_s: duration reported by the container, or None; not trusted for counting.
+        frame_count_hint: frame count reported by the container, or None; not trusted (an AVI
+            may report twice the frames it decodes).
+        rotation: counter-clockwise rotation in degrees (0, 90, 180, 270) applied to frames.
+        mirrored: whether frames are also flipped left-right after the rotation.
+        time_source: ``"pts"`` if ``time_s`` comes from pts, ``"rate"`` if from index / fps.
+        start_pts: pts of the first decoded frame (time 0 in ``"pts"`` mode), or None.
+        seekable: whether a resume (``start_index > 0``) may seek to a keyframe instead of
+            decoding from the start; results are identical either way.
+    """
+
+    source: str
+    container: str
+    codec: str
+    source_width: int
+    source_height: int
+    width: int
+    height: int
+    fps: float | None
+    time_base: Fraction | None
+    duration_s: float | None
+    frame_count_hint: int | None
+    rotation: int
+    mirrored: bool
+    time_source: TimeSource
+    start_pts: int | None
+    seekable: bool
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            msg = f"VideoInfo: expected width, height >= 1, got {self.width}x{self.height}"
+            raise ValueError(msg)
+        if self.rotation not in (0, 90, 180, 270):
+            msg = f"VideoInfo.rotation: expected one of 0, 90, 180, 270, got {self.rotation}"
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/msgpack-ready values (``time_base`` as ``"num/den"``)."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["time_base"] = None if self.time_base is None else str(self.time_base)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameBatch:
+    """Up to ``batch_size`` decoded frames of one job, in decode order.
+
+    Args:
+        job_id: the job these frames belong to.
+        batch_index: position of this batch among the batches of one ``batches()`` call.
+        frames: (B, H, W, 3) uint8 RGB, C-contiguous.
+        source_index: (B,) int64 decode-order index of each frame (0 = first decoded frame).
+        pts: (B,) int64 presentation timestamp in ``info.time_base`` units, -1 when missing.
+        time_s: (B,) float64 seconds since the first frame (see ``VideoInfo.time_source``).
+        is_last: True on the final batch of the call; it may be empty (B = 0) only when no
+            frame was selected at all.
+        n_corrupt: frames or packets dropped as corrupt since the previous batch.
+        info: the video facts, set on the first batch (``batch_index == 0``) only.
+    """
+
+    job_id: str
+    batch_index: int
+    frames: np.ndarray
+    source_index: np.ndarray
+    pts: np.ndarray
+    time_s: np.ndarray
+    is_last: bool
+    n_corrupt: int = 0
+    info: VideoInfo | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.job_id, str) or not self.job_id:
+            msg = f"FrameBatch.job_id: expected a non-empty str, got {self.job_id!r}"
+            raise ValueError(msg)
+        for name in ("batch_index", "n_corrupt"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                msg = f"FrameBatch.{name}: expected an int >= 0, got {value!r}"
+                raise ValueError(msg)
+        _check_array("frames", self.frames, np.uint8, 4)
+        if self.frames.shape[-1] != 3 or not self.frames.flags.c_contiguous:
+            msg = (
+                "FrameBatch.frames: expected a C-contiguous (B, H, W, 3) array, got shape "
+                f"{self.frames.shape}, c_contiguous={self.frames.flags.c_contiguous}"
+            )
+            raise ValueError(msg)
+        n = self.frames.shape[0]
+        for name, dtype in (("source_index", np.int64), ("pts", np.int64), ("time_s", np.float64)):
+            array = getattr(self, name)
+            _check_array(name, array, dtype, 1)
+            if array.shape[0] != n:
+                msg = f"FrameBatch.{name}: expected shape ({n},) to match frames, got {array.shape}"
+                raise ValueError(msg)
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def _check_array(name: str, value: object, dtype: type[np.generic], ndim: int) -> None:
+    if not isinstance(value, np.ndarray):
+        msg = f"FrameBatch.{name}: expected a numpy array, got {type(value).__name__}"
+        raise TypeError(msg)
+    if value.dtype != dtype or value.ndim != ndim:
+        msg = (
+            f"FrameBatch.{name}: expected a {ndim}-d {np.dtype(dtype)} array, "
+            f"got {value.ndim}-d {value.dtype}"
+        )
+        raise ValueError(msg)
