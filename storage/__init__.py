@@ -1,0 +1,90 @@
+"""Result stores (Zarr v3) and job coordination (Redis) for sapiens-stream.
+
+This package is the only code that touches Zarr or Redis. It imports neither torch nor ray.
+
+* Results: :class:`StoreSpec` -> :class:`Writer` (one per job) -> :func:`open_result`.
+* Coordination: :func:`connect` -> :class:`Coordinator` (+ :class:`HeartbeatThread`).
+"""
+
+from __future__ import annotations
+
+from storage._keys import new_job_id
+from storage.connection import RedisConnection, connect, redacted, redis_url_from_env
+from storage.coordination import Coordinator
+from storage.embedded import EmbeddedServer, stop_embedded
+from storage.errors import (
+    CoordinationError,
+    EmbeddedServerError,
+    FencingError,
+    FrameNotCommittedError,
+    InvalidJobIdError,
+    InvalidTransitionError,
+    InvalidValueError,
+    JobNotFoundError,
+    LeaseLostError,
+    SchemaMismatchError,
+    StorageError,
+    StoreNotFoundError,
+)
+from storage.frame import FrameResult
+from storage.heartbeat import HeartbeatThread
+from storage.jobs import (
+    TERMINAL_STATES,
+    CoordinatorConfig,
+    JobEvent,
+    JobLease,
+    JobRecord,
+    JobState,
+    SubmitResult,
+)
+from storage.reader import ResultReader, open_result
+from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
+from storage.schema import SCHEMA_VERSION, TASKS, StoreSpec, Task, ZarrLayout, output_size
+from storage.writer import BlockWriter, Writer
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TASKS",
+    "TERMINAL_STATES",
+    "BlockWriter",
+    "CoordinationError",
+    "Coordinator",
+    "CoordinatorConfig",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "FencingError",
+    "FrameData",
+    "FrameNotCommittedError",
+    "FrameResult",
+    "FrameTable",
+    "HeartbeatThread",
+    "InvalidJobIdError",
+    "InvalidTransitionError",
+    "InvalidValueError",
+    "JobEvent",
+    "JobLease",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobState",
+    "LeaseLostError",
+    "Persons",
+    "RedisConnection",
+    "ResultReader",
+    "SchemaMismatchError",
+    "StorageError",
+    "StoreNotFoundError",
+    "StoreSpec",
+    "StoreSummary",
+    "SubmitResult",
+    "Task",
+    "Track",
+    "Writer",
+    "ZarrLayout",
+    "connect",
+    "new_job_id",
+    "open_result",
+    "output_size",
+    "redacted",
+    "redis_url_from_env",
+    "stop_embedded",
+]

@@ -1,0 +1,180 @@
+"""Turn `FrameResult`s into on-disk rows and back (quantisation, resampling, block assembly).
+
+Precision kept (tested in tests/unit/storage/test_encode.py):
+
+* keypoints_xy: float32 rounded to a 1/64 px grid (error <= 1/128 px).
+* keypoint_score, depth: float16 (relative error <= 2**-11; |depth| must be < 65504).
+* normal: int8 ``round(n * 127)``; decoded vectors are renormalised (angle error < 0.5 deg).
+* part, person_map, boxes, scores, ids: exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from storage.errors import SchemaMismatchError
+from storage.frame import FrameResult
+from storage.schema import NORMAL_SCALE, ZarrLayout
+
+KEYPOINT_GRID = 64.0
+PTS_UNKNOWN = -(2**63)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+Rows = dict[str, npt.NDArray[Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodedFrame:
+    """One frame converted to on-disk dtypes; ``persons`` rows are packed per frame."""
+
+    index: int
+    scalars: tuple[int, int, float]
+    persons: Rows
+    maps: Rows
+
+    @property
+    def num_persons(self) -> int:
+        return int(self.persons["persons/track_id"].shape[0])
+
+
+def _resample(m: npt.NDArray[Any], height: int, width: int) -> npt.NDArray[Any]:
+    """Nearest-neighbour resample of an (h, w[, c]) map to (height, width[, c])."""
+    h, w = m.shape[:2]
+    if (h, w) == (height, width):
+        return m
+    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.intp), w - 1)
+    return m[rows[:, None], cols[None, :]]
+
+
+def _check_against_spec(layout: ZarrLayout, r: FrameResult) -> None:
+    spec = layout.spec
+    if r.tasks != spec.tasks:
+        msg = f"frame {r.index}: expected results for tasks {spec.tasks}, got {r.tasks}"
+        raise SchemaMismatchError(msg)
+    if r.num_persons > spec.max_persons_per_frame:
+        msg = (
+            f"frame {r.index}: {r.num_persons} persons exceed max_persons_per_frame="
+            f"{spec.max_persons_per_frame}; create the store with a larger StoreSpec value"
+        )
+        raise SchemaMismatchError(msg)
+    if r.keypoints_xy is not None and r.keypoints_xy.shape[1] != spec.num_keypoints:
+        msg = (
+            f"frame {r.index}: expected {spec.num_keypoints} keypoints, "
+            f"got {r.keypoints_xy.shape[1]}"
+        )
+        raise SchemaMismatchError(msg)
+    size = r.map_size
+    allowed = {(spec.height, spec.width), (spec.source_height, spec.source_width)}
+    if size is not None and size not in allowed:
+        msg = f"frame {r.index}: expected maps of size {sorted(allowed)}, got {size}"
+        raise SchemaMismatchError(msg)
+
+
+def _encode_depth(index: int, depth: npt.NDArray[Any]) -> npt.NDArray[np.float16]:
+    finite = np.isfinite(depth)
+    if finite.any() and float(np.abs(depth[finite]).max()) > FLOAT16_MAX:
+        msg = f"frame {index}: |depth| exceeds the float16 range ({FLOAT16_MAX}); rescale it"
+        raise SchemaMismatchError(msg)
+    out = depth.astype(np.float16)
+    out[~finite] = np.nan
+    return out
+
+
+def _encode_normal(index: int, normal: npt.NDArray[Any]) -> npt.NDArray[np.int8]:
+    q = np.multiply(normal, NORMAL_SCALE, dtype=np.float32)
+    np.rint(q, out=q)
+    finite = np.isfinite(q)
+    if not finite.all():
+        q[~finite] = 0.0
+    if q.size and (float(q.min()) < -NORMAL_SCALE - 0.5 or float(q.max()) > NORMAL_SCALE + 0.5):
+        msg = f"frame {index}: normal components must lie in [-1, 1] (unit vectors)"
+        raise SchemaMismatchError(msg)
+    np.clip(q, -NORMAL_SCALE, NORMAL_SCALE, out=q)
+    return q.astype(np.int8)
+
+
+def encode_frame(layout: ZarrLayout, r: FrameResult) -> EncodedFrame:
+    """Validate ``r`` against the store's spec and convert it to on-disk dtypes."""
+    _check_against_spec(layout, r)
+    spec, p = layout.spec, r.num_persons
+    persons: Rows = {
+        "persons/frame": np.full(p, r.index, np.int64),
+        "persons/track_id": r.track_id.astype(np.int64),
+        "persons/box_xyxy": r.box_xyxy.astype(np.float32),
+        "persons/score": r.score.astype(np.float32),
+    }
+    if r.keypoints_xy is not None and r.keypoint_score is not None:
+        kp = np.rint(r.keypoints_xy.astype(np.float64) * KEYPOINT_GRID) / KEYPOINT_GRID
+        persons["pose/keypoints_xy"] = kp.astype(np.float32)
+        persons["pose/keypoint_score"] = r.keypoint_score.astype(np.float16)
+    maps: Rows = {}
+    h, w = spec.height, spec.width
+    if r.part is not None and r.person_map is not None:
+        maps["seg/part"] = _resample(r.part, h, w).astype(np.uint8)
+        maps["seg/person"] = _resample(r.person_map, h, w).astype(np.uint16)
+    if r.depth is not None:
+        maps["depth/relative"] = _encode_depth(r.index, _resample(r.depth, h, w))
+    if r.normal is not None:
+        maps["normal/xyz"] = _encode_normal(r.index, _resample(r.normal, h, w))
+    pts = PTS_UNKNOWN if r.pts is None else int(r.pts)
+    return EncodedFrame(
+        index=r.index,
+        scalars=(int(r.source_index), pts, float(r.time_s)),
+        persons=persons,
+        maps=maps,
+    )
+
+
+def assemble_block(layout: ZarrLayout, block: int, frames: Sequence[EncodedFrame]) -> Rows:
+    """Return full-block rows for every array: frames ``block*B ..`` then fill values.
+
+    ``frames`` must be the block's first ``len(frames)`` frames, in order.
+    """
+    spec = layout.spec
+    b, r_rows = spec.frames_per_shard, spec.person_rows_per_block
+    first = block * b
+    if [f.index for f in frames] != list(range(first, first + len(frames))) or not (
+        0 < len(frames) <= b
+    ):
+        got = [f.index for f in frames]
+        msg = f"block {block}: expected frames {first}.. in order (at most {b}), got {got}"
+        raise SchemaMismatchError(msg)
+    out: Rows = {}
+    full_maps = len(frames) == b
+    for a in layout.arrays:
+        shape = a.shape(layout.rows_for_blocks(a, 1))
+        if full_maps and a.task is not None and a.axis == "frame":
+            out[a.path] = np.empty(shape, dtype=a.dtype)  # every row is overwritten below
+        else:
+            out[a.path] = np.full(shape, a.fill_value, dtype=a.dtype)
+    out["blocks/frames"][0] = len(frames)
+    row = 0
+    for j, f in enumerate(frames):
+        source_index, pts, time_s = f.scalars
+        out["frames/source_index"][j] = source_index
+        out["frames/pts"][j] = pts
+        out["frames/time_s"][j] = time_s
+        out["frames/person_offset"][j] = block * r_rows + row
+        out["frames/person_count"][j] = f.num_persons
+        for path, values in f.persons.items():
+            out[path][row : row + f.num_persons] = values
+        for path, values in f.maps.items():
+            out[path][j] = values
+        row += f.num_persons
+    return out
+
+
+def decode_normal(raw: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
+    """Dequantise int8 normals to float32 unit vectors (zero vectors stay zero)."""
+    n = raw.astype(np.float32)
+    sq = np.einsum("...i,...i->...", n, n)[..., None]
+    scale = np.zeros_like(sq)
+    np.divide(1.0, np.sqrt(sq), out=scale, where=sq > 0)
+    n *= scale
+    return n

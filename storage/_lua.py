@@ -1,0 +1,187 @@
+"""Lua scripts for atomic, checked job transitions (Redis >= 7.0 and Valkey).
+
+Every script that touches a job takes the same leading keys::
+
+    KEYS[1] job hash   KEYS[2] job events   KEYS[3] queue stream   KEYS[4] fence counter
+    KEYS[5..9] state zsets: queued, running, succeeded, failed, cancelled
+
+Scripts answer with a table whose first element is a status word (``ok``, ``started``,
+``done``, ``stale``, ``gone``, ``notfound``, ``badstate``, ``fenced``, ``existing``,
+``terminal``) so that Python never parses error strings. Times come from the server's clock
+(``TIME``). Values built here (dead-letter reasons) are msgpack via the server's cmsgpack.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+_PRELUDE: Final = """
+local STATE_KEY = {queued=5, running=6, succeeded=7, failed=8, cancelled=9}
+local TERMINAL = {succeeded=true, failed=true, cancelled=true}
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function move_state(job_id, old, new, now)
+  if old and STATE_KEY[old] then redis.call('ZREM', KEYS[STATE_KEY[old]], job_id) end
+  redis.call('ZADD', KEYS[STATE_KEY[new]], now, job_id)
+  redis.call('HSET', KEYS[1], 'state', new, 'updated_ms', now)
+end
+local function add_event(maxlen, now, etype, data)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', etype, 'ts', now, 'data', data)
+end
+local function release(ttl_ms, group)
+  local msg = redis.call('HGET', KEYS[1], 'msg_id')
+  if msg then
+    redis.call('XACK', KEYS[3], group, msg)
+    redis.call('XDEL', KEYS[3], msg)
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+  redis.call('PEXPIRE', KEYS[2], ttl_ms)
+end
+"""
+
+SUBMIT: Final = (
+    _PRELUDE
+    + """
+-- KEYS[10] all-jobs zset, KEYS[11] idempotency key (the job key when there is none)
+-- ARGV: job_id, spec, meta, idem_ttl_ms (0 = none), maxlen, event_data
+local use_idem = ARGV[4] ~= '0'
+if use_idem then
+  local existing = redis.call('GET', KEYS[11])
+  if existing then return {'existing', existing} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'existing_id', ARGV[1]} end
+local now = now_ms()
+local msg = redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'state', 'queued', 'created_ms', now,
+  'updated_ms', now, 'spec', ARGV[2], 'meta', ARGV[3], 'attempts', 0, 'token', 0,
+  'cancel', 0, 'committed_frames', 0, 'msg_id', msg)
+redis.call('ZADD', KEYS[10], now, ARGV[1])
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+if use_idem then redis.call('SET', KEYS[11], ARGV[1], 'PX', ARGV[4]) end
+add_event(ARGV[5], now, 'submitted', ARGV[6])
+return {'ok', ARGV[1]}
+"""
+)
+
+START: Final = (
+    _PRELUDE
+    + """
+-- ARGV: job_id, worker_id, group, msg_id, max_deliveries, maxlen, finished_ttl_ms
+local now = now_ms()
+local function drop_msg()
+  redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+  redis.call('XDEL', KEYS[3], ARGV[4])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then drop_msg() return {'gone'} end
+local h = redis.call('HMGET', KEYS[1], 'state', 'msg_id', 'cancel', 'attempts', 'owner')
+local state = h[1]
+if h[2] ~= ARGV[4] then drop_msg() return {'stale', state} end
+if TERMINAL[state] then drop_msg() return {'done', state} end
+if h[3] == '1' then
+  move_state(ARGV[1], state, 'cancelled', now)
+  add_event(ARGV[6], now, 'cancelled', cmsgpack.pack({worker=ARGV[2]}))
+  release(ARGV[7], ARGV[3])
+  return {'done', 'cancelled'}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempts > tonumber(ARGV[5]) then
+  local reason = 'dead-lettered: delivered ' .. attempts .. ' times (max_deliveries=' ..
+    ARGV[5] .. '); the last owner ' .. tostring(h[5] or 'none') ..
+    ' stopped heartbeating before finishing'
+  redis.call('HSET', KEYS[1], 'error',
+    cmsgpack.pack({kind='dead_letter', reason=reason, attempts=attempts}))
+  move_state(ARGV[1], state, 'failed', now)
+  add_event(ARGV[6], now, 'dead_lettered', cmsgpack.pack({reason=reason}))
+  release(ARGV[7], ARGV[3])
+  return {'done', 'failed'}
+end
+local token = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'token', token)
+move_state(ARGV[1], state, 'running', now)
+local etype = 'started'
+if state == 'running' then etype = 'reclaimed' end
+add_event(ARGV[6], now, etype,
+  cmsgpack.pack({worker=ARGV[2], attempt=attempts, token=token, previous_owner=h[5]}))
+return {'started', token, attempts}
+"""
+)
+
+TRANSITION: Final = (
+    _PRELUDE
+    + """
+-- ARGV: job_id, expected_state, token, new_state, field ('' = none), value, maxlen,
+--       finished_ttl_ms, group, event_type, event_data
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'notfound'} end
+local h = redis.call('HMGET', KEYS[1], 'state', 'token', 'owner')
+if h[1] ~= ARGV[2] then return {'badstate', h[1]} end
+if h[2] ~= ARGV[3] then return {'fenced', tostring(h[3]), tostring(h[2])} end
+local now = now_ms()
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
+move_state(ARGV[1], h[1], ARGV[4], now)
+add_event(ARGV[7], now, ARGV[10], ARGV[11])
+if TERMINAL[ARGV[4]] then release(ARGV[8], ARGV[9]) end
+return {'ok', ARGV[4]}
+"""
+)
+
+CANCEL: Final = (
+    _PRELUDE
+    + """
+-- ARGV: job_id, maxlen, finished_ttl_ms, group, event_data
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'notfound'} end
+local now = now_ms()
+if state == 'queued' then
+  redis.call('HSET', KEYS[1], 'cancel', 1)
+  move_state(ARGV[1], state, 'cancelled', now)
+  add_event(ARGV[2], now, 'cancelled', ARGV[5])
+  release(ARGV[3], ARGV[4])
+  return {'ok', 'cancelled'}
+end
+if state == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel', 1, 'updated_ms', now)
+  add_event(ARGV[2], now, 'cancel_requested', ARGV[5])
+  return {'ok', 'running'}
+end
+return {'terminal', state}
+"""
+)
+
+PROGRESS: Final = (
+    _PRELUDE
+    + """
+-- ARGV: token, maxlen, committed_frames (-1 = unchanged), event_data, name1, incr1, ...
+local h = redis.call('HMGET', KEYS[1], 'state', 'token', 'owner', 'cancel')
+if not h[1] then return {'notfound'} end
+if h[1] ~= 'running' then return {'badstate', h[1]} end
+if h[2] ~= ARGV[1] then return {'fenced', tostring(h[3]), tostring(h[2])} end
+local now = now_ms()
+if tonumber(ARGV[3]) >= 0 then redis.call('HSET', KEYS[1], 'committed_frames', ARGV[3]) end
+for i = 5, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'updated_ms', now)
+add_event(ARGV[2], now, 'progress', ARGV[4])
+return {'ok', h[4]}
+"""
+)
+
+HEARTBEAT: Final = """
+-- KEYS[1] worker key, KEYS[2] queue; ARGV: ttl_ms, info, group, worker_id, msg_id...
+-- Refreshes the worker key and resets the idle time of the entries it still owns
+-- (XCLAIM ... JUSTID does not count as a delivery), so XAUTOCLAIM only takes entries of
+-- workers that stopped heartbeating. Returns the entries it no longer owns.
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+local lost = {}
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[2], ARGV[3], ARGV[i], ARGV[i], 1, ARGV[4])
+  if #p == 0 then
+    table.insert(lost, ARGV[i])
+  else
+    redis.call('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[i], 'JUSTID')
+  end
+end
+return lost
+"""

@@ -1,0 +1,178 @@
+"""`FrameResult`: everything the pipeline hands the writer for one frame.
+
+Example:
+    >>> import numpy as np
+    >>> r = FrameResult(index=0, source_index=0, pts=0, time_s=0.0,
+    ...                 track_id=np.zeros(0, np.int64), box_xyxy=np.zeros((0, 4), np.float32),
+    ...                 score=np.zeros(0, np.float32))
+    >>> r.num_persons, r.tasks
+    (0, ())
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from storage.errors import SchemaMismatchError
+from storage.schema import NUM_PART_CLASSES, Task
+
+__all__ = ["FrameResult"]
+
+
+def _fail(index: int, message: str) -> SchemaMismatchError:
+    return SchemaMismatchError(f"FrameResult(index={index}): {message}")
+
+
+def _check_array(
+    index: int,
+    name: str,
+    value: Any,
+    shape: tuple[int | None, ...],
+    kinds: str,
+) -> None:
+    """Check that ``value`` is an ndarray of dtype kind in ``kinds`` and the given shape."""
+    if not isinstance(value, np.ndarray):
+        raise _fail(index, f"{name}: expected a numpy array, got {type(value).__name__}")
+    want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    if value.ndim != len(shape) or any(
+        s is not None and s != v for s, v in zip(shape, value.shape, strict=True)
+    ):
+        raise _fail(index, f"{name}: expected shape {want}, got {value.shape}")
+    if value.dtype.kind not in kinds:
+        names = {"f": "floating", "i": "signed integer", "u": "unsigned integer", "b": "bool"}
+        want_kind = " or ".join(names[k] for k in kinds)
+        raise _fail(index, f"{name}: expected a dtype of kind {want_kind}, got {value.dtype}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameResult:
+    """Results for one frame, validated on creation; arrays must not be mutated afterwards.
+
+    Maps may be at the store's output size or at the source size (the writer downsamples
+    those with nearest-neighbour sampling). Keypoints and boxes are in source pixels.
+
+    Attributes:
+        index: Position of the frame in the store (the decode-order counter), >= 0.
+        source_index: Index of the frame in the source video.
+        pts: Presentation timestamp in stream time-base units, or None if unknown.
+        time_s: Presentation time in seconds.
+        track_id: (P,) integer track ids, >= 0.
+        box_xyxy: (P, 4) float boxes in source pixels.
+        score: (P,) float detection scores.
+        keypoints_xy: (P, K, 2) float keypoints in source pixels, or None if pose is off.
+        keypoint_score: (P, K) float keypoint scores, or None if pose is off.
+        part: (H, W) uint8 part labels 0..27 (0 = background), or None if seg is off.
+        person_map: (H, W) uint16 owning person, 0 = none, k = person k-1 of this frame.
+        depth: (H, W) float relative depth, NaN off-person, or None if depth is off.
+        normal: (H, W, 3) float unit normals, 0 off-person, or None if normals are off.
+    """
+
+    index: int
+    source_index: int
+    pts: int | None
+    time_s: float
+    track_id: npt.NDArray[np.integer[Any]]
+    box_xyxy: npt.NDArray[np.floating[Any]]
+    score: npt.NDArray[np.floating[Any]]
+    keypoints_xy: npt.NDArray[np.floating[Any]] | None = None
+    keypoint_score: npt.NDArray[np.floating[Any]] | None = None
+    part: npt.NDArray[np.integer[Any]] | None = None
+    person_map: npt.NDArray[np.integer[Any]] | None = None
+    depth: npt.NDArray[np.floating[Any]] | None = None
+    normal: npt.NDArray[np.floating[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        self._check_scalars()
+        self._check_persons()
+        self._check_pose()
+        self._check_maps()
+
+    @property
+    def num_persons(self) -> int:
+        """Number of persons P in the frame."""
+        return int(self.track_id.shape[0])
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """Tasks whose results this frame carries, in canonical order."""
+        present: list[Task] = []
+        if self.keypoints_xy is not None:
+            present.append("pose")
+        if self.part is not None:
+            present.append("seg")
+        if self.depth is not None:
+            present.append("depth")
+        if self.normal is not None:
+            present.append("normal")
+        return tuple(present)
+
+    @property
+    def map_size(self) -> tuple[int, int] | None:
+        """(H, W) of the maps, or None when no map task is present."""
+        for m in (self.part, self.depth, self.normal):
+            if m is not None:
+                return int(m.shape[0]), int(m.shape[1])
+        return None
+
+    def _check_scalars(self) -> None:
+        for name in ("index", "source_index"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise _fail(self.index, f"{name}: expected an int >= 0, got {value!r}")
+        if self.pts is not None and (
+            isinstance(self.pts, bool) or not isinstance(self.pts, int | np.integer)
+        ):
+            raise _fail(self.index, f"pts: expected an int or None, got {self.pts!r}")
+        if not isinstance(self.time_s, float | int | np.floating) or not math.isfinite(self.time_s):
+            raise _fail(self.index, f"time_s: expected a finite float, got {self.time_s!r}")
+
+    def _check_persons(self) -> None:
+        _check_array(self.index, "track_id", self.track_id, (None,), "iu")
+        p = self.num_persons
+        _check_array(self.index, "box_xyxy", self.box_xyxy, (p, 4), "f")
+        _check_array(self.index, "score", self.score, (p,), "f")
+        if p and int(self.track_id.min()) < 0:
+            raise _fail(self.index, f"track_id: expected ids >= 0, got min {self.track_id.min()}")
+        if not (np.isfinite(self.box_xyxy).all() and np.isfinite(self.score).all()):
+            raise _fail(self.index, "box_xyxy/score: expected finite values, got NaN or inf")
+
+    def _check_pose(self) -> None:
+        if (self.keypoints_xy is None) != (self.keypoint_score is None):
+            raise _fail(
+                self.index, "keypoints_xy and keypoint_score: expected both or neither, got one"
+            )
+        if self.keypoints_xy is None or self.keypoint_score is None:
+            return
+        p = self.num_persons
+        _check_array(self.index, "keypoints_xy", self.keypoints_xy, (p, None, 2), "f")
+        k = self.keypoints_xy.shape[1]
+        _check_array(self.index, "keypoint_score", self.keypoint_score, (p, k), "f")
+
+    def _check_maps(self) -> None:
+        if (self.part is None) != (self.person_map is None):
+            raise _fail(self.index, "part and person_map: expected both or neither, got one")
+        size = self.map_size
+        if size is None:
+            return
+        h, w = size
+        if self.part is not None and self.person_map is not None:
+            _check_array(self.index, "part", self.part, (h, w), "u")
+            _check_array(self.index, "person_map", self.person_map, (h, w), "u")
+            if self.part.size and int(self.part.max()) >= NUM_PART_CLASSES:
+                msg = f"part: expected labels 0..{NUM_PART_CLASSES - 1}, got {self.part.max()}"
+                raise _fail(self.index, msg)
+            if self.person_map.size and int(self.person_map.max()) > self.num_persons:
+                msg = (
+                    f"person_map: expected values 0..{self.num_persons} (P={self.num_persons}), "
+                    f"got {self.person_map.max()}"
+                )
+                raise _fail(self.index, msg)
+        if self.depth is not None:
+            _check_array(self.index, "depth", self.depth, (h, w), "f")
+        if self.normal is not None:
+            _check_array(self.index, "normal", self.normal, (h, w, 3), "f")

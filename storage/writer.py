@@ -1,0 +1,368 @@
+"""Writing a job's result store: `Writer` (the single owner) and `BlockWriter` (data only).
+
+A block is ``frames_per_shard`` consecutive frames. Everything a block owns (its frame rows,
+its person rows and its shards of every map) lives in storage objects no other block touches,
+and every block is written whole, so blocks can be written in any order, by any process, and
+re-written after a crash with the same bytes. Only the `Writer` creates or resizes arrays and
+writes the root attributes, including the commit watermark that readers trust.
+
+Example:
+    >>> from storage.schema import StoreSpec
+    >>> from storage.synthetic import synthetic_frame
+    >>> spec = StoreSpec.for_source(48, 64, tasks=("pose", "seg"), num_keypoints=17,
+    ...                             frames_per_shard=2)
+    >>> w = Writer.create("memory://doc/writer.zarr", spec, job={"job_id": "doc"})
+    >>> for i in (1, 0, 2):
+    ...     _ = w.add(synthetic_frame(spec, i, n_persons=2))
+    >>> w.watermark
+    2
+    >>> w.finalize()
+    3
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.abc.store import Store
+
+from storage import _store
+from storage._encode import EncodedFrame, assemble_block, encode_frame
+from storage.errors import SchemaMismatchError, StorageError
+from storage.frame import FrameResult
+from storage.schema import SCHEMA_VERSION, StoreSpec, ZarrLayout
+
+__all__ = ["BlockWriter", "Writer"]
+
+logger = logging.getLogger(__name__)
+
+CommitHook = Callable[[int], None]
+"""Called with the new watermark before it is recorded; raising (e.g. LeaseLostError) aborts."""
+
+
+def _initial_meta(
+    spec: StoreSpec,
+    job: Mapping[str, Any],
+    source: Mapping[str, Any] | None,
+    models: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Root attributes of a new store; model entries must carry the provenance keys."""
+    for m in models:
+        missing = {"name", "task", "checkpoint_sha256", "random_weights"} - set(m)
+        if missing:
+            msg = f"model entry {dict(m)!r} lacks keys {sorted(missing)}"
+            raise SchemaMismatchError(msg)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "layout": spec.to_dict(),
+        "job": dict(job),
+        "source": dict(source or {}),
+        "models": [dict(m) for m in models],
+        "status": "running",
+        "committed_frames": 0,
+        "person_rows": 0,
+        "created_at": time.time(),
+        "timings": {},
+    }
+
+
+class BlockWriter:
+    """Writes whole blocks into pre-sized arrays; never touches metadata.
+
+    Any number of processes may each hold one, as long as each block has one writer at a time.
+
+    Args:
+        path_or_url: Store location (local path or fsspec URL).
+    """
+
+    def __init__(self, path_or_url: str | Path) -> None:
+        self._store: Store = _store.open_store(path_or_url, read_only=False)
+        self._root = _store.open_root(self._store, mode="r+")
+        self.layout = ZarrLayout.from_spec(_store.spec_of(_store.read_meta(self._root)))
+        self._arrays = _store.open_arrays(self._root, self.layout)
+
+    @property
+    def spec(self) -> StoreSpec:
+        """The store's spec."""
+        return self.layout.spec
+
+    def capacity_blocks(self) -> int:
+        """Blocks the arrays are currently sized for."""
+        return int(self._arrays["blocks/frames"].shape[0])
+
+    def reopen(self) -> None:
+        """Re-read array metadata (after the owner resized the arrays)."""
+        self._arrays = _store.open_arrays(self._root, self.layout)
+
+    def write_block(self, block: int, results: Sequence[FrameResult]) -> None:
+        """Validate, encode and write one block (idempotent: same input, same bytes).
+
+        Args:
+            block: Block number; frames ``block*B .. block*B+len(results)-1``.
+            results: The block's frames in order; fewer than B only for a job's last block.
+
+        Raises:
+            SchemaMismatchError: If the frames do not fit the store or the block.
+        """
+        encoded = [encode_frame(self.layout, r) for r in results]
+        self.write_encoded(block, encoded)
+
+    def write_encoded(self, block: int, frames: Sequence[EncodedFrame]) -> None:
+        """Write a block of already encoded frames; the commit marker is written last."""
+        if block >= self.capacity_blocks():
+            self.reopen()
+        if not 0 <= block < self.capacity_blocks():
+            msg = (
+                f"block {block} is outside the store's capacity of {self.capacity_blocks()} "
+                f"blocks; only the owning Writer grows the arrays"
+            )
+            raise SchemaMismatchError(msg)
+        rows = assemble_block(self.layout, block, frames)
+
+        def put(path: str) -> None:
+            n = self.layout.rows_for_blocks(layouts[path], 1)
+            self._arrays[path][block * n : (block + 1) * n] = rows[path]
+
+        layouts = self.layout.by_path()
+        data = [p for p in layouts if p != "blocks/frames"]
+        # Arrays are independent objects: compress and write them concurrently.
+        with ThreadPoolExecutor(max_workers=min(len(data), 4)) as pool:
+            list(pool.map(put, data))
+        put("blocks/frames")  # the commit marker goes last
+        logger.debug("wrote block %d (%d frames)", block, len(frames))
+
+    def committed_blocks(self, start: int = 0) -> list[int]:
+        """Return the frame counts of the commit markers from block ``start`` on."""
+        self.reopen()
+        return [int(v) for v in self._arrays["blocks/frames"][start:]]
+
+
+class Writer:
+    """The single owner of a job's store: orders frames, commits blocks, records the watermark.
+
+    Not thread-safe; one instance per job. Use :meth:`create` for a new store and
+    :meth:`resume` after a crash.
+
+    Args:
+        blocks: The data-plane writer of the store.
+        on_commit: Hook called with each new watermark before it is recorded.
+    """
+
+    def __init__(self, blocks: BlockWriter, *, on_commit: CommitHook | None = None) -> None:
+        self._blocks = blocks
+        self._root = blocks._root
+        self._store = blocks._store
+        self._on_commit = on_commit
+        self._meta = _store.read_meta(self._root)
+        self._pending: dict[int, EncodedFrame] = {}
+        self._stats = {"dropped_duplicates": 0, "blocks": 0, "write_s": 0.0}
+        self._watermark = int(self._meta["committed_frames"])
+
+    @classmethod
+    def create(
+        cls,
+        path_or_url: str | Path,
+        spec: StoreSpec,
+        *,
+        job: Mapping[str, Any],
+        source: Mapping[str, Any] | None = None,
+        models: Sequence[Mapping[str, Any]] = (),
+        capacity_frames: int = 0,
+        on_commit: CommitHook | None = None,
+    ) -> Writer:
+        """Create a new store (fails if one exists) and return its writer.
+
+        Args:
+            path_or_url: Store location (local path or fsspec URL).
+            spec: What the store holds.
+            job: Job facts (id, resolved spec); must be JSON-serialisable.
+            source: Source video facts (uri, size, fps, ...).
+            models: One mapping per model: name, task, checkpoint hash, random_weights flag.
+            capacity_frames: Expected frame count, to size arrays once; they grow when needed.
+            on_commit: Hook called with each new watermark before it is recorded.
+
+        Raises:
+            SchemaMismatchError: If a model entry lacks the required keys.
+            StorageError: If a store already exists at the location.
+        """
+        store = _store.open_store(path_or_url, read_only=False, must_exist=False)
+        meta = _initial_meta(spec, job, source, models)
+        try:
+            root = zarr.open_group(store, mode="w-", attributes={_store.ATTRS_KEY: meta})
+        except (FileExistsError, zarr.errors.ContainsGroupError) as e:
+            msg = f"a store already exists at {path_or_url}; use Writer.resume to continue it"
+            raise StorageError(msg) from e
+        layout = ZarrLayout.from_spec(spec)
+        n_blocks = max(1, -(-capacity_frames // spec.frames_per_shard))
+        for a in layout.arrays:
+            _store.create_array(root, a, layout.rows_for_blocks(a, n_blocks))
+        logger.info("created result store %s (%s)", path_or_url, ",".join(spec.tasks))
+        return cls(BlockWriter(path_or_url), on_commit=on_commit)
+
+    @classmethod
+    def resume(cls, path_or_url: str | Path, *, on_commit: CommitHook | None = None) -> Writer:
+        """Reopen an existing store after a crash; adopts blocks committed past the watermark.
+
+        Call it only once the previous owner is gone: it also deletes the temporary files a
+        killed writer left behind in a local store.
+        """
+        writer = cls(BlockWriter(path_or_url), on_commit=on_commit)
+        if removed := _store.remove_partial_files(writer._store):
+            logger.info("removed %d partial files left by a crashed writer", removed)
+        if writer._meta["status"] != "running":
+            msg = f"{path_or_url}: status is {writer._meta['status']!r}; only running stores resume"
+            raise StorageError(msg)
+        writer.sync_watermark()
+        return writer
+
+    @property
+    def spec(self) -> StoreSpec:
+        """The store's spec."""
+        return self._blocks.spec
+
+    @property
+    def watermark(self) -> int:
+        """Frames committed (frames ``0 .. watermark-1`` are final)."""
+        return self._watermark
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames received but not committed yet."""
+        return len(self._pending)
+
+    def add(self, result: FrameResult) -> int:
+        """Accept one frame in any order; commits every block that became complete.
+
+        Frames below the watermark were committed already and are dropped (at-least-once
+        delivery upstream). Returns the watermark after the call.
+        """
+        if result.index < self._watermark:
+            self._stats["dropped_duplicates"] += 1
+            return self._watermark
+        self._pending[result.index] = encode_frame(self._blocks.layout, result)
+        b = self.spec.frames_per_shard
+        while all(i in self._pending for i in range(self._watermark, self._watermark + b)):
+            frames = [self._pending.pop(i) for i in range(self._watermark, self._watermark + b)]
+            self._commit(self._watermark // b, frames)
+        return self._watermark
+
+    def commit_block(self, block: int, results: Sequence[FrameResult]) -> None:
+        """Write a whole block now; it must be the next block, or an already committed one.
+
+        Re-committing a committed block rewrites the same bytes and leaves the watermark alone.
+        """
+        b = self.spec.frames_per_shard
+        encoded = [encode_frame(self._blocks.layout, r) for r in results]
+        if (block + 1) * b <= self._watermark:
+            self._blocks.write_encoded(block, encoded)
+        elif block * b == self._watermark:
+            for f in encoded:
+                self._pending.pop(f.index, None)
+            self._commit(block, encoded)
+        else:
+            msg = f"block {block} is not next: the watermark is at frame {self._watermark}"
+            raise SchemaMismatchError(msg)
+
+    def sync_watermark(self) -> int:
+        """Advance the watermark over blocks other BlockWriters committed; return it."""
+        b = self.spec.frames_per_shard
+        counts = self._blocks.committed_blocks(self._watermark // b)
+        frames = self._watermark
+        for n in counts:
+            if n != b:
+                break
+            frames += n
+        if frames > self._watermark:
+            self._record(frames)
+        return self._watermark
+
+    def ensure_capacity(self, n_frames: int) -> None:
+        """Grow every array (in whole blocks, at least doubling) to hold ``n_frames`` frames."""
+        b = self.spec.frames_per_shard
+        need = -(-n_frames // b)
+        have = self._blocks.capacity_blocks()
+        if need <= have:
+            return
+        self._resize_blocks(max(need, 2 * have))
+
+    def _resize_blocks(self, n_blocks: int) -> None:
+        layout = self._blocks.layout
+        for a in layout.arrays:
+            if a.path == "blocks/frames":
+                continue  # resized last: its length is what BlockWriters take as capacity
+            self._blocks._arrays[a.path].resize(a.shape(layout.rows_for_blocks(a, n_blocks)))
+        self._blocks._arrays["blocks/frames"].resize((n_blocks,))
+        self._blocks.reopen()
+
+    def _commit(self, block: int, frames: Sequence[EncodedFrame]) -> None:
+        t0 = time.perf_counter()
+        self.ensure_capacity((block + 1) * self.spec.frames_per_shard)
+        self._blocks.write_encoded(block, frames)
+        self._stats["write_s"] += time.perf_counter() - t0
+        self._stats["blocks"] += 1
+        self._record(block * self.spec.frames_per_shard + len(frames))
+
+    def _record(self, frames: int) -> None:
+        if self._on_commit is not None:
+            self._on_commit(frames)
+        self._meta["committed_frames"] = frames
+        _store.write_meta(self._root, self._meta)
+        self._watermark = frames
+        logger.debug("watermark %d", frames)
+
+    def finalize(self, *, timings: Mapping[str, float] | None = None) -> int:
+        """Commit the last (partial) block, trim arrays, mark complete and consolidate.
+
+        Returns:
+            The final frame count.
+
+        Raises:
+            SchemaMismatchError: If frames between the watermark and the last one are missing.
+        """
+        if self._pending:
+            last = max(self._pending)
+            missing = sorted(set(range(self._watermark, last + 1)) - set(self._pending))
+            if missing or last - self._watermark >= self.spec.frames_per_shard:
+                msg = f"cannot finalize: frames {missing[:10]} (of {len(missing)}) never arrived"
+                raise SchemaMismatchError(msg)
+            frames = [self._pending.pop(i) for i in range(self._watermark, last + 1)]
+            self._commit(self._watermark // self.spec.frames_per_shard, frames)
+        self._trim()
+        self._meta.update(
+            status="complete",
+            finalized_at=time.time(),
+            timings={**self._stats, **(timings or {})},
+        )
+        _store.write_meta(self._root, self._meta)
+        _store.consolidate(self._store)
+        logger.info("finalized %s: %d frames", self._store, self._watermark)
+        return self._watermark
+
+    def mark_failed(self, reason: str) -> None:
+        """Record that the job failed; committed frames stay readable."""
+        self._meta.update(status="failed", error=reason, timings=dict(self._stats))
+        _store.write_meta(self._root, self._meta)
+
+    def _trim(self) -> None:
+        """Shrink every array to the committed frames, person rows and blocks."""
+        layout, spec = self._blocks.layout, self.spec
+        n_frames = self._watermark
+        n_blocks = -(-n_frames // spec.frames_per_shard)
+        arrays = self._blocks._arrays
+        persons = 0
+        if n_frames:
+            last = n_frames - 1
+            persons = int(arrays["frames/person_offset"][last]) + int(
+                arrays["frames/person_count"][last]
+            )
+        sizes = {"frame": n_frames, "person": persons, "block": n_blocks}
+        for a in layout.arrays:
+            arrays[a.path].resize(a.shape(sizes[a.axis]))
+        self._meta["person_rows"] = persons
+        self._blocks.reopen()
