@@ -22,8 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import build_model  # noqa: E402
-from models.runtime import Predictor, RuntimeSpec  # noqa: E402
+from models import build_model
+from models.runtime import Predictor, RuntimeSpec
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name substring, from the vendors' datasheets.
 PEAK_BF16 = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
@@ -59,8 +59,9 @@ def time_predictor(pred: Predictor, x: torch.Tensor, iters: int, warmup: int) ->
 
 def bench_one(size: str, tasks: tuple[str, ...], args: argparse.Namespace) -> dict[str, object]:
     hw = (args.height, args.width)
-    spec = RuntimeSpec(device=args.device, dtype=args.dtype, compile=args.compile,
-                       batch_size=args.batch)
+    spec = RuntimeSpec(
+        device=args.device, dtype=args.dtype, compile=args.compile, batch_size=args.batch
+    )
     model = build_model(tasks, size, device=args.device, dtype=spec.torch_dtype)
     pred = Predictor(model, spec)
     x = torch.randn(args.batch, 3, *hw, device=args.device)
@@ -69,8 +70,11 @@ def bench_one(size: str, tasks: tuple[str, ...], args: argparse.Namespace) -> di
     achieved = flops * args.batch / seconds
     peak = peak_flops(pred.device)
     row: dict[str, object] = {
-        "size": size, "tasks": list(tasks) or ["backbone"], "crops_per_s": args.batch / seconds,
-        "ms_per_batch": seconds * 1e3, "gflop_per_crop": flops / 1e9,
+        "size": size,
+        "tasks": list(tasks) or ["backbone"],
+        "crops_per_s": args.batch / seconds,
+        "ms_per_batch": seconds * 1e3,
+        "gflop_per_crop": flops / 1e9,
         "achieved_tflops": achieved / 1e12,
         "mfu": None if peak is None else achieved / peak,
     }
@@ -104,12 +108,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         rows.extend(bench_one(size, (task,), args) for task in args.tasks.split(","))
         rows.append(bench_one(size, tuple(args.tasks.split(",")), args))
     result = {
-        "bench": "models", "device": torch.cuda.get_device_name() if gpu and
-        args.device.startswith("cuda") else platform.processor() or "cpu",
-        "torch": torch.__version__, "dtype": str(RuntimeSpec(device=args.device,
-                                                             dtype=args.dtype).torch_dtype),
-        "input_hw": [args.height, args.width], "batch": args.batch, "compile": args.compile,
-        "threads": torch.get_num_threads(), "results": rows,
+        "bench": "models",
+        "device": torch.cuda.get_device_name()
+        if gpu and args.device.startswith("cuda")
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "dtype": str(RuntimeSpec(device=args.device, dtype=args.dtype).torch_dtype),
+        "input_hw": [args.height, args.width],
+        "batch": args.batch,
+        "compile": args.compile,
+        "threads": torch.get_num_threads(),
+        "results": rows,
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -1,0 +1,216 @@
+"""``SapiensWorker``: detections and frames in, ``FrameResult``s out (plain class; flows/ makes
+it a Ray actor). Setup loads the backbone groups once; each call processes one frame batch.
+
+Model math lives in ``models.analyze``; this file only resolves checkpoints, moves arrays across
+the numpy/torch boundary and builds the storage records.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from actors.messages import FrameBatch
+from models import build_model, load_checkpoint
+from models.analyze import Analyzer, PersonResults
+from models.detect import Detections
+from models.hub import hub_ref
+from models.metadata import keypoint_set
+from models.runtime import Predictor, RuntimeSpec
+from models.spec import INPUT_SIZE
+from storage.frame import FrameResult
+
+__all__ = ["InferSpec", "SapiensWorker"]
+
+logger = logging.getLogger(__name__)
+
+TINY_CROP = (256, 192)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferSpec:
+    """What the worker runs.
+
+    Args:
+        tasks: any of pose, seg, depth, normal.
+        size: ``tiny`` (random weights from ``seed``) or a released size.
+        weights: ``hub`` or a directory holding the released checkpoint files.
+        fmt: hub format (``original``, ``torchscript``, ``bfloat16``).
+        num_keypoints: pose keypoint set of the tiny model (released pose models are 308).
+        device: ``cuda``/``cpu``; None picks CUDA when available.
+        dtype: see ``RuntimeSpec``.
+        compile: ``torch.compile`` each group.
+        batch_size: crops per forward.
+        flip_test: average pose heatmaps with the mirrored crop's.
+        seed: random-weight seed of the tiny model (equal seeds, equal weights).
+        crop_size: (H, W) of the person crops; None = 1024x768 for released models and
+            256x192 for ``tiny`` (random weights gain nothing from full-size crops, and the
+            CPU test suite stays fast).
+    """
+
+    tasks: tuple[str, ...]
+    size: str = "tiny"
+    weights: str = "hub"
+    fmt: str = "original"
+    num_keypoints: int = 308
+    device: str | None = None
+    dtype: str | None = None
+    compile: bool = False
+    batch_size: int = 8
+    flip_test: bool = False
+    seed: int = 0
+    crop_size: tuple[int, int] | None = None
+
+    @property
+    def resolved_crop_size(self) -> tuple[int, int]:
+        if self.crop_size is not None:
+            return self.crop_size
+        return TINY_CROP if self.size == "tiny" else INPUT_SIZE
+
+    @property
+    def resolved_device(self) -> str:
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _checkpoint_source(spec: InferSpec, task: str) -> str:
+    if spec.weights == "hub":
+        suffix = "" if spec.fmt == "original" else f"-{spec.fmt}"
+        return f"facebook/sapiens-{task}-{spec.size}{suffix}"
+    ref = hub_ref(task, spec.size, spec.fmt)
+    for name in ref.filenames:
+        if (Path(spec.weights) / name).is_file():
+            return str(Path(spec.weights) / name)
+    raise FileNotFoundError(f"none of {list(ref.filenames)} is in {spec.weights}")
+
+
+def build_groups(spec: InferSpec) -> list[Predictor]:
+    """One predictor per backbone group: all tasks share the tiny model's backbone; released
+    checkpoints each carry their own backbone, so they form one group per task."""
+    runtime = RuntimeSpec(
+        device=spec.resolved_device,
+        dtype=spec.dtype,
+        compile=spec.compile,
+        batch_size=spec.batch_size,
+    )
+    if spec.size == "tiny":
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.tasks, "tiny", num_keypoints=spec.num_keypoints)
+        return [Predictor(model, runtime)]
+    return [
+        Predictor(load_checkpoint(_checkpoint_source(spec, t), task=t), runtime) for t in spec.tasks
+    ]
+
+
+class SapiensWorker:
+    """Loads the backbone groups once; maps a frame batch plus its persons to FrameResults."""
+
+    def __init__(self, spec: InferSpec) -> None:
+        self.spec = spec
+        self.groups = build_groups(spec)
+        flip = None
+        if spec.flip_test and "pose" in spec.tasks:
+            k = next(
+                g.model.heads["pose"].spec.out_dim for g in self.groups if "pose" in g.model.heads
+            )
+            flip = keypoint_set(k).flip_indices
+        self.analyzer = Analyzer(self.groups, flip_indices=flip,
+                                 crop_size=spec.resolved_crop_size)
+        logger.info(
+            "sapiens worker: size=%s tasks=%s device=%s",
+            spec.size,
+            spec.tasks,
+            spec.resolved_device,
+        )
+
+    def model_facts(self) -> dict[str, Any]:
+        """Names, sizes and checkpoint provenance, for the store's attributes."""
+        return {
+            "size": self.spec.size,
+            "tasks": list(self.spec.tasks),
+            "random_weights": self.spec.size == "tiny",
+            "seed": self.spec.seed,
+            "checkpoints": {
+                part: info.to_dict()
+                for g in self.groups
+                for part, info in g.model.checkpoints.items()
+            },
+        }
+
+    def __call__(
+        self,
+        batch: FrameBatch,
+        detections: Detections,
+        track_ids: np.ndarray,
+        first_index: int,
+        out_size: tuple[int, int],
+    ) -> list[FrameResult]:
+        """Analyse one batch.
+
+        Args:
+            batch: decoded frames.
+            detections: persons of the batch (``frame`` = row in the batch); persons whose
+                track id is -1 (too weak to track) are dropped.
+            track_ids: (N,) track id per detection.
+            first_index: store index of the batch's first frame.
+            out_size: (H', W') of the dense maps.
+        """
+        keep = track_ids >= 0
+        boxes = detections.boxes_xyxy[keep]
+        scores = detections.scores[keep]
+        frame_of = detections.frame[keep]
+        ids = track_ids[keep]
+        order = np.lexsort((np.arange(len(frame_of)), frame_of))  # by frame, stable
+        boxes, scores, frame_of, ids = boxes[order], scores[order], frame_of[order], ids[order]
+        frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
+        res = self.analyzer(
+            frames,
+            torch.from_numpy(frame_of),
+            torch.from_numpy(boxes),
+            torch.from_numpy(scores),
+            out_size=out_size,
+        )
+        return [
+            self._record(batch, res, f, first_index, frame_of, ids, boxes, scores)
+            for f in range(len(batch))
+        ]
+
+    def _record(
+        self,
+        batch: FrameBatch,
+        res: PersonResults,
+        f: int,
+        first_index: int,
+        frame_of: np.ndarray,
+        ids: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+    ) -> FrameResult:
+        rows = frame_of == f
+        pts = int(batch.pts[f])
+        fields: dict[str, Any] = {
+            "index": first_index + f,
+            "source_index": int(batch.source_index[f]),
+            "pts": pts if pts >= 0 else None,
+            "time_s": float(batch.time_s[f]),
+            "track_id": ids[rows].astype(np.int64),
+            "box_xyxy": boxes[rows].astype(np.float32),
+            "score": scores[rows].astype(np.float32),
+        }
+        if res.keypoints is not None and res.keypoint_scores is not None:
+            fields["keypoints_xy"] = res.keypoints[rows].numpy()
+            fields["keypoint_score"] = res.keypoint_scores[rows].numpy()
+        maps = res.maps
+        if maps is not None:
+            if maps.part is not None:
+                fields["part"] = maps.part[f].numpy()
+                fields["person_map"] = maps.person[f].numpy().astype(np.uint16)
+            if maps.depth is not None:
+                fields["depth"] = maps.depth[f].numpy()
+            if maps.normal is not None:
+                fields["normal"] = maps.normal[f].numpy()
+        return FrameResult(**fields)

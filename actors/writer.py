@@ -1,0 +1,49 @@
+"""``WriterStage``: the single writer of one job's result store (wraps ``storage.Writer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from storage import FrameResult, StoreSpec, Writer
+
+__all__ = ["WriterStage"]
+
+
+class WriterStage:
+    """Creates (or resumes) a store and commits results in frame order.
+
+    Args:
+        url: store location.
+        spec: store layout as ``StoreSpec.to_dict()`` data (plain data crosses processes).
+        job: job facts for the store's attributes.
+        source: source video facts.
+        models: model facts (name, task, checkpoint_sha256, random_weights).
+        resume: continue an existing running store instead of creating one.
+    """
+
+    def __init__(self, url: str, spec: Mapping[str, Any], *, job: Mapping[str, Any],
+                 source: Mapping[str, Any], models: Sequence[Mapping[str, Any]],
+                 resume: bool = False) -> None:
+        self.url = url
+        if resume:
+            self.writer = Writer.resume(url)
+        else:
+            self.writer = Writer.create(url, StoreSpec.from_dict(spec), job=job, source=source,
+                                        models=models)
+
+    def watermark(self) -> int:
+        return self.writer.watermark
+
+    def add(self, results: Sequence[FrameResult]) -> int:
+        """Accept results in any order; returns the commit watermark (frames final)."""
+        for r in results:
+            self.writer.add(r)
+        return self.writer.watermark
+
+    def finalize(self, timings: Mapping[str, float] | None = None) -> int:
+        """Commit the tail, mark the store complete; returns the frame count."""
+        return self.writer.finalize(timings=timings)
+
+    def fail(self, reason: str) -> None:
+        self.writer.mark_failed(reason)

@@ -1,0 +1,62 @@
+"""From a ``JobSpec`` to the settings of every stage (pure: no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.decode import DecodeSpec
+from actors.infer import InferSpec
+from actors.messages import VideoInfo
+from flows.spec import JobSpec
+from storage import StoreSpec
+
+__all__ = ["JobPlan", "plan_job"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobPlan:
+    """Resolved stage settings of one job."""
+
+    spec: JobSpec
+    decode: DecodeSpec
+    infer: InferSpec
+    detector: str
+    detector_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store_url(self) -> str:
+        return f"{self.spec.output_root.rstrip('/')}/{self.spec.job_id}.zarr"
+
+    def out_size(self, info: VideoInfo) -> tuple[int, int]:
+        """(H', W') of the dense maps: the source size, or downscaled to ``max_side``."""
+        h, w = info.height, info.width
+        if self.spec.max_side is None or max(h, w) <= self.spec.max_side:
+            return h, w
+        scale = self.spec.max_side / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def store_spec(self, info: VideoInfo) -> StoreSpec:
+        h, w = self.out_size(info)
+        return StoreSpec(tasks=self.spec.tasks, num_keypoints=self.infer.num_keypoints
+                         if self.spec.model.size == "tiny" else 308,
+                         height=h, width=w, source_height=info.height, source_width=info.width)
+
+    def job_facts(self) -> dict[str, Any]:
+        return {"job_id": self.spec.job_id, "spec": self.spec.to_dict()}
+
+
+def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
+    """Stage settings for ``spec``; ``device`` overrides the automatic choice."""
+    s = spec.sampling
+    decode = DecodeSpec(batch_size=spec.batch_size, stride=s.stride, target_fps=s.target_fps,
+                        start_s=s.start_s, end_s=s.end_s)
+    m = spec.model
+    infer = InferSpec(tasks=spec.tasks, size=m.size, weights=m.weights, fmt=m.fmt,
+                      num_keypoints=m.num_keypoints, device=device, dtype=m.dtype,
+                      compile=m.compile, batch_size=spec.batch_size)
+    options: dict[str, Any] = {}
+    if spec.detector == "boxes" and spec.boxes is not None:
+        options["boxes_by_source_index"] = {k: list(v) for k, v in spec.boxes.items()}
+    return JobPlan(spec=spec, decode=decode, infer=infer, detector=spec.detector,
+                   detector_options=options)

@@ -1,0 +1,168 @@
+"""Running one job on Ray: decode -> persons -> Sapiens -> writer, with bounded in-flight work.
+
+Pixels never pass through the coordinating process: it holds object references and small batch
+summaries only. At most ``max_in_flight`` batches are between decode and commit, so memory stays
+flat however long the video. If a stage's process dies, the job restarts from the store's commit
+watermark: decoding and tracking replay from the start (tracking is sequential and cheap, and
+replaying keeps every track id equal to a clean run's) while inference and writing resume at
+the watermark; frames already committed are never written again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from actors.infer import SapiensWorker
+from actors.persons import PersonStage
+from actors.session import DecodeSession
+from actors.writer import WriterStage
+from flows.inline import JobOutcome, model_entries
+from flows.plan import JobPlan
+
+__all__ = ["ensure_ray", "run_on_ray", "stage_name"]
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+             object_store_memory=256 * 2**20, log_to_driver=False)
+
+
+def stage_name(job_id: str, stage: str, attempt: int) -> str:
+    """Ray actor name of a job's stage (lets operators and tests find a job's processes)."""
+    return f"sapiens-stream/{job_id}/{stage}/{attempt}"
+
+
+def _actors(plan: JobPlan, resume: bool, attempt: int) -> dict[str, Any]:
+    import ray
+
+    gpu = 1 if plan.infer.resolved_device.startswith("cuda") else 0
+    spec = plan.spec
+
+    def named(stage: str) -> dict[str, Any]:
+        return {"name": stage_name(spec.job_id, stage, attempt)}
+
+    decoder = ray.remote(num_cpus=0.5)(DecodeSession).options(**named("decode")).remote(
+        plan.decode, spec.job_id, spec.source)
+    info = ray.get(decoder.video_info.remote())
+    from actors.messages import VideoInfo  # the decode session's facts, rebuilt here
+    from fractions import Fraction
+
+    video = VideoInfo(**{**info, "time_base": None if info["time_base"] is None
+                         else Fraction(info["time_base"])})
+    persons = ray.remote(num_cpus=0.5)(PersonStage).options(**named("persons")).remote(
+        plan.detector, plan.detector_options)
+    infer = ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker).options(
+        **named("infer")).remote(plan.infer)
+    facts = ray.get(infer.model_facts.remote())
+    writer = ray.remote(num_cpus=0.25)(WriterStage).options(**named("writer")).remote(
+        plan.store_url, plan.store_spec(video).to_dict(), job=plan.job_facts(),
+        source={"uri": spec.source, **info}, models=model_entries(facts), resume=resume)
+    return {"decode": decoder, "persons": persons, "infer": infer, "writer": writer,
+            "out_size": plan.out_size(video)}
+
+
+def _drive(plan: JobPlan, stages: dict[str, Any], max_in_flight: int,
+           progress: Progress | None) -> int:
+    import ray
+
+    writer = stages["writer"]
+    watermark = ray.get(writer.watermark.remote())
+    index, pending, done_frames = 0, [], watermark
+    while True:
+        meta_ref, batch_ref = stages["decode"].next.options(num_returns=2).remote()
+        meta = ray.get(meta_ref)
+        if meta.frames:
+            det_ref, ids_ref = stages["persons"].__call__.options(num_returns=2).remote(batch_ref)
+            if index + meta.frames > watermark:
+                res_ref = stages["infer"].__call__.remote(batch_ref, det_ref, ids_ref, index,
+                                                          stages["out_size"])
+                pending.append(writer.add.remote(res_ref))
+            index += meta.frames
+        while len(pending) > max_in_flight or (meta.is_last and pending):
+            ready, pending = ray.wait(pending, num_returns=1)
+            done_frames = max(done_frames, ray.get(ready[0]))
+            if progress:
+                progress(done_frames, index)
+        if meta.is_last:
+            return index
+
+
+def run_on_ray(plan: JobPlan, *, max_in_flight: int = 3, retries: int = 2,
+               progress: Progress | None = None, address: str | None = None) -> JobOutcome:
+    """Run ``plan``'s job to completion on Ray (local or ``address``).
+
+    Dead stage processes are survived up to ``retries`` times; an error raised by a stage
+    (bad input, bad checkpoint) fails the job at once with that error.
+    """
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    ensure_ray(address)
+    t0 = time.perf_counter()
+    for attempt in range(retries + 1):
+        stages: dict[str, Any] = {}
+        try:
+            stages = _actors(plan, resume=attempt > 0 and _store_exists(plan), attempt=attempt)
+            _drive(plan, stages, max_in_flight, progress)
+            frames = ray.get(stages["writer"].finalize.remote(
+                {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}))
+            return JobOutcome(job_id=plan.spec.job_id, state="succeeded",
+                              store_url=plan.store_url, frames=frames,
+                              seconds={"total": time.perf_counter() - t0})
+        except RayTaskError as e:
+            reason = f"{type(e.cause).__name__}: {e.cause}" if e.cause else str(e)
+            if isinstance(e.cause, RayActorError) and attempt < retries:
+                logger.warning("job %s: a stage died (%s); resuming", plan.spec.job_id, reason)
+                continue
+            _fail(stages, reason)
+            return JobOutcome(job_id=plan.spec.job_id, state="failed", store_url=plan.store_url,
+                              frames=0, error=reason)
+        except RayActorError as e:
+            if attempt == retries:
+                _fail(stages, f"stage died {retries + 1} times: {e}")
+                return JobOutcome(job_id=plan.spec.job_id, state="failed",
+                                  store_url=plan.store_url, frames=0, error=str(e))
+            logger.warning("job %s: a stage died (%s); resuming at the watermark",
+                           plan.spec.job_id, e)
+        finally:
+            for handle in stages.values():
+                if hasattr(handle, "_actor_id"):
+                    ray.kill(handle)
+    raise AssertionError("unreachable")
+
+
+def _store_exists(plan: JobPlan) -> bool:
+    from storage import StoreNotFoundError, open_result
+
+    try:
+        open_result(plan.store_url)
+    except StoreNotFoundError:
+        return False
+    return True
+
+
+def _fail(stages: dict[str, Any], reason: str) -> None:
+    import ray
+
+    writer = stages.get("writer")
+    if writer is not None:
+        try:
+            ray.get(writer.fail.remote(reason), timeout=30)
+        except Exception:  # the writer may be the stage that died; the caller reports anyway
+            logger.exception("could not record the failure in the store")
