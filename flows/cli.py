@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--size", default=None)
     verify.add_argument("--offline", action="store_true", help="use the hub cache only")
     verify.set_defaults(func=_cmd_models_verify)
+    from flows.commands import add_job_commands
+
+    add_job_commands(sub)
     return p
 
 
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    from flows.commands import handle_errors
+
+    return handle_errors(args.func, args)
 
 
 if __name__ == "__main__":

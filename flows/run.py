@@ -12,21 +12,67 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actors.infer import SapiensWorker
+from actors.infer import InferSpec, SapiensWorker
 from actors.persons import PersonStage
 from actors.session import DecodeSession
 from actors.writer import WriterStage
 from flows.inline import JobOutcome, model_entries
 from flows.plan import JobPlan
 
-__all__ = ["ensure_ray", "run_on_ray", "stage_name"]
+__all__ = ["InferPool", "JobCancelledError", "ensure_ray", "run_on_ray", "stage_name"]
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+class JobCancelledError(Exception):
+    """Raised inside the coordinating loop when the job was asked to stop."""
+
+
+class InferPool:
+    """Sapiens actors shared by every job that runs the same model settings.
+
+    A long-running service keeps one pool, so a model is loaded once and its GPU is shared by
+    all running jobs (their batches interleave on the actor). A dead actor is replaced on the
+    next :meth:`get`.
+    """
+
+    def __init__(self) -> None:
+        self._actors: dict[InferSpec, Any] = {}
+        self._lock = threading.Lock()
+        self.created = 0
+
+    def get(self, spec: InferSpec) -> Any:
+        import ray
+
+        with self._lock:
+            if spec not in self._actors:
+                gpu = 1 if spec.resolved_device.startswith("cuda") else 0
+                self._actors[spec] = ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker).options(
+                    name=f"sapiens-stream/infer/{self.created}").remote(spec)
+                self.created += 1
+            return self._actors[spec]
+
+    def invalidate(self, spec: InferSpec, handle: Any) -> None:
+        """Forget ``handle`` (it died); the next :meth:`get` starts a new actor."""
+        with self._lock:
+            if self._actors.get(spec) is handle:
+                del self._actors[spec]
+
+    def shutdown(self) -> None:
+        import ray
+
+        with self._lock:
+            for handle in self._actors.values():
+                ray.kill(handle)
+            self._actors.clear()
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -44,18 +90,22 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 def stage_name(job_id: str, stage: str, attempt: int) -> str:
-    """Ray actor name of a job's stage (lets operators and tests find a job's processes)."""
-    return f"sapiens-stream/{job_id}/{stage}/{attempt}"
+    """Prefix of the Ray actor name of a job's stage (lets operators and tests find a job's
+    processes); a random suffix keeps a quickly re-run job from meeting its dying actors."""
+    return f"sapiens-stream/{job_id}/{stage}/{attempt}/"
 
 
-def _actors(plan: JobPlan, resume: bool, attempt: int) -> dict[str, Any]:
+def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None
+            ) -> dict[str, Any]:
     import ray
 
     gpu = 1 if plan.infer.resolved_device.startswith("cuda") else 0
     spec = plan.spec
 
+    nonce = uuid.uuid4().hex[:8]
+
     def named(stage: str) -> dict[str, Any]:
-        return {"name": stage_name(spec.job_id, stage, attempt)}
+        return {"name": stage_name(spec.job_id, stage, attempt) + nonce}
 
     decoder = ray.remote(num_cpus=0.5)(DecodeSession).options(**named("decode")).remote(
         plan.decode, spec.job_id, spec.source)
@@ -67,24 +117,29 @@ def _actors(plan: JobPlan, resume: bool, attempt: int) -> dict[str, Any]:
                          else Fraction(info["time_base"])})
     persons = ray.remote(num_cpus=0.5)(PersonStage).options(**named("persons")).remote(
         plan.detector, plan.detector_options)
-    infer = ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker).options(
-        **named("infer")).remote(plan.infer)
+    if pool is None:
+        infer = ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker).options(
+            **named("infer")).remote(plan.infer)
+    else:
+        infer = pool.get(plan.infer)
     facts = ray.get(infer.model_facts.remote())
     writer = ray.remote(num_cpus=0.25)(WriterStage).options(**named("writer")).remote(
         plan.store_url, plan.store_spec(video).to_dict(), job=plan.job_facts(),
         source={"uri": spec.source, **info}, models=model_entries(facts), resume=resume)
     return {"decode": decoder, "persons": persons, "infer": infer, "writer": writer,
-            "out_size": plan.out_size(video)}
+            "out_size": plan.out_size(video), "pooled": pool is not None}
 
 
 def _drive(plan: JobPlan, stages: dict[str, Any], max_in_flight: int,
-           progress: Progress | None) -> int:
+           progress: Progress | None, should_stop: ShouldStop | None) -> int:
     import ray
 
     writer = stages["writer"]
     watermark = ray.get(writer.watermark.remote())
     index, pending, done_frames = 0, [], watermark
     while True:
+        if should_stop is not None and should_stop():
+            raise JobCancelledError(plan.spec.job_id)
         meta_ref, batch_ref = stages["decode"].next.options(num_returns=2).remote()
         meta = ray.get(meta_ref)
         if meta.frames:
@@ -104,47 +159,74 @@ def _drive(plan: JobPlan, stages: dict[str, Any], max_in_flight: int,
 
 
 def run_on_ray(plan: JobPlan, *, max_in_flight: int = 3, retries: int = 2,
-               progress: Progress | None = None, address: str | None = None) -> JobOutcome:
+               progress: Progress | None = None, should_stop: ShouldStop | None = None,
+               pool: InferPool | None = None, resume: bool = False,
+               address: str | None = None) -> JobOutcome:
     """Run ``plan``'s job to completion on Ray (local or ``address``).
 
-    Dead stage processes are survived up to ``retries`` times; an error raised by a stage
-    (bad input, bad checkpoint) fails the job at once with that error.
+    Args:
+        plan: the job.
+        max_in_flight: batches between decode and commit.
+        retries: times a dead stage process is survived (the job resumes at its watermark).
+        progress: called with (committed frames, decoded frames) as commits land.
+        should_stop: polled once per batch; True cancels the job.
+        pool: shared Sapiens actors (a service's); default: one private actor for this job.
+        resume: continue an existing store of this job (after its previous owner died).
+        address: Ray cluster to join.
+
+    An error raised by a stage (bad input, bad checkpoint) fails the job at once.
     """
-    import ray
     from ray.exceptions import RayActorError, RayTaskError
 
     ensure_ray(address)
     t0 = time.perf_counter()
+    job_id, url = plan.spec.job_id, plan.store_url
     for attempt in range(retries + 1):
         stages: dict[str, Any] = {}
         try:
-            stages = _actors(plan, resume=attempt > 0 and _store_exists(plan), attempt=attempt)
-            _drive(plan, stages, max_in_flight, progress)
-            frames = ray.get(stages["writer"].finalize.remote(
+            stages = _actors(plan, resume=(resume or attempt > 0) and _store_exists(plan),
+                             attempt=attempt, pool=pool)
+            _drive(plan, stages, max_in_flight, progress, should_stop)
+            frames = _get(stages["writer"].finalize.remote(
                 {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}))
-            return JobOutcome(job_id=plan.spec.job_id, state="succeeded",
-                              store_url=plan.store_url, frames=frames,
+            return JobOutcome(job_id=job_id, state="succeeded", store_url=url, frames=frames,
                               seconds={"total": time.perf_counter() - t0})
-        except RayTaskError as e:
-            reason = f"{type(e.cause).__name__}: {e.cause}" if e.cause else str(e)
-            if isinstance(e.cause, RayActorError) and attempt < retries:
-                logger.warning("job %s: a stage died (%s); resuming", plan.spec.job_id, reason)
+        except JobCancelledError:
+            _fail(stages, "cancelled")
+            return JobOutcome(job_id=job_id, state="cancelled", store_url=url, frames=0,
+                              error="cancelled")
+        except (RayTaskError, RayActorError) as e:
+            cause = e.cause if isinstance(e, RayTaskError) and e.cause else e
+            # A stage whose constructor raised (unreadable source, existing store, bad
+            # checkpoint) did not die by accident: retrying cannot help.
+            died = isinstance(cause, RayActorError) and not cause.actor_init_failed
+            if died and pool is not None and "infer" in stages:
+                pool.invalidate(plan.infer, stages["infer"])
+            if died and attempt < retries:
+                logger.warning("job %s: a stage died (%s); resuming at the watermark", job_id,
+                               cause)
                 continue
+            reason = f"{type(cause).__name__}: {cause}"
             _fail(stages, reason)
-            return JobOutcome(job_id=plan.spec.job_id, state="failed", store_url=plan.store_url,
-                              frames=0, error=reason)
-        except RayActorError as e:
-            if attempt == retries:
-                _fail(stages, f"stage died {retries + 1} times: {e}")
-                return JobOutcome(job_id=plan.spec.job_id, state="failed",
-                                  store_url=plan.store_url, frames=0, error=str(e))
-            logger.warning("job %s: a stage died (%s); resuming at the watermark",
-                           plan.spec.job_id, e)
+            return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0,
+                              error=reason)
         finally:
-            for handle in stages.values():
-                if hasattr(handle, "_actor_id"):
-                    ray.kill(handle)
+            _release(stages)
     raise AssertionError("unreachable")
+
+
+def _get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
+
+
+def _release(stages: dict[str, Any]) -> None:
+    import ray
+
+    for name in ("decode", "persons", "writer", "infer"):
+        if name in stages and not (name == "infer" and stages.get("pooled")):
+            ray.kill(stages[name])
 
 
 def _store_exists(plan: JobPlan) -> bool:

@@ -93,7 +93,9 @@ def test_killing_the_inference_process_mid_job_resumes_to_an_equal_store(
     def kill_once(done: int, seen: int) -> None:
         if killed or done < 8:
             return
-        actor = ray_cluster.get_actor(stage_name("killed", "infer", 0))
+        prefix = stage_name("killed", "infer", 0)
+        (name,) = [n for n in ray_cluster.util.list_named_actors() if n.startswith(prefix)]
+        actor = ray_cluster.get_actor(name)
         pid = ray_cluster.get(actor.__ray_call__.remote(lambda self: os.getpid()))
         os.kill(pid, signal.SIGKILL)  # kill -9, not a polite shutdown
         killed.append(pid)

@@ -1,0 +1,224 @@
+"""Job commands of the CLI: run, submit, serve, status, wait, cancel, list, query."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.errors import SpecError
+from flows.spec import JobSpec
+
+__all__ = ["add_job_commands"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _spec_from_args(args: argparse.Namespace) -> JobSpec:
+    raw: dict[str, Any] = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    raw["source"] = args.video
+    raw.setdefault("output_root", args.output_root)
+    for key, value in (("job_id", args.job_id), ("detector", args.detector),
+                       ("max_side", args.max_side), ("batch_size", args.batch_size)):
+        if value is not None:
+            raw[key] = value
+    if args.tasks:
+        raw["tasks"] = args.tasks.split(",")
+    model = raw.setdefault("model", {})
+    for key, value in (("size", args.model), ("weights", args.weights)):
+        if value is not None:
+            model[key] = value
+    sampling = raw.setdefault("sampling", {})
+    for key, value in (("stride", args.stride), ("target_fps", args.fps),
+                       ("start_s", args.start), ("end_s", args.end)):
+        if value is not None:
+            sampling[key] = value
+    if args.boxes:
+        raw["boxes"] = json.loads(Path(args.boxes).read_text())
+        raw.setdefault("detector", "boxes")
+    return JobSpec.from_dict(raw)
+
+
+def _coordinator(args: argparse.Namespace, *, detach: bool) -> Any:
+    from storage import Coordinator, connect
+
+    Path(args.output_root).mkdir(parents=True, exist_ok=True)
+    return Coordinator(connect(args.redis_url, root=args.output_root, detach=detach).client)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flows.plan import plan_job
+    from flows.service import JobService, default_worker_id
+    from storage import TERMINAL_STATES, open_result
+
+    spec = _spec_from_args(args)
+    coord = _coordinator(args, detach=False)
+    coord.submit(spec.to_dict(), job_id=spec.job_id,
+                 meta={"store": plan_job(spec).store_url, "submitted_by": "run"})
+    service = JobService(coord, worker_id=default_worker_id("run"), max_jobs=1,
+                         device=args.device)
+    service.serve(until=lambda: coord.get(spec.job_id).state in TERMINAL_STATES)
+    record = coord.get(spec.job_id)
+    out: dict[str, Any] = {"job_id": spec.job_id, "state": record.state, "error": record.error}
+    if record.state == "succeeded":
+        out["summary"] = open_result(plan_job(spec).store_url).summary().as_dict()
+    _print(out)
+    return EXIT_OK if record.state == "succeeded" else EXIT_FAILED
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from flows.plan import plan_job
+
+    spec = _spec_from_args(args)
+    coord = _coordinator(args, detach=True)
+    sub = coord.submit(spec.to_dict(), job_id=spec.job_id, client_key=args.client_key,
+                       meta={"store": plan_job(spec).store_url, "submitted_by": "submit"})
+    print(sub.job_id)
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from flows.service import JobService
+
+    coord = _coordinator(args, detach=True)
+    JobService(coord, max_jobs=args.max_jobs, device=args.device,
+               address=args.address).serve()
+    return EXIT_OK
+
+
+def _record(coord: Any, job_id: str) -> dict[str, Any]:
+    r = coord.get(job_id)
+    return {"job_id": r.job_id, "state": r.state, "attempts": r.attempts, "owner": r.owner,
+            "committed_frames": r.committed_frames, "counters": r.counters,
+            "cancel_requested": r.cancel_requested, "error": r.error, "result": r.result,
+            "store": r.meta.get("store"), "created_ms": r.created_ms, "updated_ms": r.updated_ms}
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _print(_record(_coordinator(args, detach=True), args.job_id))
+    return EXIT_OK
+
+
+def _cmd_wait(args: argparse.Namespace) -> int:
+    from storage import TERMINAL_STATES
+
+    coord = _coordinator(args, detach=True)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    while (state := coord.get(args.job_id).state) not in TERMINAL_STATES:
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"error: job {args.job_id} still {state} after {args.timeout}s",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.5)
+    _print(_record(coord, args.job_id))
+    return EXIT_OK if state == "succeeded" else EXIT_FAILED
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    print(_coordinator(args, detach=True).cancel(args.job_id))
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    coord = _coordinator(args, detach=True)
+    _print([{"job_id": r.job_id, "state": r.state, "committed_frames": r.committed_frames,
+             "created_ms": r.created_ms}
+            for r in coord.list_jobs(state=args.state, limit=args.limit)])
+    return EXIT_OK
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from storage import open_result
+
+    reader = open_result(args.store)
+    if args.frame is not None:
+        f = reader.persons(args.frame, args.frame + 1)
+        _print({"frame": args.frame, "track_id": f.track_id.tolist(),
+                "box_xyxy": f.box_xyxy.tolist(), "score": f.score.tolist()})
+    elif args.track is not None:
+        t = reader.track(args.track)
+        _print({"track_id": args.track, "frames": t.frames.tolist()})
+    else:
+        _print(reader.summary().as_dict())
+    return EXIT_OK
+
+
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="video file or URL")
+    p.add_argument("--spec", help="JSON job spec; flags override it")
+    p.add_argument("--job-id")
+    p.add_argument("--tasks", help="comma list of pose,seg,depth,normal")
+    p.add_argument("--model", help="tiny|0.3b|0.6b|1b|2b (tiny: random weights)")
+    p.add_argument("--weights", help="'hub' or a directory of checkpoint files")
+    p.add_argument("--detector", help="full-frame|boxes|rtdetr")
+    p.add_argument("--boxes", help="JSON file: {source frame index: [[x1,y1,x2,y2], ...]}")
+    p.add_argument("--stride", type=int)
+    p.add_argument("--fps", type=float)
+    p.add_argument("--start", type=float)
+    p.add_argument("--end", type=float)
+    p.add_argument("--max-side", type=int, help="downscale dense outputs to this longer side")
+    p.add_argument("--batch-size", type=int)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-root", default="out/results",
+                   help="where stores (and the embedded Redis data) live")
+    p.add_argument("--redis-url", default=None,
+                   help="Redis URL (default: SAPIENS_STREAM_REDIS_URL, REDIS_URL, or embedded)")
+
+
+def add_job_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the job commands on the CLI's subparsers."""
+    specs = [
+        ("run", "run one job end to end and print its summary", _cmd_run, True),
+        ("submit", "queue a job for a running `serve`; prints the job id", _cmd_submit, True),
+    ]
+    for name, help_text, fn, job in specs:
+        p = sub.add_parser(name, help=help_text)
+        _job_options(p) if job else None
+        _common(p)
+        p.add_argument("--device", default=None) if name == "run" else p.add_argument(
+            "--client-key", default=None, help="idempotency key: same key, same job")
+        p.set_defaults(func=fn)
+    serve = sub.add_parser("serve", help="consume the queue, run jobs on Ray")
+    _common(serve)
+    serve.add_argument("--max-jobs", type=int, default=2)
+    serve.add_argument("--device", default=None)
+    serve.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS/local)")
+    serve.set_defaults(func=_cmd_serve)
+    for name, fn in (("status", _cmd_status), ("wait", _cmd_wait), ("cancel", _cmd_cancel)):
+        p = sub.add_parser(name, help=f"{name} a job")
+        p.add_argument("job_id")
+        _common(p)
+        if name == "wait":
+            p.add_argument("--timeout", type=float, default=None)
+        p.set_defaults(func=fn)
+    ls = sub.add_parser("list", help="jobs, newest first")
+    _common(ls)
+    ls.add_argument("--state", default=None)
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(func=_cmd_list)
+    q = sub.add_parser("query", help="read a result store (JSON)")
+    q.add_argument("store")
+    q.add_argument("--frame", type=int, default=None)
+    q.add_argument("--track", type=int, default=None)
+    q.set_defaults(func=_cmd_query)
+
+
+def handle_errors(fn: Any, args: argparse.Namespace) -> int:
+    """Run a command; bad input is exit code 2 with a one-line error."""
+    from models.errors import ModelError
+    from storage import StorageError
+
+    try:
+        return int(fn(args))
+    except (SpecError, StorageError, ModelError, FileNotFoundError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

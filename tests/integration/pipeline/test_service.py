@@ -1,0 +1,99 @@
+"""submit + serve through the real embedded Redis-compatible server and a local Ray cluster."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.plan import plan_job
+from flows.run import run_on_ray
+from flows.service import JobService
+from flows.spec import JobSpec
+from storage import TERMINAL_STATES, Coordinator, connect, open_result
+from tests.integration.pipeline.test_run import _assert_same_store
+
+pytestmark = [pytest.mark.ray, pytest.mark.redis]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def coord(tmp_path: Path):
+    conn = connect(None, root=tmp_path / "root")  # no URL here: the embedded server
+    yield Coordinator(conn.client)
+    conn.close()
+
+
+def _spec(clip: Path, root: Path, job_id: str, stride: int) -> JobSpec:
+    return JobSpec.from_dict({"source": str(clip), "job_id": job_id, "output_root": str(root),
+                              "sampling": {"stride": stride}, "max_side": 160,
+                              "batch_size": 4})
+
+
+def _wait(coord: Coordinator, job_ids: list[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while any(coord.get(j).state not in TERMINAL_STATES for j in job_ids):
+        assert time.monotonic() < deadline, [coord.get(j).state for j in job_ids]
+        time.sleep(0.2)
+
+
+def test_submit_and_serve_match_run_and_jobs_do_not_interfere(
+    ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    service = JobService(coord, max_jobs=2, worker_id="test-serve")
+    thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        a, b = _spec(shared_clip, tmp_path, "served-a", 40), _spec(shared_clip, tmp_path,
+                                                                    "served-b", 60)
+        for spec in (a, b):  # two jobs at once, on one shared Sapiens actor
+            coord.submit(spec.to_dict(), job_id=spec.job_id)
+        again = coord.submit(a.to_dict(), job_id="other", client_key="k1")
+        assert coord.submit(a.to_dict(), client_key="k1").job_id == again.job_id
+        _wait(coord, ["served-a", "served-b", again.job_id])
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert coord.get("served-a").state == "succeeded"
+    assert coord.get("served-b").committed_frames == 6
+    assert service.pool.created == 1
+    direct = run_on_ray(plan_job(_spec(shared_clip, tmp_path / "direct", "served-a", 40)))
+    _assert_same_store(plan_job(a).store_url, direct.store_url)
+    assert open_result(plan_job(b).store_url).num_frames == 6
+
+
+def test_cancel_stops_a_running_job_within_seconds(
+    ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    service = JobService(coord, max_jobs=1, worker_id="test-cancel")
+    thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        spec = _spec(shared_clip, tmp_path, "long", 1)  # all 341 frames: far longer than the test
+        coord.submit(spec.to_dict(), job_id="long")
+        deadline = time.monotonic() + 120
+        while coord.get("long").committed_frames < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        asked = time.monotonic()
+        assert coord.cancel("long") == "running"
+        _wait(coord, ["long"], timeout=30)
+        assert coord.get("long").state == "cancelled"
+        assert time.monotonic() - asked < 15
+        assert coord.get("long").committed_frames < 341
+    finally:
+        stop.set()
+        thread.join(timeout=60)
