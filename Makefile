@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 # to take a CPU-only torch build on a machine without a GPU.
 PIP_ARGS ?=
-INPUT  ?=
+INPUT  ?= ../shared/data/people_walking_720p.avi
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all demo bench lint clean
@@ -24,11 +24,17 @@ test: venv
 test-all: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The whole pipeline on Ray (embedded Redis, tiny random-weights model), then an overlay video.
 demo: venv
-	$(BIN)/sapiens-stream demo $(if $(INPUT),--input $(INPUT)) --out out/demo
+	rm -rf out/demo/demo.zarr
+	$(BIN)/sapiens-stream run $(INPUT) --job-id demo --stride 10 --max-side 320 --output-root out/demo
+	$(BIN)/sapiens-stream render out/demo/demo.zarr --out out/demo/demo.mp4
+	$(BIN)/sapiens-stream render out/demo/demo.zarr --out out/demo/frame.png --frame 10
 
 bench: venv
 	$(BIN)/python bench/models.py
+	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/pipeline.py
 
 lint: venv
 	$(BIN)/python -m ruff check models flows actors storage bench tests

@@ -51,6 +51,8 @@ class InferSpec:
         crop_size: (H, W) of the person crops; None = 1024x768 for released models and
             256x192 for ``tiny`` (random weights gain nothing from full-size crops, and the
             CPU test suite stays fast).
+        cpu_threads: torch intra-op threads on a CPU device (Ray limits an actor to the
+            CPUs it reserved; inference is the bottleneck stage, so it may use more).
     """
 
     tasks: tuple[str, ...]
@@ -65,6 +67,7 @@ class InferSpec:
     flip_test: bool = False
     seed: int = 0
     crop_size: tuple[int, int] | None = None
+    cpu_threads: int | None = None
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:
@@ -111,6 +114,8 @@ class SapiensWorker:
 
     def __init__(self, spec: InferSpec) -> None:
         self.spec = spec
+        if spec.cpu_threads and spec.resolved_device == "cpu":
+            torch.set_num_threads(spec.cpu_threads)
         self.groups = build_groups(spec)
         flip = None
         if spec.flip_test and "pose" in spec.tasks:

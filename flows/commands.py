@@ -150,6 +150,14 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from flows.render import render
+
+    print(render(args.store, args.out, source=args.source, frame=args.frame,
+                 height=args.height))
+    return EXIT_OK
+
+
 def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file or URL")
     p.add_argument("--spec", help="JSON job spec; flags override it")
@@ -210,6 +218,13 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--frame", type=int, default=None)
     q.add_argument("--track", type=int, default=None)
     q.set_defaults(func=_cmd_query)
+    r = sub.add_parser("render", help="overlay a store on its video (.mp4) or one frame (.png)")
+    r.add_argument("store")
+    r.add_argument("--out", required=True)
+    r.add_argument("--source", default=None, help="the video (default: the one recorded)")
+    r.add_argument("--frame", type=int, default=None)
+    r.add_argument("--height", type=int, default=360)
+    r.set_defaults(func=_cmd_render)
 
 
 def handle_errors(fn: Any, args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,8 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     m = spec.model
     infer = InferSpec(tasks=spec.tasks, size=m.size, weights=m.weights, fmt=m.fmt,
                       num_keypoints=m.num_keypoints, device=device, dtype=m.dtype,
-                      compile=m.compile, batch_size=spec.batch_size)
+                      compile=m.compile, batch_size=spec.batch_size,
+                      cpu_threads=os.cpu_count())
     options: dict[str, Any] = {}
     if spec.detector == "boxes" and spec.boxes is not None:
         options["boxes_by_source_index"] = {k: list(v) for k, v in spec.boxes.items()}

@@ -117,3 +117,21 @@ def test_a_corrupt_input_fails_only_its_own_job(ray_cluster, shared_clip: Path,
     good = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "after-bad",
                                      sampling={"stride": 170})))
     assert good.state == "succeeded" and good.frames == 3
+
+
+def test_render_writes_a_playable_mp4_and_a_png(ray_cluster, shared_clip: Path,
+                                                tmp_path: Path) -> None:
+    import av
+    from PIL import Image
+
+    from flows.render import render
+
+    out = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "render", sampling={"stride": 85})))
+    mp4 = render(out.store_url, tmp_path / "render.mp4", height=120)
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == out.frames == 5
+    assert frames[0].shape[0] == 120 and frames[0].std() > 10
+    png = render(out.store_url, tmp_path / "f.png", frame=3, height=120)
+    assert np.asarray(Image.open(png)).shape[0] == 120

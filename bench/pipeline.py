@@ -1,0 +1,108 @@
+"""End-to-end pipeline throughput on Ray vs the same stages in one process without Ray.
+
+Prints one JSON object: frames/s of both, their ratio (goal >= 0.7 on a CPU machine), the
+one-process run's per-stage busy fractions and the peak resident memory of the Ray run (driver
+plus every Ray worker process, sampled every 0.2 s).
+
+    python bench/pipeline.py                         # shared clip, tiny model, CPU
+    python bench/pipeline.py --video my.mp4 --stride 2 --max-side 480
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.inline import run_inline  # noqa: E402
+from flows.plan import plan_job  # noqa: E402
+from flows.run import ensure_ray, run_on_ray  # noqa: E402
+from flows.spec import JobSpec  # noqa: E402
+
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "people_walking_720p.avi"
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process and every Ray process of this user."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if int(pid) != os.getpid() and b"ray" not in cmd:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class PeakRSS(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self._halt = 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        return self.peak
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--video", type=Path, default=CLIP)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--max-side", type=int, default=320)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--model", default="tiny")
+    args = p.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    try:
+        def spec(job_id: str) -> JobSpec:
+            return JobSpec.from_dict({"source": str(args.video), "job_id": job_id,
+                                      "output_root": str(root), "model": {"size": args.model},
+                                      "sampling": {"stride": args.stride},
+                                      "max_side": args.max_side, "batch_size": args.batch_size})
+
+        inline = run_inline(plan_job(spec("inline")))
+        ensure_ray()
+        run_on_ray(plan_job(spec("warmup")), retries=0)  # actor start-up, imports
+        sampler = PeakRSS()
+        sampler.start()
+        t0 = time.perf_counter()
+        ray_out = run_on_ray(plan_job(spec("ray")), retries=0)
+        ray_s = time.perf_counter() - t0
+        peak = sampler.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    busy = {k: v for k, v in inline.seconds.items() if k != "total"}
+    result = {
+        "bench": "pipeline", "video": args.video.name, "frames": ray_out.frames,
+        "model": args.model, "stride": args.stride, "max_side": args.max_side,
+        "cpus": os.cpu_count(),
+        "inline_frames_per_s": inline.frames / inline.seconds["total"],
+        "ray_frames_per_s": ray_out.frames / ray_s,
+        "ratio_ray_vs_inline": (ray_out.frames / ray_s) / (inline.frames / inline.seconds["total"]),
+        "inline_busy_fraction": {k: v / inline.seconds["total"] for k, v in busy.items()},
+        "ray_peak_rss_mib": peak / 2**20,
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Rendering a result store over its source video: skeletons, part colours, depth, normals.
+
+Each output frame is a panel ``[frame + skeletons | parts over frame | depth | normals]``,
+written as an H.264 mp4 (``.mp4``) or, for one frame, a PNG (``.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from actors.decode import DecodeSpec, DecodeWorker
+from flows.visualize import colorize_depth, colorize_normals, colorize_parts, draw_pose, panel
+from models.metadata import keypoint_set
+from storage import ResultReader, open_result
+
+__all__ = ["render"]
+
+logger = logging.getLogger(__name__)
+
+
+def _source_frames(reader: ResultReader, source: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(store index, RGB source frame) for every committed frame, in order."""
+    wanted = {int(s): i for i, s in enumerate(reader.read_frames().source_index)}
+    if not wanted:
+        return
+    last = max(wanted)
+    for batch in DecodeWorker(DecodeSpec(batch_size=8)).batches("render", source):
+        for row, s in enumerate(batch.source_index.tolist()):
+            if s in wanted:
+                yield wanted[s], batch.frames[row]
+        if len(batch) and int(batch.source_index[-1]) >= last:
+            return
+
+
+def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
+    mode = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), mode))
+
+
+def _tile(reader: ResultReader, index: int, frame: np.ndarray, height: int) -> np.ndarray:
+    data = reader.frame(index)
+    p = data.persons
+    hw = frame.shape[:2]
+    tiles = [frame]
+    if p.keypoints_xy is not None and p.keypoint_score is not None:
+        kset = keypoint_set(p.keypoints_xy.shape[1])
+        tiles[0] = draw_pose(frame, p.keypoints_xy, p.keypoint_score, kset)
+    fg = None
+    if data.part is not None:
+        labels = _resize(np.asarray(data.part), hw, nearest=True)
+        fg = labels > 0
+        tiles.append(colorize_parts(labels, alpha_on=frame))
+    if data.depth is not None:
+        depth = np.asarray(data.depth, dtype=np.float32)
+        tiles.append(_resize(colorize_depth(depth, None if fg is None else
+                                            _resize(fg.astype(np.uint8), depth.shape, True) > 0),
+                             hw, nearest=False))
+    if data.normal is not None:
+        tiles.append(_resize(colorize_normals(np.asarray(data.normal)), hw, nearest=False))
+    out = panel(tiles, height=height)
+    return out[: out.shape[0] // 2 * 2, : out.shape[1] // 2 * 2]  # even sides for yuv420p
+
+
+def render(store: str | Path, out: str | Path, *, source: str | None = None,
+           height: int = 360, frame: int | None = None, fps: float | None = None) -> Path:
+    """Render ``store`` to ``out`` (``.mp4``, or ``.png`` of one ``frame``; default frame 0).
+
+    Args:
+        store: result store path or URL.
+        out: output file.
+        source: the source video (default: the URI recorded in the store).
+        height: panel height in pixels.
+        frame: store frame to render as PNG.
+        fps: mp4 frame rate (default: the source's, divided by the sampling stride).
+    """
+    reader = open_result(store)
+    attrs = reader.attrs
+    source = source or attrs["source"]["uri"]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".png":
+        target = frame or 0
+        for index, rgb in _source_frames(reader, source):
+            if index == target:
+                Image.fromarray(_tile(reader, index, rgb, height)).save(out)
+                return out
+        raise ValueError(f"{store}: frame {target} is not committed")
+    rate = fps or _rate(reader, attrs)
+    with av.open(str(out), "w") as container:
+        stream = None
+        for index, rgb in _source_frames(reader, source):
+            tile = _tile(reader, index, rgb, height)
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(rate).limit_denominator(1000))
+                stream.width, stream.height, stream.pix_fmt = tile.shape[1], tile.shape[0], "yuv420p"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(tile, format="rgb24")):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return out
+
+
+def _rate(reader: ResultReader, attrs: dict) -> float:
+    times = reader.read_frames().time_s
+    if len(times) > 1 and times[-1] > times[0]:
+        return float((len(times) - 1) / (times[-1] - times[0]))
+    return float(attrs["source"].get("fps") or 25.0)
