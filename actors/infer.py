@@ -123,8 +123,7 @@ class SapiensWorker:
                 g.model.heads["pose"].spec.out_dim for g in self.groups if "pose" in g.model.heads
             )
             flip = keypoint_set(k).flip_indices
-        self.analyzer = Analyzer(self.groups, flip_indices=flip,
-                                 crop_size=spec.resolved_crop_size)
+        self.analyzer = Analyzer(self.groups, flip_indices=flip, crop_size=spec.resolved_crop_size)
         logger.info(
             "sapiens worker: size=%s tasks=%s device=%s",
             spec.size,

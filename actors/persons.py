@@ -29,12 +29,18 @@ class PersonStage:
         tracker_config: tracker thresholds (default: the pipeline's).
     """
 
-    def __init__(self, detector: str, detector_options: Mapping[str, Any] | None = None, *,
-                 tracker_state: Mapping[str, Any] | None = None,
-                 tracker_config: TrackerConfig | None = None) -> None:
+    def __init__(
+        self,
+        detector: str,
+        detector_options: Mapping[str, Any] | None = None,
+        *,
+        tracker_state: Mapping[str, Any] | None = None,
+        tracker_config: TrackerConfig | None = None,
+    ) -> None:
         self.detector = build_detector(detector, **dict(detector_options or {}))  # type: ignore[arg-type]
-        self.tracker = (Tracker.from_state(dict(tracker_state)) if tracker_state
-                        else Tracker(tracker_config))
+        self.tracker = (
+            Tracker.from_state(dict(tracker_state)) if tracker_state else Tracker(tracker_config)
+        )
 
     def __call__(self, batch: FrameBatch) -> tuple[Detections, np.ndarray]:
         """Detections of the batch (``frame`` = row in the batch, grouped by frame) and the

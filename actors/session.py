@@ -43,6 +43,10 @@ class DecodeSession:
         """The next batch and its summary; after the last one, raises ``StopIteration``-free
         empty last batches are never produced except for a video with no selected frame."""
         batch = next(self._batches)
-        meta = BatchMeta(frames=len(batch), is_last=batch.is_last, n_corrupt=batch.n_corrupt,
-                         first_source_index=int(batch.source_index[0]) if len(batch) else -1)
+        meta = BatchMeta(
+            frames=len(batch),
+            is_last=batch.is_last,
+            n_corrupt=batch.n_corrupt,
+            first_source_index=int(batch.source_index[0]) if len(batch) else -1,
+        )
         return meta, batch

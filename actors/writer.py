@@ -22,15 +22,23 @@ class WriterStage:
         resume: continue an existing running store instead of creating one.
     """
 
-    def __init__(self, url: str, spec: Mapping[str, Any], *, job: Mapping[str, Any],
-                 source: Mapping[str, Any], models: Sequence[Mapping[str, Any]],
-                 resume: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        spec: Mapping[str, Any],
+        *,
+        job: Mapping[str, Any],
+        source: Mapping[str, Any],
+        models: Sequence[Mapping[str, Any]],
+        resume: bool = False,
+    ) -> None:
         self.url = url
         if resume:
             self.writer = Writer.resume(url)
         else:
-            self.writer = Writer.create(url, StoreSpec.from_dict(spec), job=job, source=source,
-                                        models=models)
+            self.writer = Writer.create(
+                url, StoreSpec.from_dict(spec), job=job, source=source, models=models
+            )
 
     def watermark(self) -> int:
         return self.writer.watermark

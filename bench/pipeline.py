@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.inline import run_inline  # noqa: E402
-from flows.plan import plan_job  # noqa: E402
-from flows.run import ensure_ray, run_on_ray  # noqa: E402
-from flows.spec import JobSpec  # noqa: E402
+from flows.inline import run_inline
+from flows.plan import plan_job
+from flows.run import ensure_ray, run_on_ray
+from flows.spec import JobSpec
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "people_walking_720p.avi"
 
@@ -72,11 +72,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
+
         def spec(job_id: str) -> JobSpec:
-            return JobSpec.from_dict({"source": str(args.video), "job_id": job_id,
-                                      "output_root": str(root), "model": {"size": args.model},
-                                      "sampling": {"stride": args.stride},
-                                      "max_side": args.max_side, "batch_size": args.batch_size})
+            return JobSpec.from_dict(
+                {
+                    "source": str(args.video),
+                    "job_id": job_id,
+                    "output_root": str(root),
+                    "model": {"size": args.model},
+                    "sampling": {"stride": args.stride},
+                    "max_side": args.max_side,
+                    "batch_size": args.batch_size,
+                }
+            )
 
         inline = run_inline(plan_job(spec("inline")))
         ensure_ray()
@@ -91,8 +99,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         shutil.rmtree(root, ignore_errors=True)
     busy = {k: v for k, v in inline.seconds.items() if k != "total"}
     result = {
-        "bench": "pipeline", "video": args.video.name, "frames": ray_out.frames,
-        "model": args.model, "stride": args.stride, "max_side": args.max_side,
+        "bench": "pipeline",
+        "video": args.video.name,
+        "frames": ray_out.frames,
+        "model": args.model,
+        "stride": args.stride,
+        "max_side": args.max_side,
         "cpus": os.cpu_count(),
         "inline_frames_per_s": inline.frames / inline.seconds["total"],
         "ray_frames_per_s": ray_out.frames / ray_s,

@@ -24,8 +24,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: no input video at {source}; pass --input VIDEO", file=sys.stderr)
         return EXIT_BAD_INPUT
     boxes = json.loads(args.boxes) if args.boxes else None
-    result = run_demo(source, args.out, count=args.frames, stride=args.stride, size=args.model,
-                      boxes=boxes, seed=args.seed)
+    result = run_demo(
+        source,
+        args.out,
+        count=args.frames,
+        stride=args.stride,
+        size=args.model,
+        boxes=boxes,
+        seed=args.seed,
+    )
     print(result.to_json())
     return 0
 
@@ -41,8 +48,13 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
                 ref = hub_ref(task, size)
             except FileNotFoundError:
                 continue
-            rows.append({"task": task, "size": size, "repos": [
-                ref.repo_id + ("" if f == "original" else f"-{f}") for f in FORMATS]})
+            rows.append(
+                {
+                    "task": task,
+                    "size": size,
+                    "repos": [ref.repo_id + ("" if f == "original" else f"-{f}") for f in FORMATS],
+                }
+            )
     print(json.dumps(rows, indent=2))
     return 0
 
@@ -51,21 +63,32 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     from models import ModelError, load_checkpoint
 
     try:
-        model = load_checkpoint(args.source, task=args.task or "", size=args.size,
-                                local_files_only=args.offline)
+        model = load_checkpoint(
+            args.source, task=args.task or "", size=args.size, local_files_only=args.offline
+        )
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     params = sum(p.numel() for p in model.parameters())
     info = {part: c.to_dict() for part, c in model.checkpoints.items()}
-    print(json.dumps({"size": model.size, "tasks": list(model.tasks), "parameters": params,
-                      "checkpoints": info}, indent=2))
+    print(
+        json.dumps(
+            {
+                "size": model.size,
+                "tasks": list(model.tasks),
+                "parameters": params,
+                "checkpoints": info,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sapiens-stream",
-                                description="Sapiens human-centric vision over video.")
+    p = argparse.ArgumentParser(
+        prog="sapiens-stream", description="Sapiens human-centric vision over video."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -75,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=3)
     demo.add_argument("--stride", type=int, default=50)
     demo.add_argument("--model", default="tiny", choices=["tiny", "0.3b", "0.6b", "1b", "2b"])
-    demo.add_argument("--boxes", default=None, help='JSON list of xyxy boxes, e.g. "[[0,0,640,720]]"')
+    demo.add_argument(
+        "--boxes", default=None, help='JSON list of xyxy boxes, e.g. "[[0,0,640,720]]"'
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
@@ -97,8 +122,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from flows.commands import handle_errors
 
     return handle_errors(args.func, args)

@@ -25,8 +25,12 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
     raw: dict[str, Any] = json.loads(Path(args.spec).read_text()) if args.spec else {}
     raw["source"] = args.video
     raw.setdefault("output_root", args.output_root)
-    for key, value in (("job_id", args.job_id), ("detector", args.detector),
-                       ("max_side", args.max_side), ("batch_size", args.batch_size)):
+    for key, value in (
+        ("job_id", args.job_id),
+        ("detector", args.detector),
+        ("max_side", args.max_side),
+        ("batch_size", args.batch_size),
+    ):
         if value is not None:
             raw[key] = value
     if args.tasks:
@@ -36,8 +40,12 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
         if value is not None:
             model[key] = value
     sampling = raw.setdefault("sampling", {})
-    for key, value in (("stride", args.stride), ("target_fps", args.fps),
-                       ("start_s", args.start), ("end_s", args.end)):
+    for key, value in (
+        ("stride", args.stride),
+        ("target_fps", args.fps),
+        ("start_s", args.start),
+        ("end_s", args.end),
+    ):
         if value is not None:
             sampling[key] = value
     if args.boxes:
@@ -60,10 +68,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = _spec_from_args(args)
     coord = _coordinator(args, detach=False)
-    coord.submit(spec.to_dict(), job_id=spec.job_id,
-                 meta={"store": plan_job(spec).store_url, "submitted_by": "run"})
-    service = JobService(coord, worker_id=default_worker_id("run"), max_jobs=1,
-                         device=args.device)
+    coord.submit(
+        spec.to_dict(),
+        job_id=spec.job_id,
+        meta={"store": plan_job(spec).store_url, "submitted_by": "run"},
+    )
+    service = JobService(coord, worker_id=default_worker_id("run"), max_jobs=1, device=args.device)
     service.serve(until=lambda: coord.get(spec.job_id).state in TERMINAL_STATES)
     record = coord.get(spec.job_id)
     out: dict[str, Any] = {"job_id": spec.job_id, "state": record.state, "error": record.error}
@@ -78,8 +88,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     spec = _spec_from_args(args)
     coord = _coordinator(args, detach=True)
-    sub = coord.submit(spec.to_dict(), job_id=spec.job_id, client_key=args.client_key,
-                       meta={"store": plan_job(spec).store_url, "submitted_by": "submit"})
+    sub = coord.submit(
+        spec.to_dict(),
+        job_id=spec.job_id,
+        client_key=args.client_key,
+        meta={"store": plan_job(spec).store_url, "submitted_by": "submit"},
+    )
     print(sub.job_id)
     return EXIT_OK
 
@@ -88,17 +102,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from flows.service import JobService
 
     coord = _coordinator(args, detach=True)
-    JobService(coord, max_jobs=args.max_jobs, device=args.device,
-               address=args.address).serve()
+    JobService(coord, max_jobs=args.max_jobs, device=args.device, address=args.address).serve()
     return EXIT_OK
 
 
 def _record(coord: Any, job_id: str) -> dict[str, Any]:
     r = coord.get(job_id)
-    return {"job_id": r.job_id, "state": r.state, "attempts": r.attempts, "owner": r.owner,
-            "committed_frames": r.committed_frames, "counters": r.counters,
-            "cancel_requested": r.cancel_requested, "error": r.error, "result": r.result,
-            "store": r.meta.get("store"), "created_ms": r.created_ms, "updated_ms": r.updated_ms}
+    return {
+        "job_id": r.job_id,
+        "state": r.state,
+        "attempts": r.attempts,
+        "owner": r.owner,
+        "committed_frames": r.committed_frames,
+        "counters": r.counters,
+        "cancel_requested": r.cancel_requested,
+        "error": r.error,
+        "result": r.result,
+        "store": r.meta.get("store"),
+        "created_ms": r.created_ms,
+        "updated_ms": r.updated_ms,
+    }
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -113,8 +136,7 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while (state := coord.get(args.job_id).state) not in TERMINAL_STATES:
         if deadline is not None and time.monotonic() > deadline:
-            print(f"error: job {args.job_id} still {state} after {args.timeout}s",
-                  file=sys.stderr)
+            print(f"error: job {args.job_id} still {state} after {args.timeout}s", file=sys.stderr)
             return EXIT_FAILED
         time.sleep(0.5)
     _print(_record(coord, args.job_id))
@@ -128,9 +150,17 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     coord = _coordinator(args, detach=True)
-    _print([{"job_id": r.job_id, "state": r.state, "committed_frames": r.committed_frames,
-             "created_ms": r.created_ms}
-            for r in coord.list_jobs(state=args.state, limit=args.limit)])
+    _print(
+        [
+            {
+                "job_id": r.job_id,
+                "state": r.state,
+                "committed_frames": r.committed_frames,
+                "created_ms": r.created_ms,
+            }
+            for r in coord.list_jobs(state=args.state, limit=args.limit)
+        ]
+    )
     return EXIT_OK
 
 
@@ -140,8 +170,14 @@ def _cmd_query(args: argparse.Namespace) -> int:
     reader = open_result(args.store)
     if args.frame is not None:
         f = reader.persons(args.frame, args.frame + 1)
-        _print({"frame": args.frame, "track_id": f.track_id.tolist(),
-                "box_xyxy": f.box_xyxy.tolist(), "score": f.score.tolist()})
+        _print(
+            {
+                "frame": args.frame,
+                "track_id": f.track_id.tolist(),
+                "box_xyxy": f.box_xyxy.tolist(),
+                "score": f.score.tolist(),
+            }
+        )
     elif args.track is not None:
         t = reader.track(args.track)
         _print({"track_id": args.track, "frames": t.frames.tolist()})
@@ -153,8 +189,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from flows.render import render
 
-    print(render(args.store, args.out, source=args.source, frame=args.frame,
-                 height=args.height))
+    print(render(args.store, args.out, source=args.source, frame=args.frame, height=args.height))
     return EXIT_OK
 
 
@@ -176,10 +211,16 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-root", default="out/results",
-                   help="where stores (and the embedded Redis data) live")
-    p.add_argument("--redis-url", default=None,
-                   help="Redis URL (default: SAPIENS_STREAM_REDIS_URL, REDIS_URL, or embedded)")
+    p.add_argument(
+        "--output-root",
+        default="out/results",
+        help="where stores (and the embedded Redis data) live",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis URL (default: SAPIENS_STREAM_REDIS_URL, REDIS_URL, or embedded)",
+    )
 
 
 def add_job_commands(sub: argparse._SubParsersAction) -> None:
@@ -193,7 +234,8 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
         _job_options(p) if job else None
         _common(p)
         p.add_argument("--device", default=None) if name == "run" else p.add_argument(
-            "--client-key", default=None, help="idempotency key: same key, same job")
+            "--client-key", default=None, help="idempotency key: same key, same job"
+        )
         p.set_defaults(func=fn)
     serve = sub.add_parser("serve", help="consume the queue, run jobs on Ray")
     _common(serve)

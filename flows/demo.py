@@ -45,9 +45,17 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"input": self.input, "frames": self.frames, "persons": self.persons,
-                           "images": list(self.images), "random_weights": self.random_weights,
-                           "seconds": self.seconds}, indent=2)
+        return json.dumps(
+            {
+                "input": self.input,
+                "frames": self.frames,
+                "persons": self.persons,
+                "images": list(self.images),
+                "random_weights": self.random_weights,
+                "seconds": self.seconds,
+            },
+            indent=2,
+        )
 
 
 def decode_frames(path: Path, *, count: int, stride: int) -> tuple[np.ndarray, list[int]]:
@@ -67,8 +75,9 @@ def decode_frames(path: Path, *, count: int, stride: int) -> tuple[np.ndarray, l
     return np.stack(frames), indices
 
 
-def _predict(frames: torch.Tensor, boxes: torch.Tensor, size: str, seed: int
-             ) -> tuple[dict[str, torch.Tensor], object]:
+def _predict(
+    frames: torch.Tensor, boxes: torch.Tensor, size: str, seed: int
+) -> tuple[dict[str, torch.Tensor], object]:
     torch.manual_seed(seed)
     model = build_model(TASKS, size)
     frame_index = torch.arange(frames.shape[0]).repeat_interleave(boxes.shape[0])
@@ -78,9 +87,16 @@ def _predict(frames: torch.Tensor, boxes: torch.Tensor, size: str, seed: int
     return outputs, crop
 
 
-def run_demo(input_path: Path, out_dir: Path, *, count: int = 3, stride: int = 50,
-             size: str = "tiny", boxes: list[list[float]] | None = None, seed: int = 0
-             ) -> DemoResult:
+def run_demo(
+    input_path: Path,
+    out_dir: Path,
+    *,
+    count: int = 3,
+    stride: int = 50,
+    size: str = "tiny",
+    boxes: list[list[float]] | None = None,
+    seed: int = 0,
+) -> DemoResult:
     """Run the demo and write ``frame_<index>.png`` files plus ``summary.json`` to ``out_dir``."""
     t0 = time.perf_counter()
     rgb, indices = decode_frames(input_path, count=count, stride=stride)
@@ -91,8 +107,9 @@ def run_demo(input_path: Path, out_dir: Path, *, count: int = 3, stride: int = 5
     out, crop = _predict(frames, box, size, seed)
     t2 = time.perf_counter()
     kp_hm, scores = udp_decode(out["pose"])
-    kps = points_crop_to_image(heatmap_to_crop(kp_hm, tuple(out["pose"].shape[-2:])),
-                               crop.center, crop.scale)
+    kps = points_crop_to_image(
+        heatmap_to_crop(kp_hm, tuple(out["pose"].shape[-2:])), crop.center, crop.scale
+    )
     seg, covered = crop_maps_to_frame(out["seg"], crop.matrix, (h, w))
     depth, _ = crop_maps_to_frame(out["depth"], crop.matrix, (h, w))
     normal, _ = crop_maps_to_frame(out["normal"], crop.matrix, (h, w))
@@ -103,16 +120,22 @@ def run_demo(input_path: Path, out_dir: Path, *, count: int = 3, stride: int = 5
     for f, index in enumerate(indices):
         rows = slice(f * p, (f + 1) * p)  # persons of this frame (the same boxes on each frame)
         lab, fg = labels[rows].max(0).values.numpy(), labels[rows].max(0).values.numpy() > 0
-        tiles = [draw_pose(rgb[f], kps[rows].numpy(), scores[rows].numpy(), kset, threshold=0.0),
-                 colorize_parts(lab, alpha_on=rgb[f]),
-                 colorize_depth(depth[rows][:, 0].mean(0).numpy(), fg),
-                 colorize_normals(normals[rows].mean(0), fg)]
+        tiles = [
+            draw_pose(rgb[f], kps[rows].numpy(), scores[rows].numpy(), kset, threshold=0.0),
+            colorize_parts(lab, alpha_on=rgb[f]),
+            colorize_depth(depth[rows][:, 0].mean(0).numpy(), fg),
+            colorize_normals(normals[rows].mean(0), fg),
+        ]
         path = out_dir / f"frame_{index:06d}.png"
         Image.fromarray(panel(tiles)).save(path)
         images.append(str(path))
     result = DemoResult(
-        input=str(input_path), frames=len(indices), persons=p * len(indices),
-        images=tuple(images), random_weights=True,
-        seconds={"decode": t1 - t0, "infer": t2 - t1, "post": time.perf_counter() - t2})
+        input=str(input_path),
+        frames=len(indices),
+        persons=p * len(indices),
+        images=tuple(images),
+        random_weights=True,
+        seconds={"decode": t1 - t0, "infer": t2 - t1, "post": time.perf_counter() - t2},
+    )
     (out_dir / "summary.json").write_text(result.to_json() + "\n")
     return result

@@ -34,9 +34,13 @@ def run_inline(plan: JobPlan) -> JobOutcome:
     info = decoder.probe(spec.source)
     persons = PersonStage(plan.detector, plan.detector_options)
     worker = SapiensWorker(plan.infer)
-    writer = WriterStage(plan.store_url, plan.store_spec(info).to_dict(), job=plan.job_facts(),
-                         source={"uri": spec.source, **info.to_dict()},
-                         models=model_entries(worker.model_facts()))
+    writer = WriterStage(
+        plan.store_url,
+        plan.store_spec(info).to_dict(),
+        job=plan.job_facts(),
+        source={"uri": spec.source, **info.to_dict()},
+        models=model_entries(worker.model_facts()),
+    )
     busy = {"decode": 0.0, "persons": 0.0, "infer": 0.0, "write": 0.0}
     index, mark = 0, time.perf_counter()
     for batch in decoder.batches(spec.job_id, spec.source):
@@ -51,8 +55,9 @@ def run_inline(plan: JobPlan) -> JobOutcome:
         index += len(batch)
     frames = writer.finalize(timings=busy)
     busy["total"] = time.perf_counter() - t0
-    return JobOutcome(job_id=spec.job_id, state="succeeded", store_url=plan.store_url,
-                      frames=frames, seconds=busy)
+    return JobOutcome(
+        job_id=spec.job_id, state="succeeded", store_url=plan.store_url, frames=frames, seconds=busy
+    )
 
 
 def _tick(busy: dict[str, float], stage: str, mark: float) -> float:
@@ -65,8 +70,13 @@ def model_entries(facts: dict) -> list[dict]:
     """One store model entry per checkpointed part."""
     entries = []
     for part, info in facts["checkpoints"].items():
-        entries.append({"name": f"sapiens-{facts['size']}", "task": part,
-                        "checkpoint_sha256": info.get("sha256"),
-                        "random_weights": bool(info.get("random_weights")),
-                        "source": info.get("source")})
+        entries.append(
+            {
+                "name": f"sapiens-{facts['size']}",
+                "task": part,
+                "checkpoint_sha256": info.get("sha256"),
+                "random_weights": bool(info.get("random_weights")),
+                "source": info.get("source"),
+            }
+        )
     return entries

@@ -39,9 +39,14 @@ class JobPlan:
 
     def store_spec(self, info: VideoInfo) -> StoreSpec:
         h, w = self.out_size(info)
-        return StoreSpec(tasks=self.spec.tasks, num_keypoints=self.infer.num_keypoints
-                         if self.spec.model.size == "tiny" else 308,
-                         height=h, width=w, source_height=info.height, source_width=info.width)
+        return StoreSpec(
+            tasks=self.spec.tasks,
+            num_keypoints=self.infer.num_keypoints if self.spec.model.size == "tiny" else 308,
+            height=h,
+            width=w,
+            source_height=info.height,
+            source_width=info.width,
+        )
 
     def job_facts(self) -> dict[str, Any]:
         return {"job_id": self.spec.job_id, "spec": self.spec.to_dict()}
@@ -50,15 +55,29 @@ class JobPlan:
 def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     """Stage settings for ``spec``; ``device`` overrides the automatic choice."""
     s = spec.sampling
-    decode = DecodeSpec(batch_size=spec.batch_size, stride=s.stride, target_fps=s.target_fps,
-                        start_s=s.start_s, end_s=s.end_s)
+    decode = DecodeSpec(
+        batch_size=spec.batch_size,
+        stride=s.stride,
+        target_fps=s.target_fps,
+        start_s=s.start_s,
+        end_s=s.end_s,
+    )
     m = spec.model
-    infer = InferSpec(tasks=spec.tasks, size=m.size, weights=m.weights, fmt=m.fmt,
-                      num_keypoints=m.num_keypoints, device=device, dtype=m.dtype,
-                      compile=m.compile, batch_size=spec.batch_size,
-                      cpu_threads=os.cpu_count())
+    infer = InferSpec(
+        tasks=spec.tasks,
+        size=m.size,
+        weights=m.weights,
+        fmt=m.fmt,
+        num_keypoints=m.num_keypoints,
+        device=device,
+        dtype=m.dtype,
+        compile=m.compile,
+        batch_size=spec.batch_size,
+        cpu_threads=os.cpu_count(),
+    )
     options: dict[str, Any] = {}
     if spec.detector == "boxes" and spec.boxes is not None:
         options["boxes_by_source_index"] = {k: list(v) for k, v in spec.boxes.items()}
-    return JobPlan(spec=spec, decode=decode, infer=infer, detector=spec.detector,
-                   detector_options=options)
+    return JobPlan(
+        spec=spec, decode=decode, infer=infer, detector=spec.detector, detector_options=options
+    )

@@ -59,17 +59,31 @@ def _tile(reader: ResultReader, index: int, frame: np.ndarray, height: int) -> n
         tiles.append(colorize_parts(labels, alpha_on=frame))
     if data.depth is not None:
         depth = np.asarray(data.depth, dtype=np.float32)
-        tiles.append(_resize(colorize_depth(depth, None if fg is None else
-                                            _resize(fg.astype(np.uint8), depth.shape, True) > 0),
-                             hw, nearest=False))
+        tiles.append(
+            _resize(
+                colorize_depth(
+                    depth,
+                    None if fg is None else _resize(fg.astype(np.uint8), depth.shape, True) > 0,
+                ),
+                hw,
+                nearest=False,
+            )
+        )
     if data.normal is not None:
         tiles.append(_resize(colorize_normals(np.asarray(data.normal)), hw, nearest=False))
     out = panel(tiles, height=height)
     return out[: out.shape[0] // 2 * 2, : out.shape[1] // 2 * 2]  # even sides for yuv420p
 
 
-def render(store: str | Path, out: str | Path, *, source: str | None = None,
-           height: int = 360, frame: int | None = None, fps: float | None = None) -> Path:
+def render(
+    store: str | Path,
+    out: str | Path,
+    *,
+    source: str | None = None,
+    height: int = 360,
+    frame: int | None = None,
+    fps: float | None = None,
+) -> Path:
     """Render ``store`` to ``out`` (``.mp4``, or ``.png`` of one ``frame``; default frame 0).
 
     Args:
@@ -98,8 +112,14 @@ def render(store: str | Path, out: str | Path, *, source: str | None = None,
         for index, rgb in _source_frames(reader, source):
             tile = _tile(reader, index, rgb, height)
             if stream is None:
-                stream = container.add_stream("libx264", rate=Fraction(rate).limit_denominator(1000))
-                stream.width, stream.height, stream.pix_fmt = tile.shape[1], tile.shape[0], "yuv420p"
+                stream = container.add_stream(
+                    "libx264", rate=Fraction(rate).limit_denominator(1000)
+                )
+                stream.width, stream.height, stream.pix_fmt = (
+                    tile.shape[1],
+                    tile.shape[0],
+                    "yuv420p",
+                )
             for packet in stream.encode(av.VideoFrame.from_ndarray(tile, format="rgb24")):
                 container.mux(packet)
         if stream is not None:

@@ -55,8 +55,11 @@ class InferPool:
         with self._lock:
             if spec not in self._actors:
                 gpu = 1 if spec.resolved_device.startswith("cuda") else 0
-                self._actors[spec] = ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker).options(
-                    name=f"sapiens-stream/infer/{self.created}").remote(spec)
+                self._actors[spec] = (
+                    ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker)
+                    .options(name=f"sapiens-stream/infer/{self.created}")
+                    .remote(spec)
+                )
                 self.created += 1
             return self._actors[spec]
 
@@ -85,8 +88,12 @@ def ensure_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
-             object_store_memory=256 * 2**20, log_to_driver=False)
+    ray.init(
+        num_cpus=max(4, os.cpu_count() or 1),
+        include_dashboard=False,
+        object_store_memory=256 * 2**20,
+        log_to_driver=False,
+    )
 
 
 def stage_name(job_id: str, stage: str, attempt: int) -> str:
@@ -95,8 +102,7 @@ def stage_name(job_id: str, stage: str, attempt: int) -> str:
     return f"sapiens-stream/{job_id}/{stage}/{attempt}/"
 
 
-def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None
-            ) -> dict[str, Any]:
+def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -> dict[str, Any]:
     import ray
 
     gpu = 1 if plan.infer.resolved_device.startswith("cuda") else 0
@@ -107,31 +113,62 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None
     def named(stage: str) -> dict[str, Any]:
         return {"name": stage_name(spec.job_id, stage, attempt) + nonce}
 
-    decoder = ray.remote(num_cpus=0.5)(DecodeSession).options(**named("decode")).remote(
-        plan.decode, spec.job_id, spec.source)
+    decoder = (
+        ray.remote(num_cpus=0.5)(DecodeSession)
+        .options(**named("decode"))
+        .remote(plan.decode, spec.job_id, spec.source)
+    )
     info = ray.get(decoder.video_info.remote())
-    from actors.messages import VideoInfo  # the decode session's facts, rebuilt here
     from fractions import Fraction
 
-    video = VideoInfo(**{**info, "time_base": None if info["time_base"] is None
-                         else Fraction(info["time_base"])})
-    persons = ray.remote(num_cpus=0.5)(PersonStage).options(**named("persons")).remote(
-        plan.detector, plan.detector_options)
+    from actors.messages import VideoInfo  # the decode session's facts, rebuilt here
+
+    video = VideoInfo(
+        **{**info, "time_base": None if info["time_base"] is None else Fraction(info["time_base"])}
+    )
+    persons = (
+        ray.remote(num_cpus=0.5)(PersonStage)
+        .options(**named("persons"))
+        .remote(plan.detector, plan.detector_options)
+    )
     if pool is None:
-        infer = ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker).options(
-            **named("infer")).remote(plan.infer)
+        infer = (
+            ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker)
+            .options(**named("infer"))
+            .remote(plan.infer)
+        )
     else:
         infer = pool.get(plan.infer)
     facts = ray.get(infer.model_facts.remote())
-    writer = ray.remote(num_cpus=0.25)(WriterStage).options(**named("writer")).remote(
-        plan.store_url, plan.store_spec(video).to_dict(), job=plan.job_facts(),
-        source={"uri": spec.source, **info}, models=model_entries(facts), resume=resume)
-    return {"decode": decoder, "persons": persons, "infer": infer, "writer": writer,
-            "out_size": plan.out_size(video), "pooled": pool is not None}
+    writer = (
+        ray.remote(num_cpus=0.25)(WriterStage)
+        .options(**named("writer"))
+        .remote(
+            plan.store_url,
+            plan.store_spec(video).to_dict(),
+            job=plan.job_facts(),
+            source={"uri": spec.source, **info},
+            models=model_entries(facts),
+            resume=resume,
+        )
+    )
+    return {
+        "decode": decoder,
+        "persons": persons,
+        "infer": infer,
+        "writer": writer,
+        "out_size": plan.out_size(video),
+        "pooled": pool is not None,
+    }
 
 
-def _drive(plan: JobPlan, stages: dict[str, Any], max_in_flight: int,
-           progress: Progress | None, should_stop: ShouldStop | None) -> int:
+def _drive(
+    plan: JobPlan,
+    stages: dict[str, Any],
+    max_in_flight: int,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+) -> int:
     import ray
 
     writer = stages["writer"]
@@ -145,8 +182,9 @@ def _drive(plan: JobPlan, stages: dict[str, Any], max_in_flight: int,
         if meta.frames:
             det_ref, ids_ref = stages["persons"].__call__.options(num_returns=2).remote(batch_ref)
             if index + meta.frames > watermark:
-                res_ref = stages["infer"].__call__.remote(batch_ref, det_ref, ids_ref, index,
-                                                          stages["out_size"])
+                res_ref = stages["infer"].__call__.remote(
+                    batch_ref, det_ref, ids_ref, index, stages["out_size"]
+                )
                 pending.append(writer.add.remote(res_ref))
             index += meta.frames
         while len(pending) > max_in_flight or (meta.is_last and pending):
@@ -158,10 +196,17 @@ def _drive(plan: JobPlan, stages: dict[str, Any], max_in_flight: int,
             return index
 
 
-def run_on_ray(plan: JobPlan, *, max_in_flight: int = 3, retries: int = 2,
-               progress: Progress | None = None, should_stop: ShouldStop | None = None,
-               pool: InferPool | None = None, resume: bool = False,
-               address: str | None = None) -> JobOutcome:
+def run_on_ray(
+    plan: JobPlan,
+    *,
+    max_in_flight: int = 3,
+    retries: int = 2,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    pool: InferPool | None = None,
+    resume: bool = False,
+    address: str | None = None,
+) -> JobOutcome:
     """Run ``plan``'s job to completion on Ray (local or ``address``).
 
     Args:
@@ -184,17 +229,30 @@ def run_on_ray(plan: JobPlan, *, max_in_flight: int = 3, retries: int = 2,
     for attempt in range(retries + 1):
         stages: dict[str, Any] = {}
         try:
-            stages = _actors(plan, resume=(resume or attempt > 0) and _store_exists(plan),
-                             attempt=attempt, pool=pool)
+            stages = _actors(
+                plan,
+                resume=(resume or attempt > 0) and _store_exists(plan),
+                attempt=attempt,
+                pool=pool,
+            )
             _drive(plan, stages, max_in_flight, progress, should_stop)
-            frames = _get(stages["writer"].finalize.remote(
-                {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}))
-            return JobOutcome(job_id=job_id, state="succeeded", store_url=url, frames=frames,
-                              seconds={"total": time.perf_counter() - t0})
+            frames = _get(
+                stages["writer"].finalize.remote(
+                    {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}
+                )
+            )
+            return JobOutcome(
+                job_id=job_id,
+                state="succeeded",
+                store_url=url,
+                frames=frames,
+                seconds={"total": time.perf_counter() - t0},
+            )
         except JobCancelledError:
             _fail(stages, "cancelled")
-            return JobOutcome(job_id=job_id, state="cancelled", store_url=url, frames=0,
-                              error="cancelled")
+            return JobOutcome(
+                job_id=job_id, state="cancelled", store_url=url, frames=0, error="cancelled"
+            )
         except (RayTaskError, RayActorError) as e:
             cause = e.cause if isinstance(e, RayTaskError) and e.cause else e
             # A stage whose constructor raised (unreadable source, existing store, bad
@@ -203,13 +261,13 @@ def run_on_ray(plan: JobPlan, *, max_in_flight: int = 3, retries: int = 2,
             if died and pool is not None and "infer" in stages:
                 pool.invalidate(plan.infer, stages["infer"])
             if died and attempt < retries:
-                logger.warning("job %s: a stage died (%s); resuming at the watermark", job_id,
-                               cause)
+                logger.warning(
+                    "job %s: a stage died (%s); resuming at the watermark", job_id, cause
+                )
                 continue
             reason = f"{type(cause).__name__}: {cause}"
             _fail(stages, reason)
-            return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0,
-                              error=reason)
+            return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0, error=reason)
         finally:
             _release(stages)
     raise AssertionError("unreachable")

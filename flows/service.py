@@ -41,8 +41,15 @@ class JobService:
         address: Ray cluster to join (default: ``RAY_ADDRESS`` or a local cluster).
     """
 
-    def __init__(self, coord: Coordinator, *, worker_id: str | None = None, max_jobs: int = 2,
-                 device: str | None = None, address: str | None = None) -> None:
+    def __init__(
+        self,
+        coord: Coordinator,
+        *,
+        worker_id: str | None = None,
+        max_jobs: int = 2,
+        device: str | None = None,
+        address: str | None = None,
+    ) -> None:
         self.coord = coord
         self.worker_id = worker_id or default_worker_id()
         self.max_jobs = max_jobs
@@ -80,8 +87,9 @@ class JobService:
 
     def _start(self, lease: JobLease) -> None:
         self.heartbeat.hold(lease)
-        thread = threading.Thread(target=self._run, args=(lease,), name=f"job-{lease.job_id}",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(lease,), name=f"job-{lease.job_id}", daemon=True
+        )
         self._threads[lease.job_id] = thread
         thread.start()
 
@@ -103,20 +111,30 @@ class JobService:
         plan = plan_job(spec, device=self.device)
 
         def progress(committed: int, decoded: int) -> None:
-            self._safely(self.coord.progress, lease, committed_frames=committed,
-                         counters={"decoded_frames": decoded})
+            self._safely(
+                self.coord.progress,
+                lease,
+                committed_frames=committed,
+                counters={"decoded_frames": decoded},
+            )
 
         def should_stop() -> bool:
             if self.heartbeat.lost(lease.job_id):
                 return True
             return self.coord.get(lease.job_id).cancel_requested
 
-        outcome = run_on_ray(plan, progress=progress, should_stop=should_stop, pool=self.pool,
-                             resume=lease.attempt > 1)
+        outcome = run_on_ray(
+            plan,
+            progress=progress,
+            should_stop=should_stop,
+            pool=self.pool,
+            resume=lease.attempt > 1,
+        )
         if outcome.state == "succeeded":
             self.coord.progress(lease, committed_frames=outcome.frames)  # the final tail
-            self.coord.complete(lease, result={"frames": outcome.frames,
-                                               "store": outcome.store_url})
+            self.coord.complete(
+                lease, result={"frames": outcome.frames, "store": outcome.store_url}
+            )
         elif outcome.state == "cancelled":
             if not self.heartbeat.lost(lease.job_id):
                 self.coord.confirm_cancel(lease)
@@ -129,5 +147,6 @@ class JobService:
         try:
             fn(*args, **kwargs)
         except Exception:  # bookkeeping must not stop the job; the next heartbeat retries
-            logger.warning("coordination call %s failed", getattr(fn, "__name__", fn),
-                           exc_info=True)
+            logger.warning(
+                "coordination call %s failed", getattr(fn, "__name__", fn), exc_info=True
+            )

@@ -77,7 +77,9 @@ class Sampling:
         if self.target_fps is not None and self.target_fps <= 0:
             raise SpecError(f"sampling.target_fps must be > 0, got {self.target_fps}")
         if self.start_s < 0 or (self.end_s is not None and self.end_s <= self.start_s):
-            raise SpecError(f"sampling: need 0 <= start_s < end_s, got {self.start_s}, {self.end_s}")
+            raise SpecError(
+                f"sampling: need 0 <= start_s < end_s, got {self.start_s}, {self.end_s}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,9 +125,11 @@ class JobSpec:
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks:
             raise SpecError(f"tasks must be a non-empty subset of {TASK_NAMES}, got {self.tasks}")
-        for name, value, allowed in (("detector", self.detector, DETECTORS),
-                                     ("dense_mode", self.dense_mode, DENSE_MODES),
-                                     ("placement", self.placement, PLACEMENTS)):
+        for name, value, allowed in (
+            ("detector", self.detector, DETECTORS),
+            ("dense_mode", self.dense_mode, DENSE_MODES),
+            ("placement", self.placement, PLACEMENTS),
+        ):
             if value not in allowed:
                 raise SpecError(f"{name} must be one of {allowed}, got {value!r}")
         if (self.detector == "boxes") != (self.boxes is not None):
@@ -170,8 +174,9 @@ def _parse_boxes(raw: Any) -> dict[int, tuple[tuple[float, float, float, float],
             index = int(key)
             parsed = tuple((float(a), float(b), float(c), float(d)) for a, b, c, d in boxes)
         except (TypeError, ValueError) as e:
-            raise SpecError(f"boxes[{key!r}]: expected a list of [x1, y1, x2, y2], got {boxes!r}") \
-                from e
+            raise SpecError(
+                f"boxes[{key!r}]: expected a list of [x1, y1, x2, y2], got {boxes!r}"
+            ) from e
         for x1, y1, x2, y2 in parsed:
             if not (x2 > x1 and y2 > y1):
                 raise SpecError(f"boxes[{index}]: box {[x1, y1, x2, y2]} has no area")

@@ -13,10 +13,22 @@ from models.metadata import GOLIATH_SEG_28, KeypointSet
 __all__ = ["colorize_depth", "colorize_normals", "colorize_parts", "draw_pose", "panel"]
 
 # Stops of matplotlib's "inferno" colormap at 0, 0.1, ..., 1.0 (sRGB hex values).
-_INFERNO_STOPS = np.array([
-    [0, 0, 4], [22, 11, 57], [66, 10, 104], [106, 23, 110], [147, 38, 103], [188, 55, 84],
-    [221, 81, 58], [243, 120, 25], [252, 165, 10], [246, 215, 70], [252, 255, 164],
-], dtype=np.float32)
+_INFERNO_STOPS = np.array(
+    [
+        [0, 0, 4],
+        [22, 11, 57],
+        [66, 10, 104],
+        [106, 23, 110],
+        [147, 38, 103],
+        [188, 55, 84],
+        [221, 81, 58],
+        [243, 120, 25],
+        [252, 165, 10],
+        [246, 215, 70],
+        [252, 255, 164],
+    ],
+    dtype=np.float32,
+)
 
 Uint8Image = NDArray[np.uint8]
 
@@ -30,8 +42,9 @@ def _inferno(v: NDArray[np.floating]) -> Uint8Image:
     return rgb.round().astype(np.uint8)
 
 
-def colorize_parts(labels: NDArray[np.integer], alpha_on: Uint8Image | None = None,
-                   alpha: float = 0.5) -> Uint8Image:
+def colorize_parts(
+    labels: NDArray[np.integer], alpha_on: Uint8Image | None = None, alpha: float = 0.5
+) -> Uint8Image:
     """(H, W) part labels -> RGB with the official palette, optionally blended over an image."""
     palette = np.asarray(GOLIATH_SEG_28.palette, dtype=np.uint8)
     rgb = palette[np.clip(labels, 0, len(palette) - 1)]
@@ -42,8 +55,9 @@ def colorize_parts(labels: NDArray[np.integer], alpha_on: Uint8Image | None = No
     return np.where(fg, blend, alpha_on).astype(np.uint8)
 
 
-def colorize_depth(depth: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
-                   ) -> Uint8Image:
+def colorize_depth(
+    depth: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+) -> Uint8Image:
     """Relative depth (H, W) -> inferno RGB, near = bright; outside ``mask`` gray 100."""
     mask = np.isfinite(depth) if mask is None else mask & np.isfinite(depth)
     out = np.full((*depth.shape, 3), 100, dtype=np.uint8)
@@ -54,8 +68,9 @@ def colorize_depth(depth: NDArray[np.floating], mask: NDArray[np.bool_] | None =
     return out
 
 
-def colorize_normals(normals: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
-                     ) -> Uint8Image:
+def colorize_normals(
+    normals: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+) -> Uint8Image:
     """Unit normals (H, W, 3) -> RGB via (n + 1) / 2; outside ``mask`` black."""
     rgb = ((np.nan_to_num(normals) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
     if mask is not None:
@@ -63,8 +78,15 @@ def colorize_normals(normals: NDArray[np.floating], mask: NDArray[np.bool_] | No
     return rgb
 
 
-def draw_pose(image: Uint8Image, keypoints: NDArray[np.floating], scores: NDArray[np.floating],
-              kset: KeypointSet, *, threshold: float = 0.3, radius: int = 3) -> Uint8Image:
+def draw_pose(
+    image: Uint8Image,
+    keypoints: NDArray[np.floating],
+    scores: NDArray[np.floating],
+    kset: KeypointSet,
+    *,
+    threshold: float = 0.3,
+    radius: int = 3,
+) -> Uint8Image:
     """Draw skeletons of P persons, keypoints (P, K, 2) with scores (P, K), onto an RGB image."""
     canvas = Image.fromarray(np.ascontiguousarray(image))
     draw = ImageDraw.Draw(canvas)
@@ -75,8 +97,9 @@ def draw_pose(image: Uint8Image, keypoints: NDArray[np.floating], scores: NDArra
                 draw.line([tuple(kp[a]), tuple(kp[b])], fill=tuple(color), width=2)
         for i in np.flatnonzero(ok):
             x, y = kp[i]
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius],
-                         fill=tuple(kset.point_colors[i]))
+            draw.ellipse(
+                [x - radius, y - radius, x + radius, y + radius], fill=tuple(kset.point_colors[i])
+            )
     return np.asarray(canvas)
 
 
@@ -85,7 +108,8 @@ def panel(images: Sequence[Uint8Image], *, height: int = 360) -> Uint8Image:
     tiles = []
     for img in images:
         h, w = img.shape[:2]
-        pil = Image.fromarray(img).resize((max(1, round(w * height / h)), height),
-                                          Image.Resampling.BILINEAR)
+        pil = Image.fromarray(img).resize(
+            (max(1, round(w * height / h)), height), Image.Resampling.BILINEAR
+        )
         tiles.append(np.asarray(pil))
     return np.concatenate(tiles, axis=1)

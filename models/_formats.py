@@ -66,12 +66,23 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
 
 def _read_pth(path: Path) -> dict[str, Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_unpickle,
-                         mmap=zipfile.is_zipfile(path))
+        obj = torch.load(
+            path,
+            map_location="cpu",
+            weights_only=False,
+            pickle_module=_unpickle,
+            mmap=zipfile.is_zipfile(path),
+        )
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, UnicodeDecodeError,
-            zipfile.BadZipFile) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        UnicodeDecodeError,
+        zipfile.BadZipFile,
+    ) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     return _unwrap(obj, path)
 

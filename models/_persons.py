@@ -41,11 +41,16 @@ class FrameMaps:
 
     def cpu(self) -> FrameMaps:
         """The same maps in CPU memory."""
+
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.cpu()
 
-        return FrameMaps(person=self.person.cpu(), part=move(self.part), depth=move(self.depth),
-                         normal=move(self.normal))
+        return FrameMaps(
+            person=self.person.cpu(),
+            part=move(self.part),
+            depth=move(self.depth),
+            normal=move(self.normal),
+        )
 
 
 def _out_to_frame(frame_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
@@ -54,8 +59,9 @@ def _out_to_frame(frame_size: tuple[int, int], out_size: tuple[int, int]) -> Ten
     return torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
 
-def _rect(matrix: Tensor, crop_size: tuple[int, int], to_out: Tensor,
-          out_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+def _rect(
+    matrix: Tensor, crop_size: tuple[int, int], to_out: Tensor, out_size: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
     """Bounding rectangle (y0, y1, x0, x1) on the output grid of what a crop sees."""
     h, w = crop_size
     corners = torch.tensor([[0.0, 0, 1], [w - 1.0, 0, 1], [0, h - 1.0, 1], [w - 1.0, h - 1.0, 1]])
@@ -68,17 +74,31 @@ def _rect(matrix: Tensor, crop_size: tuple[int, int], to_out: Tensor,
     return None if x0 >= x1 or y0 >= y1 else (y0, y1, x0, x1)
 
 
-def _warp(maps: Tensor, matrix: Tensor, crop_size: tuple[int, int], out_to_frame: Tensor,
-          rect: tuple[int, int, int, int]) -> Tensor:
+def _warp(
+    maps: Tensor,
+    matrix: Tensor,
+    crop_size: tuple[int, int],
+    out_to_frame: Tensor,
+    rect: tuple[int, int, int, int],
+) -> Tensor:
     """Resample one person's (C, h, w) head map onto the output-grid rectangle (C, rh, rw)."""
     y0, y1, x0, x1 = rect
     shift = torch.tensor([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]], dtype=torch.float64)
     m = frame_to_map_matrix(matrix[None].double(), tuple(maps.shape[-2:]), crop_size)[0]
-    rect_to_map = torch.cat((m, torch.tensor([[0.0, 0, 1]], dtype=torch.float64))) \
-        @ out_to_frame.double() @ shift
+    rect_to_map = (
+        torch.cat((m, torch.tensor([[0.0, 0, 1]], dtype=torch.float64)))
+        @ out_to_frame.double()
+        @ shift
+    )
     src_to_dst = torch.linalg.inv(rect_to_map)[:2].to(maps.device, torch.float32)
-    return warp_affine(maps[None].float(), src_to_dst[None], dsize=(y1 - y0, x1 - x0),
-                       mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    return warp_affine(
+        maps[None].float(),
+        src_to_dst[None],
+        dsize=(y1 - y0, x1 - x0),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )[0]
 
 
 def composite_persons(
@@ -133,8 +153,16 @@ def composite_persons(
         y0, y1, x0, x1 = rect
         if "seg" in outputs:
             logits = _warp(outputs["seg"][i], matrix[i].cpu(), crop_size, to_frame, rect)
-            covered = _warp(torch.ones_like(outputs["seg"][i][:1]), matrix[i].cpu(), crop_size,
-                            to_frame, rect)[0] > 0.999
+            covered = (
+                _warp(
+                    torch.ones_like(outputs["seg"][i][:1]),
+                    matrix[i].cpu(),
+                    crop_size,
+                    to_frame,
+                    rect,
+                )[0]
+                > 0.999
+            )
             prob = F.softmax(logits, dim=0)
             fg = torch.where(covered, 1.0 - prob[0], 0.0)
             labels = prob.argmax(0).to(torch.uint8)

@@ -30,13 +30,25 @@ __all__ = ["OpaqueObject", "Unpickler", "load"]
 
 #: Packages whose classes are replaced by inert placeholders rather than imported.
 OPAQUE_PACKAGES: tuple[str, ...] = (
-    "mmengine", "mmcv", "mmpose", "mmseg", "mmdet", "mmpretrain", "mmcls",
+    "mmengine",
+    "mmcv",
+    "mmpose",
+    "mmseg",
+    "mmdet",
+    "mmpretrain",
+    "mmcls",
 )
 
-_TORCH_REBUILDERS = frozenset({
-    "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-    "_rebuild_parameter_with_state", "_rebuild_device_tensor_from_numpy",
-})
+_TORCH_REBUILDERS = frozenset(
+    {
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_tensor_v3",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+        "_rebuild_device_tensor_from_numpy",
+    }
+)
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
@@ -121,4 +133,3 @@ class Unpickler(pickle.Unpickler):
 def load(file: IO[bytes], **kwargs: Any) -> Any:
     """``pickle.load`` through :class:`Unpickler` (used by ``torch.load`` for legacy files)."""
     return Unpickler(file, **kwargs).load()
-

@@ -15,8 +15,13 @@ from torch import Tensor
 
 from models._persons import FrameMaps, composite_persons
 from models.postprocess import flip_test_average, heatmap_to_crop, udp_decode
-from models.preprocess import CONFIG_NORM, Normalization, crop_persons, normalize
-from models.preprocess import points_crop_to_image
+from models.preprocess import (
+    CONFIG_NORM,
+    Normalization,
+    crop_persons,
+    normalize,
+    points_crop_to_image,
+)
 from models.runtime import Predictor
 from models.spec import INPUT_SIZE
 
@@ -52,9 +57,14 @@ class Analyzer:
             mirror image, heatmaps averaged).
     """
 
-    def __init__(self, groups: Sequence[Predictor], *, norm: Normalization = CONFIG_NORM,
-                 crop_size: tuple[int, int] = INPUT_SIZE,
-                 flip_indices: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        groups: Sequence[Predictor],
+        *,
+        norm: Normalization = CONFIG_NORM,
+        crop_size: tuple[int, int] = INPUT_SIZE,
+        flip_indices: Sequence[int] | None = None,
+    ) -> None:
         if not groups:
             raise ValueError("expected at least one backbone group, got none")
         tasks = [t for g in groups for t in g.model.tasks]
@@ -77,8 +87,15 @@ class Analyzer:
         return outputs
 
     @torch.inference_mode()
-    def __call__(self, frames: Tensor, frame_index: Tensor, boxes: Tensor, scores: Tensor, *,
-                 out_size: tuple[int, int] | None = None) -> PersonResults:
+    def __call__(
+        self,
+        frames: Tensor,
+        frame_index: Tensor,
+        boxes: Tensor,
+        scores: Tensor,
+        *,
+        out_size: tuple[int, int] | None = None,
+    ) -> PersonResults:
         """Analyse N persons of F frames.
 
         Args:
@@ -89,8 +106,9 @@ class Analyzer:
             out_size: (H', W') of the dense maps; default (H, W).
         """
         frames = frames.to(self.device, non_blocking=True)
-        crop = crop_persons(frames, frame_index.to(self.device), boxes.to(self.device),
-                            self.crop_size)
+        crop = crop_persons(
+            frames, frame_index.to(self.device), boxes.to(self.device), self.crop_size
+        )
         outputs = self._run_groups(normalize(crop.crops, self.norm)) if len(boxes) else {}
         keypoints = kp_scores = None
         if "pose" in self.tasks:
@@ -99,15 +117,21 @@ class Analyzer:
         dense = {t: outputs[t] for t in DENSE_TASKS if t in outputs}
         if any(t in self.tasks for t in DENSE_TASKS):
             maps = composite_persons(
-                dense, matrix=crop.matrix.cpu(), frame_index=frame_index.cpu(),
-                scores=scores.cpu(), boxes=boxes.cpu(), n_frames=frames.shape[0],
-                frame_size=tuple(frames.shape[-2:]), out_size=out_size, crop_size=self.crop_size,
-                tasks=tuple(t for t in DENSE_TASKS if t in self.tasks))
+                dense,
+                matrix=crop.matrix.cpu(),
+                frame_index=frame_index.cpu(),
+                scores=scores.cpu(),
+                boxes=boxes.cpu(),
+                n_frames=frames.shape[0],
+                frame_size=tuple(frames.shape[-2:]),
+                out_size=out_size,
+                crop_size=self.crop_size,
+                tasks=tuple(t for t in DENSE_TASKS if t in self.tasks),
+            )
             maps = maps.cpu()
         return PersonResults(keypoints=keypoints, keypoint_scores=kp_scores, maps=maps)
 
-    def _decode_pose(self, heatmaps: Tensor | None, crop: object, n: int
-                     ) -> tuple[Tensor, Tensor]:
+    def _decode_pose(self, heatmaps: Tensor | None, crop: object, n: int) -> tuple[Tensor, Tensor]:
         k = self._num_keypoints()
         if heatmaps is None or n == 0:
             return torch.zeros(0, k, 2), torch.zeros(0, k)
@@ -121,4 +145,3 @@ class Analyzer:
             if "pose" in group.model.heads:
                 return int(group.model.heads["pose"].spec.out_dim)
         return 0
-

@@ -33,7 +33,8 @@ DROPPED_PREFIXES: tuple[str, ...] = ("neck.", "data_preprocessor.")
 _HEAD_PREFIXES: tuple[str, ...] = ("head.", "decode_head.")
 
 _BACKBONE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(a), b) for a, b in (
+    (re.compile(a), b)
+    for a, b in (
         (r"^(cls_token|pos_embed)$", r"\1"),
         (r"^patch_embed\.projection\.(weight|bias)$", r"patch_embed.proj.\1"),
         (r"^layers\.(\d+)\.ln([12])\.(weight|bias)$", r"blocks.\1.norm\2.\3"),
@@ -64,7 +65,9 @@ def _head_key(key: str) -> str | None:
     return None
 
 
-def _split(official: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], list[str]]:
+def _split(
+    official: Mapping[str, Tensor],
+) -> tuple[dict[str, Tensor], dict[str, Tensor], list[str]]:
     """Split into (backbone keys, head keys, unknown keys), prefixes removed."""
     wrapped = any(k.startswith("backbone.") for k in official)
     backbone: dict[str, Tensor] = {}
@@ -93,7 +96,7 @@ def _adapt_pos_embed(pos: Tensor, model: SapiensModel) -> Tensor:
     n = pos.shape[1]
     if extra == 0 and int((n - 1) ** 0.5) ** 2 == n - 1:
         pos, n = pos[:, 1:], n - 1
-    side = int(round((n - extra) ** 0.5))
+    side = round((n - extra) ** 0.5)
     if side * side != n - extra:
         return pos  # not a square grid: leave it for the strict shape check to report
     logger.info("resizing pos_embed from %dx%d to %s", side, side, model.backbone.spec.grid)
@@ -120,8 +123,10 @@ def convert_official(official: Mapping[str, Tensor], model: SapiensModel) -> dic
             value = _adapt_pos_embed(value, model)
         out[f"backbone.{ours}" if ours else f"unmapped:backbone.{key}"] = value
     if head and len(model.tasks) != 1:
-        msg = f"checkpoint has head weights but the model has {len(model.tasks)} heads " \
-              f"{list(model.tasks)}; load one task per checkpoint"
+        msg = (
+            f"checkpoint has head weights but the model has {len(model.tasks)} heads "
+            f"{list(model.tasks)}; load one task per checkpoint"
+        )
         raise CheckpointError(msg)
     for key, value in head.items():
         ours = _head_key(key)
@@ -129,7 +134,9 @@ def convert_official(official: Mapping[str, Tensor], model: SapiensModel) -> dic
     return out
 
 
-def load_state_dict_strict(model: SapiensModel, state: Mapping[str, Tensor], *, origin: str) -> None:
+def load_state_dict_strict(
+    model: SapiensModel, state: Mapping[str, Tensor], *, origin: str
+) -> None:
     """Assign ``state`` to ``model``; any missing, unexpected or misshapen key raises.
 
     Raises:
@@ -138,12 +145,21 @@ def load_state_dict_strict(model: SapiensModel, state: Mapping[str, Tensor], *, 
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(k.removeprefix("unmapped:") for k in state.keys() - expected.keys())
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
-        parts = [f"{name} ({len(keys)}): {keys[:10]}" for name, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-                 if keys]
+        parts = [
+            f"{name} ({len(keys)}): {keys[:10]}"
+            for name, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", shapes),
+            )
+            if keys
+        ]
         raise CheckpointError(f"{origin} does not fit the model: " + "; ".join(parts))
     dtype = next(iter(expected.values())).dtype
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
@@ -211,15 +227,24 @@ def load_checkpoint(
         CheckpointError: unreadable file, unsafe pickle, or keys/shapes that do not fit.
         CheckpointNotFoundError: the file is neither local, cached nor downloadable.
     """
-    path, task = _resolve(source, task, {"revision": revision, "cache_dir": cache_dir,
-                                         "local_files_only": local_files_only})
+    path, task = _resolve(
+        source,
+        task,
+        {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only},
+    )
     if not task:
         raise CheckpointError(f"task is required to load {path}")
     official, fmt = read_state_dict(path)
     size = size or infer_size(official)
     tasks = () if task == "pretrain" else (task,)
-    model = build_model(tasks, size, backbone_task=task, device="meta", dtype=dtype,
-                        num_keypoints=_num_keypoints(official) if task == "pose" else 308)
+    model = build_model(
+        tasks,
+        size,
+        backbone_task=task,
+        device="meta",
+        dtype=dtype,
+        num_keypoints=_num_keypoints(official) if task == "pose" else 308,
+    )
     load_state_dict_strict(model, convert_official(official, model), origin=f"{path} ({fmt})")
     info = CheckpointInfo(source=str(source), path=str(path), fmt=fmt, sha256=hasher(path))
     model.checkpoints = {part: info for part in ("backbone", *tasks)}

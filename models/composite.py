@@ -30,9 +30,7 @@ def frame_to_map_matrix(
     """
     sy, sx = map_size[0] / crop_size[0], map_size[1] / crop_size[1]
     scale = matrix.new_tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
-    return scale[:, :2] @ matrix + torch.cat(
-        (matrix.new_zeros(2, 2), scale[:, 2:]), dim=1
-    )
+    return scale[:, :2] @ matrix + torch.cat((matrix.new_zeros(2, 2), scale[:, 2:]), dim=1)
 
 
 def _homogeneous(m: Tensor) -> Tensor:
@@ -64,15 +62,22 @@ def crop_maps_to_frame(
         the frame pixel; outside it the maps are 0.
     """
     if maps.ndim != 4 or matrix.shape != (maps.shape[0], 2, 3):
-        msg = f"expected maps (N, C, h, w) and matrix (N, 2, 3), got {tuple(maps.shape)} " \
-              f"and {tuple(matrix.shape)}"
+        msg = (
+            f"expected maps (N, C, h, w) and matrix (N, 2, 3), got {tuple(maps.shape)} "
+            f"and {tuple(matrix.shape)}"
+        )
         raise ValueError(msg)
     m = frame_to_map_matrix(matrix.to(torch.float32), maps.shape[-2:], crop_size)
     # kornia's warp_affine takes the src->dst matrix: here src = map, dst = frame.
     m_out = torch.linalg.inv(_homogeneous(m))[:, :2].to(maps.dtype)
-    out = warp_affine(maps, m_out, dsize=frame_size, mode=mode, padding_mode="zeros",
-                      align_corners=True)
+    out = warp_affine(
+        maps, m_out, dsize=frame_size, mode=mode, padding_mode="zeros", align_corners=True
+    )
     ones = maps.new_ones((maps.shape[0], 1, *maps.shape[-2:]))
-    covered = warp_affine(ones, m_out, dsize=frame_size, mode="nearest", padding_mode="zeros",
-                          align_corners=True) > 0.5
+    covered = (
+        warp_affine(
+            ones, m_out, dsize=frame_size, mode="nearest", padding_mode="zeros", align_corners=True
+        )
+        > 0.5
+    )
     return out, covered

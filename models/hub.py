@@ -19,15 +19,20 @@ __all__ = ["FORMATS", "HubRef", "download", "hub_ref", "parse_hub_name"]
 logger = logging.getLogger(__name__)
 
 #: Format suffix of the repository name -> file-name suffix.
-FORMATS: dict[str, str] = {"original": ".pth", "torchscript": "_torchscript.pt2",
-                           "bfloat16": "_bfloat16.pt2"}
+FORMATS: dict[str, str] = {
+    "original": ".pth",
+    "torchscript": "_torchscript.pt2",
+    "bfloat16": "_bfloat16.pt2",
+}
 
 # File stems per (task, size), from the official model zoo (SPEC §8).
 _STEMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("pose", "0.3b"): ("sapiens_0.3b_goliath_best_goliath_AP_573",),
     ("pose", "0.6b"): ("sapiens_0.6b_goliath_best_goliath_AP_609",),
-    ("pose", "1b"): ("sapiens_1b_goliath_best_goliath_AP_639",
-                     "sapiens_1b_goliath_best_goliath_AP_640"),
+    ("pose", "1b"): (
+        "sapiens_1b_goliath_best_goliath_AP_639",
+        "sapiens_1b_goliath_best_goliath_AP_640",
+    ),
     ("seg", "0.3b"): ("sapiens_0.3b_goliath_best_goliath_mIoU_7673_epoch_194",),
     ("seg", "0.6b"): ("sapiens_0.6b_goliath_best_goliath_mIoU_7777_epoch_178",),
     ("seg", "1b"): ("sapiens_1b_goliath_best_goliath_mIoU_7994_epoch_151",),
@@ -80,8 +85,13 @@ def hub_ref(task: str, size: str, fmt: str = "original") -> HubRef:
         msg = f"no released checkpoint for task {task!r} at size {size!r}; released: {released}"
         raise CheckpointNotFoundError(msg)
     repo = f"facebook/sapiens-{task}-{size}" + ("" if fmt == "original" else f"-{fmt}")
-    return HubRef(repo_id=repo, filenames=tuple(s + FORMATS[fmt] for s in stems),
-                  task=task, size=size, fmt=fmt)
+    return HubRef(
+        repo_id=repo,
+        filenames=tuple(s + FORMATS[fmt] for s in stems),
+        task=task,
+        size=size,
+        fmt=fmt,
+    )
 
 
 def parse_hub_name(name: str) -> HubRef | None:
@@ -93,7 +103,10 @@ def parse_hub_name(name: str) -> HubRef | None:
 
 
 def download(
-    ref: HubRef, *, revision: str | None = None, cache_dir: str | Path | None = None,
+    ref: HubRef,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
     local_files_only: bool = False,
 ) -> Path:
     """Fetch ``ref`` into the hub cache (or find it there) and return the local path.
@@ -108,8 +121,13 @@ def download(
     errors: list[str] = []
     for filename in ref.filenames:
         try:
-            path = hf_hub_download(ref.repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only)
+            path = hf_hub_download(
+                ref.repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+            )
         except (EntryNotFoundError, LocalEntryNotFoundError) as e:
             errors.append(f"{filename}: {type(e).__name__}")
             continue

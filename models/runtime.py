@@ -24,7 +24,9 @@ __all__ = ["Predictor", "RuntimeSpec"]
 logger = logging.getLogger(__name__)
 
 _DTYPES: Mapping[str, torch.dtype] = {
-    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
 }
 
 
@@ -72,8 +74,15 @@ class Predictor:
         self.dtype = spec.torch_dtype
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self._forward = torch.compile(self.model) if spec.compile else self.model
-        logger.debug("predictor %s tasks=%s on %s/%s batch=%d compile=%s", model.size,
-                     model.tasks, self.device, self.dtype, spec.batch_size, spec.compile)
+        logger.debug(
+            "predictor %s tasks=%s on %s/%s batch=%d compile=%s",
+            model.size,
+            model.tasks,
+            self.device,
+            self.dtype,
+            spec.batch_size,
+            spec.compile,
+        )
 
     @torch.inference_mode()
     def __call__(self, images: Tensor) -> dict[str, Tensor]:
@@ -82,7 +91,7 @@ class Predictor:
         n, bs = images.shape[0], self.spec.batch_size
         chunks: dict[str, list[Tensor]] = {}
         for start in range(0, n, bs):
-            batch = images[start:start + bs].to(self.device, self.dtype, non_blocking=True)
+            batch = images[start : start + bs].to(self.device, self.dtype, non_blocking=True)
             real = batch.shape[0]
             if real < bs:
                 pad = batch.new_zeros((bs - real, *batch.shape[1:]))

@@ -35,8 +35,13 @@ class CheckpointInfo:
         return self.fmt == "random"
 
     def to_dict(self) -> dict[str, object]:
-        return {"source": self.source, "path": self.path, "format": self.fmt,
-                "sha256": self.sha256, "random_weights": self.random_weights}
+        return {
+            "source": self.source,
+            "path": self.path,
+            "format": self.fmt,
+            "sha256": self.sha256,
+            "random_weights": self.random_weights,
+        }
 
 
 class SapiensModel(nn.Module):

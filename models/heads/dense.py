@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -53,11 +55,11 @@ class DenseHead(nn.Module):
         dims = (spec.in_dim, *spec.deconv_dims)
         self.deconvs = nn.ModuleList(
             ConvStage(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, bias=False, **dd))
-            for a, b in zip(dims[:-1], dims[1:], strict=True)
+            for a, b in itertools.pairwise(dims)
         )
         dims = (dims[-1], *spec.conv_dims)
         self.convs = nn.ModuleList(
-            ConvStage(nn.Conv2d(a, b, 1, **dd)) for a, b in zip(dims[:-1], dims[1:], strict=True)
+            ConvStage(nn.Conv2d(a, b, 1, **dd)) for a, b in itertools.pairwise(dims)
         )
         self.out = nn.Conv2d(dims[-1], spec.out_dim, 1, **dd)
 

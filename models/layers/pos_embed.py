@@ -10,7 +10,11 @@ __all__ = ["resize_pos_embed"]
 
 
 def resize_pos_embed(
-    pos_embed: Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int], *, extra_tokens: int = 0
+    pos_embed: Tensor,
+    src_grid: tuple[int, int],
+    dst_grid: tuple[int, int],
+    *,
+    extra_tokens: int = 0,
 ) -> Tensor:
     """Bicubically resize a (1, extra + h*w, C) position table from ``src_grid`` to ``dst_grid``.
 

@@ -14,8 +14,13 @@ from flows.demo import run_demo
 
 
 def test_demo_writes_one_picture_per_sampled_frame(shared_clip: Path, tmp_path: Path) -> None:
-    result = run_demo(shared_clip, tmp_path, count=2, stride=100,
-                      boxes=[[100.0, 50.0, 700.0, 700.0], [600.0, 0.0, 1280.0, 720.0]])
+    result = run_demo(
+        shared_clip,
+        tmp_path,
+        count=2,
+        stride=100,
+        boxes=[[100.0, 50.0, 700.0, 700.0], [600.0, 0.0, 1280.0, 720.0]],
+    )
     assert result.frames == 2 and result.persons == 4 and result.random_weights
     assert [Path(p).name for p in result.images] == ["frame_000000.png", "frame_000100.png"]
     img = np.asarray(Image.open(result.images[1]))
@@ -26,9 +31,21 @@ def test_demo_writes_one_picture_per_sampled_frame(shared_clip: Path, tmp_path: 
 
 
 def test_cli_demo_rejects_a_missing_input(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--input",
-                           str(tmp_path / "nope.mp4"), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "demo",
+            "--input",
+            str(tmp_path / "nope.mp4"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "no input video" in proc.stderr
 
@@ -38,16 +55,42 @@ def test_cli_models_verify_prints_provenance(tmp_path: Path) -> None:
 
     from tests.unit.models.official_reference import OfficialModel
 
-    save_file({k: v.contiguous() for k, v in OfficialModel("normal").state_dict().items()},
-              tmp_path / "n.safetensors")
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "models", "verify",
-                           str(tmp_path / "n.safetensors"), "--task", "normal"],
-                          capture_output=True, text=True, timeout=120)
+    save_file(
+        {k: v.contiguous() for k, v in OfficialModel("normal").state_dict().items()},
+        tmp_path / "n.safetensors",
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "models",
+            "verify",
+            str(tmp_path / "n.safetensors"),
+            "--task",
+            "normal",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert facts["size"] == "tiny" and facts["tasks"] == ["normal"]
     assert facts["checkpoints"]["normal"]["format"] == "safetensors"
-    bad = subprocess.run([sys.executable, "-m", "flows.cli", "models", "verify",
-                          str(tmp_path / "n.safetensors"), "--task", "pose"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "models",
+            "verify",
+            str(tmp_path / "n.safetensors"),
+            "--task",
+            "pose",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "does not fit the model" in bad.stderr

@@ -20,19 +20,15 @@ pytestmark = pytest.mark.ray
 STRIDE = 24  # 341 decoded frames -> 15 sampled
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _spec(clip: Path, root: Path, job_id: str, **extra: object) -> JobSpec:
-    raw = {"source": str(clip), "job_id": job_id, "output_root": str(root),
-           "sampling": {"stride": STRIDE}, "max_side": 160, "batch_size": 4}
+    raw = {
+        "source": str(clip),
+        "job_id": job_id,
+        "output_root": str(root),
+        "sampling": {"stride": STRIDE},
+        "max_side": 160,
+        "batch_size": 4,
+    }
     raw.update(extra)
     return JobSpec.from_dict(raw)
 
@@ -107,20 +103,21 @@ def test_killing_the_inference_process_mid_job_resumes_to_an_equal_store(
     _assert_same_store(out.store_url, clean.store_url)
 
 
-def test_a_corrupt_input_fails_only_its_own_job(ray_cluster, shared_clip: Path,
-                                                tmp_path: Path) -> None:
+def test_a_corrupt_input_fails_only_its_own_job(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("this is a text file, not a video\n")
     out = run_on_ray(plan_job(_spec(bad, tmp_path, "bad")))
     assert out.state == "failed"
     assert "notes.mp4" in (out.error or "")
-    good = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "after-bad",
-                                     sampling={"stride": 170})))
+    good = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "after-bad", sampling={"stride": 170})))
     assert good.state == "succeeded" and good.frames == 3
 
 
-def test_render_writes_a_playable_mp4_and_a_png(ray_cluster, shared_clip: Path,
-                                                tmp_path: Path) -> None:
+def test_render_writes_a_playable_mp4_and_a_png(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
     import av
     from PIL import Image
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,16 +20,6 @@ from tests.integration.pipeline.test_run import _assert_same_store
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.fixture
 def coord(tmp_path: Path):
     conn = connect(None, root=tmp_path / "root")  # no URL here: the embedded server
@@ -36,9 +28,30 @@ def coord(tmp_path: Path):
 
 
 def _spec(clip: Path, root: Path, job_id: str, stride: int) -> JobSpec:
-    return JobSpec.from_dict({"source": str(clip), "job_id": job_id, "output_root": str(root),
-                              "sampling": {"stride": stride}, "max_side": 160,
-                              "batch_size": 4})
+    return JobSpec.from_dict(
+        {
+            "source": str(clip),
+            "job_id": job_id,
+            "output_root": str(root),
+            "sampling": {"stride": stride},
+            "max_side": 160,
+            "batch_size": 4,
+        }
+    )
+
+
+@contextmanager
+def _serving(coord: Coordinator, **options: object) -> Iterator[JobService]:
+    """A JobService consuming the queue in a background thread for the block's duration."""
+    stop = threading.Event()
+    service = JobService(coord, **options)  # type: ignore[arg-type]
+    thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        stop.set()
+        thread.join(timeout=60)
 
 
 def _wait(coord: Coordinator, job_ids: list[str], timeout: float = 240) -> None:
@@ -51,21 +64,16 @@ def _wait(coord: Coordinator, job_ids: list[str], timeout: float = 240) -> None:
 def test_submit_and_serve_match_run_and_jobs_do_not_interfere(
     ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
 ) -> None:
-    stop = threading.Event()
-    service = JobService(coord, max_jobs=2, worker_id="test-serve")
-    thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
-    thread.start()
-    try:
-        a, b = _spec(shared_clip, tmp_path, "served-a", 40), _spec(shared_clip, tmp_path,
-                                                                    "served-b", 60)
+    with _serving(coord, max_jobs=2, worker_id="test-serve") as service:
+        a, b = (
+            _spec(shared_clip, tmp_path, "served-a", 40),
+            _spec(shared_clip, tmp_path, "served-b", 60),
+        )
         for spec in (a, b):  # two jobs at once, on one shared Sapiens actor
             coord.submit(spec.to_dict(), job_id=spec.job_id)
         again = coord.submit(a.to_dict(), job_id="other", client_key="k1")
         assert coord.submit(a.to_dict(), client_key="k1").job_id == again.job_id
         _wait(coord, ["served-a", "served-b", again.job_id])
-    finally:
-        stop.set()
-        thread.join(timeout=60)
     assert coord.get("served-a").state == "succeeded"
     assert coord.get("served-b").committed_frames == 6
     assert service.pool.created == 1
@@ -77,11 +85,7 @@ def test_submit_and_serve_match_run_and_jobs_do_not_interfere(
 def test_cancel_stops_a_running_job_within_seconds(
     ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
 ) -> None:
-    stop = threading.Event()
-    service = JobService(coord, max_jobs=1, worker_id="test-cancel")
-    thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
-    thread.start()
-    try:
+    with _serving(coord, max_jobs=1, worker_id="test-cancel"):
         spec = _spec(shared_clip, tmp_path, "long", 1)  # all 341 frames: far longer than the test
         coord.submit(spec.to_dict(), job_id="long")
         deadline = time.monotonic() + 120
@@ -94,6 +98,3 @@ def test_cancel_stops_a_running_job_within_seconds(
         assert coord.get("long").state == "cancelled"
         assert time.monotonic() - asked < 15
         assert coord.get("long").committed_frames < 341
-    finally:
-        stop.set()
-        thread.join(timeout=60)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from storage_procs import SPEC, make_frame, snapshot
 
-from storage import Writer, open_result
+from storage import StorageError, Writer, open_result
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -47,14 +47,29 @@ def test_two_processes_writing_disjoint_blocks_lose_nothing(tmp_path: Path, spaw
     assert snapshot(url) == snapshot(clean_store(tmp_path / "clean.zarr", 64))
 
 
+def _wait_for_watermark(url: Path, frames: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if open_result(url).num_frames >= frames:
+                return
+        except StorageError:  # not created yet
+            pass
+        assert time.monotonic() < deadline, f"writer never reached {frames} frames"
+        time.sleep(0.01)
+
+
 def test_writer_killed_mid_commit_resumes_byte_identical(tmp_path: Path, spawn: Spawn) -> None:
     url = tmp_path / "job.zarr"
-    n = 40
-    for delay in (0.35, 0.6):  # two kill points; the store must come out the same each time
-        proc = spawn("write-frames", str(url), str(n), "--delay", "0.01", *(
+    n = 64
+    # Two kill points, each a little after a commit landed (so it falls inside the next block's
+    # writes whatever the machine's load); the store must come out the same each time.
+    for target, extra in ((8, 0.03), (24, 0.07)):
+        proc = spawn("write-frames", str(url), str(n), "--delay", "0.02", *(
             ["--resume"] if url.exists() else []))  # fmt: skip
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(delay)
+        _wait_for_watermark(url, target)
+        time.sleep(extra)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     w = Writer.resume(url)

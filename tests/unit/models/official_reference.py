@@ -35,8 +35,9 @@ class _Attn(nn.Module):
 class _FFN(nn.Module):
     def __init__(self, c: int, hidden: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Sequential(nn.Linear(c, hidden), nn.GELU()),
-                                    nn.Linear(hidden, c))
+        self.layers = nn.Sequential(
+            nn.Sequential(nn.Linear(c, hidden), nn.GELU()), nn.Linear(hidden, c)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
@@ -100,8 +101,11 @@ class OfficialHead(nn.Module):
         layers: list[nn.Module] = []
         cin = spec.in_dim
         for cout in spec.deconv_dims:
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-                       nn.InstanceNorm2d(cout), nn.SiLU()]
+            layers += [
+                nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+                nn.InstanceNorm2d(cout),
+                nn.SiLU(),
+            ]
             cin = cout
         self.deconv_layers = nn.Sequential(*layers)
         layers = []

@@ -18,15 +18,18 @@ def groups() -> list[Predictor]:
     torch.manual_seed(0)
     spec = RuntimeSpec(batch_size=2)
     # Two groups, as with official checkpoints: pose on its own backbone, dense on another.
-    return [Predictor(build_model(["pose"], "tiny", num_keypoints=17), spec),
-            Predictor(build_model(["seg", "depth", "normal"], "tiny"), spec)]
+    return [
+        Predictor(build_model(["pose"], "tiny", num_keypoints=17), spec),
+        Predictor(build_model(["seg", "depth", "normal"], "tiny"), spec),
+    ]
 
 
 def test_two_frames_three_persons(groups: list[Predictor]) -> None:
     frames = torch.randint(0, 255, (2, 3, 90, 120), dtype=torch.uint8)
     boxes = torch.tensor([[10.0, 10, 50, 80], [40, 5, 100, 85], [0, 0, 120, 90]])
-    res = Analyzer(groups, crop_size=CROP)(frames, torch.tensor([0, 0, 1]), boxes,
-                                           torch.tensor([0.9, 0.8, 0.7]), out_size=(45, 60))
+    res = Analyzer(groups, crop_size=CROP)(
+        frames, torch.tensor([0, 0, 1]), boxes, torch.tensor([0.9, 0.8, 0.7]), out_size=(45, 60)
+    )
     assert res.keypoints.shape == (3, 17, 2) and res.keypoint_scores.shape == (3, 17)
     # decoded keypoints lie in each person's padded box
     assert (res.keypoints[0, :, 0] > 10 - 25).all() and (res.keypoints[0, :, 0] < 50 + 25).all()

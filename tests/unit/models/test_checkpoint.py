@@ -159,15 +159,24 @@ def _state(task: str = "pose") -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in OfficialModel(task).state_dict().items()}
 
 
-@pytest.mark.parametrize(("edit", "match"), [
-    (lambda s: s.pop("backbone.layers.1.attn.qkv.weight"),
-     r"missing \(1\): \['backbone.blocks.1.attn.qkv.weight'\]"),
-    (lambda s: s.__setitem__("backbone.layers.0.extra", torch.zeros(1)),
-     r"unexpected \(1\): \['backbone.layers.0.extra'\]"),
-    (lambda s: s.__setitem__("head.final_layer.bias", torch.zeros(308, 2)),
-     r"shape mismatch .*heads.pose.out.bias"),
-    (lambda s: s.__setitem__("mystery.weight", torch.zeros(1)), r"unexpected .*mystery.weight"),
-])
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            lambda s: s.pop("backbone.layers.1.attn.qkv.weight"),
+            r"missing \(1\): \['backbone.blocks.1.attn.qkv.weight'\]",
+        ),
+        (
+            lambda s: s.__setitem__("backbone.layers.0.extra", torch.zeros(1)),
+            r"unexpected \(1\): \['backbone.layers.0.extra'\]",
+        ),
+        (
+            lambda s: s.__setitem__("head.final_layer.bias", torch.zeros(308, 2)),
+            r"shape mismatch .*heads.pose.out.bias",
+        ),
+        (lambda s: s.__setitem__("mystery.weight", torch.zeros(1)), r"unexpected .*mystery.weight"),
+    ],
+)
 def test_mismatches_are_named(tmp_path: Path, edit: object, match: str) -> None:
     state = _state()
     edit(state)  # type: ignore[operator]
@@ -224,8 +233,9 @@ def test_hub_name_resolves_offline_from_the_cache(tmp_path: Path) -> None:
     hub = hub_ref("pose", "0.3b", "torchscript")
     assert hub.filenames[0] == "sapiens_0.3b_goliath_best_goliath_AP_573_torchscript.pt2"
     _fake_hub_cache(tmp_path / "hub", hub.repo_id, hub.filenames[0], src)
-    model = load_checkpoint("facebook/sapiens-pose-0.3b-torchscript", cache_dir=tmp_path / "hub",
-                            local_files_only=True)
+    model = load_checkpoint(
+        "facebook/sapiens-pose-0.3b-torchscript", cache_dir=tmp_path / "hub", local_files_only=True
+    )
     with torch.no_grad():
         assert (_ours(model, x, "pose") - ref(x)).abs().max().item() <= TOL
     assert model.checkpoints["pose"].source == "facebook/sapiens-pose-0.3b-torchscript"
@@ -238,15 +248,22 @@ def test_hub_name_with_no_cache_and_no_network_is_a_clear_error(tmp_path: Path) 
         hub_ref("pose", "2b")
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("facebook/sapiens-pose-1b", ("facebook/sapiens-pose-1b", "pose", "1b", "original")),
-    ("hf://facebook/sapiens-depth-2b-bfloat16",
-     ("facebook/sapiens-depth-2b-bfloat16", "depth", "2b", "bfloat16")),
-    ("facebook/sapiens-normal-0.6b-torchscript",
-     ("facebook/sapiens-normal-0.6b-torchscript", "normal", "0.6b", "torchscript")),
-    ("someone/else", None),
-    ("facebook/sapiens-pose-3b", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("facebook/sapiens-pose-1b", ("facebook/sapiens-pose-1b", "pose", "1b", "original")),
+        (
+            "hf://facebook/sapiens-depth-2b-bfloat16",
+            ("facebook/sapiens-depth-2b-bfloat16", "depth", "2b", "bfloat16"),
+        ),
+        (
+            "facebook/sapiens-normal-0.6b-torchscript",
+            ("facebook/sapiens-normal-0.6b-torchscript", "normal", "0.6b", "torchscript"),
+        ),
+        ("someone/else", None),
+        ("facebook/sapiens-pose-3b", None),
+    ],
+)
 def test_parse_hub_name(name: str, expected: tuple | None) -> None:
     ref = parse_hub_name(name)
     got = None if ref is None else (ref.repo_id, ref.task, ref.size, ref.fmt)

@@ -21,13 +21,15 @@ def test_frame_to_map_matrix_matches_align_corners_false_resize() -> None:
 
 def test_a_crop_of_a_ramp_pastes_back_onto_the_same_ramp() -> None:
     h, w = 120, 160
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     ramp = torch.stack((xs, ys, xs + ys))[None]  # (1, 3, H, W)
     boxes = torch.tensor([[40.0, 20.0, 100.0, 110.0]])
     crop = crop_persons(ramp, torch.tensor([0]), boxes, out_size=(256, 192))
-    small = torch.nn.functional.interpolate(crop.crops, size=(64, 48), mode="bilinear",
-                                            align_corners=False)
+    small = torch.nn.functional.interpolate(
+        crop.crops, size=(64, 48), mode="bilinear", align_corners=False
+    )
     back, covered = crop_maps_to_frame(small, crop.matrix, (h, w), crop_size=(256, 192))
     inner = covered[0, 0].clone()
     inner[:, :45] = False  # stay away from the crop border where bilinear reads zeros

@@ -39,10 +39,16 @@ def test_smaller_keypoint_sets_shrink_only_the_final_layer(k: int, delta: int) -
     assert full - small == delta
 
 
-@pytest.mark.parametrize(("task", "padding", "cls", "grid"), [
-    ("pose", 2, False, (64, 48)), ("normal", 2, False, (64, 48)), ("seg", 0, False, (64, 48)),
-    ("depth", 0, False, (64, 48)), ("pretrain", 0, True, (64, 64)),
-])
+@pytest.mark.parametrize(
+    ("task", "padding", "cls", "grid"),
+    [
+        ("pose", 2, False, (64, 48)),
+        ("normal", 2, False, (64, 48)),
+        ("seg", 0, False, (64, 48)),
+        ("depth", 0, False, (64, 48)),
+        ("pretrain", 0, True, (64, 64)),
+    ],
+)
 def test_task_family_backbone_variants(task: str, padding: int, cls: bool, grid: tuple) -> None:
     spec = backbone_spec(task, "0.3b")
     assert (spec.patch_padding, spec.with_cls_token, spec.grid) == (padding, cls, grid)
@@ -55,10 +61,13 @@ def test_padding_two_keeps_the_64_by_48_grid() -> None:
     assert out.shape == (1, 64, 64, 48)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"size": "3b"}, "unknown backbone size"),
-    ({"size": "tiny", "img_size": (1000, 768)}, "multiple of 16"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size": "3b"}, "unknown backbone size"),
+        ({"size": "tiny", "img_size": (1000, 768)}, "multiple of 16"),
+    ],
+)
 def test_backbone_spec_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         BackboneSpec(**kwargs)
