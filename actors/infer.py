@@ -25,7 +25,16 @@ from models.runtime import Predictor, RuntimeSpec
 from models.spec import INPUT_SIZE
 from storage.frame import FrameResult
 
-__all__ = ["InferSpec", "SapiensWorker"]
+__all__ = [
+    "BatchPersons",
+    "FrameMeta",
+    "InferSpec",
+    "SapiensWorker",
+    "build_groups",
+    "frame_records",
+    "model_facts",
+    "runtime_spec",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +100,32 @@ def _checkpoint_source(spec: InferSpec, task: str) -> str:
     raise FileNotFoundError(f"none of {list(ref.filenames)} is in {spec.weights}")
 
 
-def build_groups(spec: InferSpec) -> list[Predictor]:
-    """One predictor per backbone group: all tasks share the tiny model's backbone; released
-    checkpoints each carry their own backbone, so they form one group per task."""
-    runtime = RuntimeSpec(
+def runtime_spec(spec: InferSpec) -> RuntimeSpec:
+    return RuntimeSpec(
         device=spec.resolved_device,
         dtype=spec.dtype,
         compile=spec.compile,
         batch_size=spec.batch_size,
     )
+
+
+def model_facts(spec: InferSpec, groups: list[Predictor]) -> dict[str, Any]:
+    """Names, sizes and checkpoint provenance of loaded groups, for the store's attributes."""
+    return {
+        "size": spec.size,
+        "tasks": list(spec.tasks),
+        "random_weights": spec.size == "tiny",
+        "seed": spec.seed,
+        "checkpoints": {
+            part: info.to_dict() for g in groups for part, info in g.model.checkpoints.items()
+        },
+    }
+
+
+def build_groups(spec: InferSpec) -> list[Predictor]:
+    """One predictor per backbone group: all tasks share the tiny model's backbone; released
+    checkpoints each carry their own backbone, so they form one group per task."""
+    runtime = runtime_spec(spec)
     if spec.size == "tiny":
         torch.manual_seed(spec.seed)
         model = build_model(spec.tasks, "tiny", num_keypoints=spec.num_keypoints)
@@ -133,17 +159,7 @@ class SapiensWorker:
 
     def model_facts(self) -> dict[str, Any]:
         """Names, sizes and checkpoint provenance, for the store's attributes."""
-        return {
-            "size": self.spec.size,
-            "tasks": list(self.spec.tasks),
-            "random_weights": self.spec.size == "tiny",
-            "seed": self.spec.seed,
-            "checkpoints": {
-                part: info.to_dict()
-                for g in self.groups
-                for part, info in g.model.checkpoints.items()
-            },
-        }
+        return model_facts(self.spec, self.groups)
 
     def __call__(
         self,
@@ -163,58 +179,92 @@ class SapiensWorker:
             first_index: store index of the batch's first frame.
             out_size: (H', W') of the dense maps.
         """
-        keep = track_ids >= 0
-        boxes = detections.boxes_xyxy[keep]
-        scores = detections.scores[keep]
-        frame_of = detections.frame[keep]
-        ids = track_ids[keep]
-        order = np.lexsort((np.arange(len(frame_of)), frame_of))  # by frame, stable
-        boxes, scores, frame_of, ids = boxes[order], scores[order], frame_of[order], ids[order]
+        persons = BatchPersons.from_detections(detections, track_ids)
         frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
         res = self.analyzer(
             frames,
-            torch.from_numpy(frame_of),
-            torch.from_numpy(boxes),
-            torch.from_numpy(scores),
+            torch.from_numpy(persons.frame),
+            torch.from_numpy(persons.boxes),
+            torch.from_numpy(persons.scores),
             out_size=out_size,
         )
-        return [
-            self._record(batch, res, f, first_index, frame_of, ids, boxes, scores)
-            for f in range(len(batch))
-        ]
+        return frame_records(FrameMeta.from_batch(batch, first_index), persons, res)
 
-    def _record(
-        self,
-        batch: FrameBatch,
-        res: PersonResults,
-        f: int,
-        first_index: int,
-        frame_of: np.ndarray,
-        ids: np.ndarray,
-        boxes: np.ndarray,
-        scores: np.ndarray,
-    ) -> FrameResult:
-        rows = frame_of == f
-        pts = int(batch.pts[f])
-        fields: dict[str, Any] = {
-            "index": first_index + f,
-            "source_index": int(batch.source_index[f]),
-            "pts": pts if pts >= 0 else None,
-            "time_s": float(batch.time_s[f]),
-            "track_id": ids[rows].astype(np.int64),
-            "box_xyxy": boxes[rows].astype(np.float32),
-            "score": scores[rows].astype(np.float32),
-        }
-        if res.keypoints is not None and res.keypoint_scores is not None:
-            fields["keypoints_xy"] = res.keypoints[rows].numpy()
-            fields["keypoint_score"] = res.keypoint_scores[rows].numpy()
-        maps = res.maps
-        if maps is not None:
-            if maps.part is not None:
-                fields["part"] = maps.part[f].numpy()
-                fields["person_map"] = maps.person[f].numpy().astype(np.uint16)
-            if maps.depth is not None:
-                fields["depth"] = maps.depth[f].numpy()
-            if maps.normal is not None:
-                fields["normal"] = maps.normal[f].numpy()
-        return FrameResult(**fields)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchPersons:
+    """The tracked persons of a batch, grouped by frame (numpy, aligned on axis 0).
+
+    Detections whose track id is -1 (too weak to track) are left out.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    frame: np.ndarray
+    track_id: np.ndarray
+
+    @classmethod
+    def from_detections(cls, detections: Detections, track_ids: np.ndarray) -> BatchPersons:
+        keep = track_ids >= 0
+        frame = detections.frame[keep]
+        order = np.lexsort((np.arange(len(frame)), frame))  # by frame, stable
+        return cls(
+            boxes=detections.boxes_xyxy[keep][order],
+            scores=detections.scores[keep][order],
+            frame=frame[order],
+            track_id=track_ids[keep][order],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameMeta:
+    """Where a batch's frames go in the store and where they came from (no pixels)."""
+
+    first_index: int
+    source_index: np.ndarray
+    pts: np.ndarray
+    time_s: np.ndarray
+
+    @classmethod
+    def from_batch(cls, batch: FrameBatch, first_index: int) -> FrameMeta:
+        return cls(
+            first_index=first_index,
+            source_index=batch.source_index,
+            pts=batch.pts,
+            time_s=batch.time_s,
+        )
+
+    def __len__(self) -> int:
+        return len(self.source_index)
+
+
+def frame_records(meta: FrameMeta, persons: BatchPersons, res: PersonResults) -> list[FrameResult]:
+    """One storage record per frame of the batch."""
+    return [_record(meta, persons, res, f) for f in range(len(meta))]
+
+
+def _record(meta: FrameMeta, persons: BatchPersons, res: PersonResults, f: int) -> FrameResult:
+    rows = persons.frame == f
+    pts = int(meta.pts[f])
+    fields: dict[str, Any] = {
+        "index": meta.first_index + f,
+        "source_index": int(meta.source_index[f]),
+        "pts": pts if pts >= 0 else None,
+        "time_s": float(meta.time_s[f]),
+        "track_id": persons.track_id[rows].astype(np.int64),
+        "box_xyxy": persons.boxes[rows].astype(np.float32),
+        "score": persons.scores[rows].astype(np.float32),
+    }
+    if res.keypoints is not None and res.keypoint_scores is not None:
+        fields["keypoints_xy"] = res.keypoints[rows].numpy()
+        fields["keypoint_score"] = res.keypoint_scores[rows].numpy()
+    maps = res.maps
+    if maps is not None:
+        if maps.part is not None:
+            fields["part"] = maps.part[f].numpy()
+            fields["person_map"] = maps.person[f].numpy().astype(np.uint16)
+        if maps.depth is not None:
+            fields["depth"] = maps.depth[f].numpy()
+        if maps.normal is not None:
+            fields["normal"] = maps.normal[f].numpy()
+    return FrameResult(**fields)

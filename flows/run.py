@@ -21,6 +21,7 @@ from typing import Any
 from actors.infer import InferSpec, SapiensWorker
 from actors.persons import PersonStage
 from actors.session import DecodeSession
+from actors.split import BackboneWorker, HeadWorker, PostWorker
 from actors.writer import WriterStage
 from flows.inline import JobOutcome, model_entries
 from flows.plan import JobPlan
@@ -131,7 +132,11 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
         .options(**named("persons"))
         .remote(plan.detector, plan.detector_options)
     )
-    if pool is None:
+    split: dict[str, Any] = {}
+    if spec.placement == "split":
+        split = _split_actors(plan, gpu, named)
+        infer = split["backbone"]
+    elif pool is None:
         infer = (
             ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker)
             .options(**named("infer"))
@@ -158,8 +163,40 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
         "infer": infer,
         "writer": writer,
         "out_size": plan.out_size(video),
-        "pooled": pool is not None,
+        "pooled": pool is not None and not split,
+        **split,
     }
+
+
+def _split_actors(
+    plan: JobPlan, gpu: int, named: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
+    """Backbone, one head actor per task (fractional GPUs) and the post-processing actor."""
+    import ray
+
+    backbone = (
+        ray.remote(num_cpus=0.5, num_gpus=0.5 * gpu)(BackboneWorker)
+        .options(**named("backbone"))
+        .remote(plan.infer)
+    )
+    share = 0.5 * gpu / len(plan.spec.tasks)
+    heads = {
+        f"head-{t}": ray.remote(num_cpus=0.25, num_gpus=share)(HeadWorker)
+        .options(**named(f"head-{t}"))
+        .remote(plan.infer, t)
+        for t in plan.spec.tasks
+    }
+    post = ray.remote(num_cpus=0.5)(PostWorker).options(**named("post")).remote(plan.infer)
+    return {"backbone": backbone, "post": post, **heads}
+
+
+def _infer(plan: JobPlan, stages: dict[str, Any], args: tuple[Any, ...]) -> Any:
+    """Reference to one batch's frame results: one fused call, or backbone -> heads -> post."""
+    if plan.spec.placement != "split":
+        return stages["infer"].__call__.remote(*args)
+    features = stages["backbone"].__call__.remote(*args)
+    outputs = [stages[f"head-{t}"].__call__.remote(features) for t in plan.spec.tasks]
+    return stages["post"].__call__.remote(features, *outputs)
 
 
 def _drive(
@@ -182,10 +219,8 @@ def _drive(
         if meta.frames:
             det_ref, ids_ref = stages["persons"].__call__.options(num_returns=2).remote(batch_ref)
             if index + meta.frames > watermark:
-                res_ref = stages["infer"].__call__.remote(
-                    batch_ref, det_ref, ids_ref, index, stages["out_size"]
-                )
-                pending.append(writer.add.remote(res_ref))
+                args = (batch_ref, det_ref, ids_ref, index, stages["out_size"])
+                pending.append(writer.add.remote(_infer(plan, stages, args)))
             index += meta.frames
         while len(pending) > max_in_flight or (meta.is_last and pending):
             ready, pending = ray.wait(pending, num_returns=1)
@@ -282,9 +317,10 @@ def _get(ref: Any) -> Any:
 def _release(stages: dict[str, Any]) -> None:
     import ray
 
-    for name in ("decode", "persons", "writer", "infer"):
-        if name in stages and not (name == "infer" and stages.get("pooled")):
-            ray.kill(stages[name])
+    for name, handle in stages.items():
+        if name in ("out_size", "pooled") or (name == "infer" and stages.get("pooled")):
+            continue
+        ray.kill(handle)  # a split job's backbone appears twice; killing twice is harmless
 
 
 def _store_exists(plan: JobPlan) -> bool:

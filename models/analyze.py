@@ -7,7 +7,7 @@ composited into per-frame maps (``models._persons``) on the requested output gri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +25,7 @@ from models.preprocess import (
 from models.runtime import Predictor
 from models.spec import INPUT_SIZE
 
-__all__ = ["Analyzer", "PersonResults"]
+__all__ = ["Analyzer", "PersonResults", "decode_outputs"]
 
 DENSE_TASKS = ("seg", "depth", "normal")
 
@@ -106,42 +106,92 @@ class Analyzer:
             out_size: (H', W') of the dense maps; default (H, W).
         """
         frames = frames.to(self.device, non_blocking=True)
-        crop = crop_persons(
-            frames, frame_index.to(self.device), boxes.to(self.device), self.crop_size
-        )
+        crop = self.crop(frames, frame_index, boxes)
         outputs = self._run_groups(normalize(crop.crops, self.norm)) if len(boxes) else {}
-        keypoints = kp_scores = None
-        if "pose" in self.tasks:
-            keypoints, kp_scores = self._decode_pose(outputs.get("pose"), crop, len(boxes))
-        maps = None
-        dense = {t: outputs[t] for t in DENSE_TASKS if t in outputs}
-        if any(t in self.tasks for t in DENSE_TASKS):
-            maps = composite_persons(
-                dense,
-                matrix=crop.matrix.cpu(),
-                frame_index=frame_index.cpu(),
-                scores=scores.cpu(),
-                boxes=boxes.cpu(),
-                n_frames=frames.shape[0],
-                frame_size=tuple(frames.shape[-2:]),
-                out_size=out_size,
-                crop_size=self.crop_size,
-                tasks=tuple(t for t in DENSE_TASKS if t in self.tasks),
-            )
-            maps = maps.cpu()
-        return PersonResults(keypoints=keypoints, keypoint_scores=kp_scores, maps=maps)
+        return decode_outputs(
+            outputs,
+            center=crop.center,
+            scale=crop.scale,
+            matrix=crop.matrix,
+            frame_index=frame_index,
+            scores=scores,
+            boxes=boxes,
+            n_frames=frames.shape[0],
+            frame_size=(frames.shape[-2], frames.shape[-1]),
+            out_size=out_size,
+            crop_size=self.crop_size,
+            tasks=self.tasks,
+            num_keypoints=self._num_keypoints(),
+        )
 
-    def _decode_pose(self, heatmaps: Tensor | None, crop: object, n: int) -> tuple[Tensor, Tensor]:
-        k = self._num_keypoints()
-        if heatmaps is None or n == 0:
-            return torch.zeros(0, k, 2), torch.zeros(0, k)
-        kp_hm, kp_scores = udp_decode(heatmaps)
-        in_crop = heatmap_to_crop(kp_hm, tuple(heatmaps.shape[-2:]), self.crop_size)
-        kps = points_crop_to_image(in_crop, crop.center, crop.scale, self.crop_size)  # type: ignore[attr-defined]
-        return kps.float().cpu(), kp_scores.float().cpu()
+    def crop(self, frames: Tensor, frame_index: Tensor, boxes: Tensor) -> CropResult:
+        """Person crops (on the analyzer's device) and their geometry."""
+        return crop_persons(
+            frames.to(self.device),
+            frame_index.to(self.device),
+            boxes.to(self.device),
+            self.crop_size,
+        )
 
     def _num_keypoints(self) -> int:
         for group in self.groups:
             if "pose" in group.model.heads:
                 return int(group.model.heads["pose"].spec.out_dim)
         return 0
+
+
+def decode_outputs(
+    outputs: Mapping[str, Tensor],
+    *,
+    center: Tensor,
+    scale: Tensor,
+    matrix: Tensor,
+    frame_index: Tensor,
+    scores: Tensor,
+    boxes: Tensor,
+    n_frames: int,
+    frame_size: tuple[int, int],
+    out_size: tuple[int, int] | None,
+    crop_size: tuple[int, int],
+    tasks: Sequence[str],
+    num_keypoints: int,
+) -> PersonResults:
+    """Raw head outputs of N crops -> keypoints in frame pixels and composited frame maps.
+
+    Args:
+        outputs: ``{task: (N, C, h, w)}`` raw head outputs.
+        center, scale, matrix: the crops' geometry (``preprocess.CropResult``).
+        frame_index, scores, boxes: the persons, (N,), (N,), (N, 4).
+        n_frames: frames in the batch.
+        frame_size: (H, W) of the frames.
+        out_size: (H', W') of the dense maps (default: the frame size).
+        crop_size: (Hc, Wc) of the crops.
+        tasks: tasks to produce results for (maps exist even with no persons).
+        num_keypoints: K of the pose head.
+    """
+    keypoints = kp_scores = None
+    n = len(boxes)
+    if "pose" in tasks:
+        heatmaps = outputs.get("pose")
+        if heatmaps is None or n == 0:
+            keypoints, kp_scores = torch.zeros(0, num_keypoints, 2), torch.zeros(0, num_keypoints)
+        else:
+            kp_hm, kp_scores = udp_decode(heatmaps)
+            in_crop = heatmap_to_crop(kp_hm, (heatmaps.shape[-2], heatmaps.shape[-1]), crop_size)
+            keypoints = points_crop_to_image(in_crop, center, scale, crop_size).float().cpu()
+            kp_scores = kp_scores.float().cpu()
+    maps = None
+    if any(t in tasks for t in DENSE_TASKS):
+        maps = composite_persons(
+            {t: outputs[t] for t in DENSE_TASKS if t in outputs},
+            matrix=matrix.cpu(),
+            frame_index=frame_index.cpu(),
+            scores=scores.cpu(),
+            boxes=boxes.cpu(),
+            n_frames=n_frames,
+            frame_size=frame_size,
+            out_size=out_size,
+            crop_size=crop_size,
+            tasks=tuple(t for t in DENSE_TASKS if t in tasks),
+        ).cpu()
+    return PersonResults(keypoints=keypoints, keypoint_scores=kp_scores, maps=maps)

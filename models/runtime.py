@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from models.sapiens import SapiensModel
 
 __all__ = ["Predictor", "RuntimeSpec"]
 
@@ -64,20 +63,20 @@ class Predictor:
     """Normalised images (N, 3, H, W) -> ``{task: float32 raw output}`` in fixed-size batches.
 
     Args:
-        model: the backbone group; moved to the spec's device and dtype.
+        model: a module mapping images to ``{name: tensor}`` (a backbone group, or one part of
+            it in split placement); moved to the spec's device and dtype.
         spec: device, dtype, compile and batch size.
     """
 
-    def __init__(self, model: SapiensModel, spec: RuntimeSpec) -> None:
+    def __init__(self, model: nn.Module, spec: RuntimeSpec) -> None:
         self.spec = spec
         self.device = torch.device(spec.device)
         self.dtype = spec.torch_dtype
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self._forward = torch.compile(self.model) if spec.compile else self.model
         logger.debug(
-            "predictor %s tasks=%s on %s/%s batch=%d compile=%s",
-            model.size,
-            model.tasks,
+            "predictor %s on %s/%s batch=%d compile=%s",
+            type(model).__name__,
             self.device,
             self.dtype,
             spec.batch_size,
@@ -86,8 +85,8 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, images: Tensor) -> dict[str, Tensor]:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        if images.ndim != 4:
+            raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(images.shape)}")
         n, bs = images.shape[0], self.spec.batch_size
         chunks: dict[str, list[Tensor]] = {}
         for start in range(0, n, bs):

@@ -132,3 +132,14 @@ def test_render_writes_a_playable_mp4_and_a_png(
     assert frames[0].shape[0] == 120 and frames[0].std() > 10
     png = render(out.store_url, tmp_path / "f.png", frame=3, height=120)
     assert np.asarray(Image.open(png)).shape[0] == 120
+
+
+def test_split_placement_equals_fused_on_ray(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
+    fused = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "fused", sampling={"stride": 40})))
+    split = run_on_ray(
+        plan_job(_spec(shared_clip, tmp_path, "split", placement="split", sampling={"stride": 40}))
+    )
+    assert fused.state == split.state == "succeeded", split.error
+    _assert_same_store(fused.store_url, split.store_url, share=1.0)

@@ -39,7 +39,7 @@ def test_bfloat16_path_is_close_to_float32(model: torch.nn.Module) -> None:
 def test_empty_and_bad_inputs(model: torch.nn.Module) -> None:
     pred = Predictor(model, RuntimeSpec(batch_size=2))
     assert pred(torch.zeros(0, 3, 64, 48)) == {}
-    with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"expected a batch of shape \(N, C, H, W\)"):
         pred(torch.zeros(3, 64, 48))
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         RuntimeSpec(batch_size=0)

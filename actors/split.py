@@ -1,0 +1,158 @@
+"""Split placement: the backbone, each task head and the post-processing in separate workers.
+
+``BackboneWorker`` crops persons and runs every backbone group once per crop; its features go
+to one ``HeadWorker`` per task (on fractional GPUs, so heads scale on their own), and
+``PostWorker`` decodes their raw outputs into frame results. The math is the fused path's
+(``SapiensWorker``), so both placements give equal results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from actors.infer import (
+    BatchPersons,
+    FrameMeta,
+    InferSpec,
+    build_groups,
+    frame_records,
+    model_facts,
+    runtime_spec,
+)
+from actors.messages import FrameBatch
+from models.analyze import Analyzer, decode_outputs
+from models.detect import Detections
+from models.preprocess import normalize
+from models.runtime import Predictor
+from models.sapiens import SapiensModel
+from storage import FrameResult
+
+__all__ = ["BackboneWorker", "FeatureBatch", "HeadWorker", "PostWorker"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureBatch:
+    """What the backbone hands the heads and the post-processing: features, no pixels.
+
+    Attributes:
+        meta: store and source positions of the batch's frames.
+        persons: the tracked persons, grouped by frame.
+        features: one (N, C, h, w) float32 array per backbone group.
+        center, scale, matrix: the crops' geometry, (N, 2), (N, 2), (N, 2, 3).
+        frame_size: (H, W) of the frames.
+        out_size: (H', W') of the dense maps.
+    """
+
+    meta: FrameMeta
+    persons: BatchPersons
+    features: tuple[np.ndarray, ...]
+    center: np.ndarray
+    scale: np.ndarray
+    matrix: np.ndarray
+    frame_size: tuple[int, int]
+    out_size: tuple[int, int]
+
+
+class BackboneWorker:
+    """Crops and backbone passes of every group (heads are dropped)."""
+
+    def __init__(self, spec: InferSpec) -> None:
+        if spec.flip_test:
+            raise ValueError("flip_test needs the pose head beside its backbone: use fused")
+        groups = build_groups(spec)
+        runtime = runtime_spec(spec)
+        self.facts = model_facts(spec, groups)
+        self.backbones = [Predictor(SapiensModel(g.model.backbone, {}), runtime) for g in groups]
+        self.analyzer = Analyzer(groups, crop_size=spec.resolved_crop_size)
+
+    def model_facts(self) -> dict[str, object]:
+        return self.facts
+
+    def __call__(
+        self,
+        batch: FrameBatch,
+        detections: Detections,
+        track_ids: np.ndarray,
+        first_index: int,
+        out_size: tuple[int, int],
+    ) -> FeatureBatch:
+        persons = BatchPersons.from_detections(detections, track_ids)
+        frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
+        crop = self.analyzer.crop(
+            frames, torch.from_numpy(persons.frame), torch.from_numpy(persons.boxes)
+        )
+        crops = normalize(crop.crops, self.analyzer.norm)
+        feats = tuple(
+            p(crops)["features"].cpu().numpy() if len(persons.boxes) else np.zeros((0,), np.float32)
+            for p in self.backbones
+        )
+        return FeatureBatch(
+            meta=FrameMeta.from_batch(batch, first_index),
+            persons=persons,
+            features=feats,
+            center=crop.center.cpu().numpy(),
+            scale=crop.scale.cpu().numpy(),
+            matrix=crop.matrix.cpu().numpy(),
+            frame_size=(batch.frames.shape[1], batch.frames.shape[2]),
+            out_size=out_size,
+        )
+
+
+class _HeadOnly(nn.Module):
+    def __init__(self, task: str, head: nn.Module) -> None:
+        super().__init__()
+        self.task, self.head = task, head
+
+    def forward(self, feats: Tensor) -> dict[str, Tensor]:
+        return {self.task: self.head(feats)}
+
+
+class HeadWorker:
+    """One task head on the features of its backbone group."""
+
+    def __init__(self, spec: InferSpec, task: str) -> None:
+        groups = build_groups(spec)
+        (self.group,) = [i for i, g in enumerate(groups) if task in g.model.heads]
+        self.task = task
+        head = groups[self.group].model.heads[task]
+        self.predictor = Predictor(_HeadOnly(task, head), runtime_spec(spec))
+
+    def __call__(self, fb: FeatureBatch) -> np.ndarray:
+        if len(fb.persons.boxes) == 0:
+            return np.zeros((0,), np.float32)
+        return self.predictor(torch.from_numpy(fb.features[self.group]))[self.task].numpy()
+
+
+class PostWorker:
+    """Decodes raw head outputs (given in ``spec.tasks`` order) into frame records."""
+
+    def __init__(self, spec: InferSpec) -> None:
+        self.spec = spec
+        self.num_keypoints = spec.num_keypoints if spec.size == "tiny" else 308
+
+    def __call__(self, fb: FeatureBatch, *outputs: np.ndarray) -> list[FrameResult]:
+        raw = {
+            t: torch.from_numpy(o)
+            for t, o in zip(self.spec.tasks, outputs, strict=True)
+            if o.ndim == 4
+        }
+        res = decode_outputs(
+            raw,
+            center=torch.from_numpy(fb.center),
+            scale=torch.from_numpy(fb.scale),
+            matrix=torch.from_numpy(fb.matrix),
+            frame_index=torch.from_numpy(fb.persons.frame),
+            scores=torch.from_numpy(fb.persons.scores),
+            boxes=torch.from_numpy(fb.persons.boxes),
+            n_frames=len(fb.meta),
+            frame_size=fb.frame_size,
+            out_size=fb.out_size,
+            crop_size=self.spec.resolved_crop_size,
+            tasks=self.spec.tasks,
+            num_keypoints=self.num_keypoints,
+        )
+        return frame_records(fb.meta, fb.persons, res)

@@ -1,0 +1,68 @@
+"""Split placement (backbone, heads, post-processing apart) equals the fused worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.infer import InferSpec, SapiensWorker
+from actors.messages import FrameBatch
+from actors.split import BackboneWorker, HeadWorker, PostWorker
+from models.detect import Detections
+
+TASKS = ("pose", "seg", "depth", "normal")
+
+
+def _batch() -> FrameBatch:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (2, 96, 128, 3), dtype=np.uint8)
+    return FrameBatch(
+        job_id="j",
+        batch_index=0,
+        frames=frames,
+        source_index=np.array([4, 5], np.int64),
+        pts=np.array([8, -1], np.int64),
+        time_s=np.array([0.16, 0.2]),
+        is_last=False,
+    )
+
+
+def _persons() -> tuple[Detections, np.ndarray]:
+    dets = Detections(
+        boxes_xyxy=np.array([[10, 5, 60, 90], [50, 0, 120, 95], [0, 0, 128, 96]], np.float32),
+        scores=np.array([0.9, 0.8, 0.7], np.float32),
+        frame=np.array([1, 0, 0], np.int64),
+    )
+    return dets, np.array([3, 1, -1], np.int64)  # the third is untracked: dropped
+
+
+@pytest.mark.parametrize("tasks", [TASKS, ("depth",)])
+def test_split_equals_fused(tasks: tuple[str, ...]) -> None:
+    spec = InferSpec(tasks=tasks, num_keypoints=17, batch_size=2, device="cpu")
+    batch, (dets, ids) = _batch(), _persons()
+    fused = SapiensWorker(spec)(batch, dets, ids, 10, (48, 64))
+    fb = BackboneWorker(spec)(batch, dets, ids, 10, (48, 64))
+    outputs = [HeadWorker(spec, t)(fb) for t in tasks]
+    split = PostWorker(spec)(fb, *outputs)
+    assert [r.index for r in split] == [10, 11] and split[0].pts == 8 and split[1].pts is None
+    assert [r.track_id.tolist() for r in split] == [[1], [3]]
+    for a, b in zip(fused, split, strict=True):
+        for name in (
+            "keypoints_xy",
+            "keypoint_score",
+            "part",
+            "person_map",
+            "depth",
+            "normal",
+            "box_xyxy",
+            "track_id",
+        ):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None), name
+            if x is not None:
+                np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_flip_test_is_refused_in_split_placement() -> None:
+    with pytest.raises(ValueError, match="flip_test"):
+        BackboneWorker(InferSpec(tasks=("pose",), flip_test=True, device="cpu"))
