@@ -17,6 +17,7 @@ from models._persons import FrameMaps, composite_persons
 from models.postprocess import flip_test_average, heatmap_to_crop, udp_decode
 from models.preprocess import (
     CONFIG_NORM,
+    CropResult,
     Normalization,
     crop_persons,
     normalize,

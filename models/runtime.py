@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-
 __all__ = ["Predictor", "RuntimeSpec"]
 
 logger = logging.getLogger(__name__)
