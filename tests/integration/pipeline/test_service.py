@@ -98,3 +98,18 @@ def test_cancel_stops_a_running_job_within_seconds(
         assert coord.get("long").state == "cancelled"
         assert time.monotonic() - asked < 15
         assert coord.get("long").committed_frames < 341
+
+
+def test_a_corrupt_input_fails_only_its_own_job_with_a_clear_status(
+    ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    with _serving(coord, max_jobs=2, worker_id="test-bad"):
+        coord.submit(_spec(bad, tmp_path, "bad", 1).to_dict(), job_id="bad")
+        coord.submit(_spec(shared_clip, tmp_path, "good", 120).to_dict(), job_id="good")
+        _wait(coord, ["bad", "good"])
+    record = coord.get("bad")
+    assert record.state == "failed"
+    assert "clip.mp4" in str(record.error)
+    assert coord.get("good").state == "succeeded"
