@@ -74,13 +74,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
         meta={"store": plan_job(spec).store_url, "submitted_by": "run"},
     )
     service = JobService(coord, worker_id=default_worker_id("run"), max_jobs=1, device=args.device)
-    service.serve(until=lambda: coord.get(spec.job_id).state in TERMINAL_STATES)
+    service.serve(until=_Progress(coord, spec.job_id, TERMINAL_STATES, quiet=args.quiet).done)
     record = coord.get(spec.job_id)
     out: dict[str, Any] = {"job_id": spec.job_id, "state": record.state, "error": record.error}
     if record.state == "succeeded":
         out["summary"] = open_result(plan_job(spec).store_url).summary().as_dict()
     _print(out)
     return EXIT_OK if record.state == "succeeded" else EXIT_FAILED
+
+
+class _Progress:
+    """Polled by ``run`` between claims: reports progress on stderr, says when the job ended."""
+
+    def __init__(self, coord: Any, job_id: str, terminal: Any, *, quiet: bool) -> None:
+        self.coord, self.job_id, self.terminal, self.quiet = coord, job_id, terminal, quiet
+        self.t0, self.last = time.monotonic(), (-1, -1)
+
+    def done(self) -> bool:
+        record = self.coord.get(self.job_id)
+        now = (record.committed_frames, int(record.counters.get("decoded_frames", 0)))
+        if not self.quiet and now != self.last:
+            print(
+                f"\r{self.job_id}: {now[1]} frames decoded, {now[0]} committed "
+                f"({time.monotonic() - self.t0:.0f}s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.last = now
+        finished = record.state in self.terminal
+        if finished and not self.quiet:
+            print(file=sys.stderr)
+        return finished
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -231,11 +256,14 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
     ]
     for name, help_text, fn, job in specs:
         p = sub.add_parser(name, help=help_text)
-        _job_options(p) if job else None
+        if job:
+            _job_options(p)
         _common(p)
-        p.add_argument("--device", default=None) if name == "run" else p.add_argument(
-            "--client-key", default=None, help="idempotency key: same key, same job"
-        )
+        if name == "run":
+            p.add_argument("--device", default=None, help="cpu|cuda (default: automatic)")
+            p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        else:
+            p.add_argument("--client-key", default=None, help="idempotency key: same key, same job")
         p.set_defaults(func=fn)
     serve = sub.add_parser("serve", help="consume the queue, run jobs on Ray")
     _common(serve)

@@ -1,0 +1,60 @@
+"""The `sapiens-stream` job commands as a user runs them: separate processes, embedded Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.redis]
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS")}
+    env.pop("SAPIENS_STREAM_REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_run_query_status_render(shared_clip: Path, tmp_path: Path) -> None:
+    root = str(tmp_path / "results")
+    run = _cli(
+        "run",
+        str(shared_clip),
+        "--job-id",
+        "cli",
+        "--stride",
+        "85",
+        "--max-side",
+        "160",
+        "--output-root",
+        root,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["state"] == "succeeded" and out["summary"]["frames"] == 5
+    assert "5 committed" in run.stderr
+    store = f"{root}/cli.zarr"
+    query = json.loads(_cli("query", store, "--frame", "2").stdout)
+    assert query["frame"] == 2 and len(query["track_id"]) == 1
+    status = _cli("status", "cli", "--output-root", root)
+    assert json.loads(status.stdout)["state"] == "succeeded"
+    render = _cli("render", store, "--out", str(tmp_path / "v.mp4"), "--height", "96")
+    assert render.returncode == 0 and (tmp_path / "v.mp4").stat().st_size > 0
+
+
+def test_bad_input_is_exit_code_2_with_one_line(tmp_path: Path) -> None:
+    bad = _cli("run", "video.mp4", "--stride", "0", "--output-root", str(tmp_path))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error:") and "stride" in bad.stderr
+    missing = _cli("status", "no-such-job", "--output-root", str(tmp_path))
+    assert missing.returncode == 2 and "no-such-job" in missing.stderr
