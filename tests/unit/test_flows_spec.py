@@ -61,6 +61,10 @@ def test_round_trip_through_msgpack() -> None:
             pytest.raises(SpecError, match=r"model\.size"),
         ),
         ({"source": ""}, pytest.raises(SpecError, match="source is empty")),
+        (
+            {"source": "a.mp4", "dense_mode": "frame"},
+            pytest.raises(SpecError, match=r"dense_mode must be one of \('crop',\)"),
+        ),
     ],
 )
 def test_validation(raw: dict, expectation: object) -> None:
