@@ -199,6 +199,23 @@ def _infer(plan: JobPlan, stages: dict[str, Any], args: tuple[Any, ...]) -> Any:
     return stages["post"].__call__.remote(features, *outputs)
 
 
+_METRICS: dict[str, Any] = {}
+
+
+def _metrics() -> dict[str, Any]:
+    """Per-stage counters exported through Ray's metrics (Prometheus on a cluster)."""
+    if not _METRICS:
+        from ray.util.metrics import Counter
+
+        for name, text in (
+            ("frames_decoded", "frames decoded and sampled"),
+            ("frames_corrupt", "frames or packets dropped as corrupt"),
+            ("frames_committed", "frames committed to result stores"),
+        ):
+            _METRICS[name] = Counter(f"sapiens_stream_{name}", description=text, tag_keys=("job",))
+    return _METRICS
+
+
 def _drive(
     plan: JobPlan,
     stages: dict[str, Any],
@@ -216,6 +233,12 @@ def _drive(
             raise JobCancelledError(plan.spec.job_id)
         meta_ref, batch_ref = stages["decode"].next.options(num_returns=2).remote()
         meta = ray.get(meta_ref)
+        metrics = _metrics()
+        tags = {"job": plan.spec.job_id}
+        if meta.frames:
+            metrics["frames_decoded"].inc(meta.frames, tags=tags)
+        if meta.n_corrupt:
+            metrics["frames_corrupt"].inc(meta.n_corrupt, tags=tags)
         if meta.frames:
             det_ref, ids_ref = stages["persons"].__call__.options(num_returns=2).remote(batch_ref)
             if index + meta.frames > watermark:
@@ -224,7 +247,10 @@ def _drive(
             index += meta.frames
         while len(pending) > max_in_flight or (meta.is_last and pending):
             ready, pending = ray.wait(pending, num_returns=1)
-            done_frames = max(done_frames, ray.get(ready[0]))
+            committed = max(done_frames, ray.get(ready[0]))
+            if committed > done_frames:
+                metrics["frames_committed"].inc(committed - done_frames, tags=tags)
+            done_frames = committed
             if progress:
                 progress(done_frames, index)
         if meta.is_last:
