@@ -6,11 +6,22 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from storage import stop_embedded
+
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
+
+
+@pytest.fixture(autouse=True)
+def _stop_servers(tmp_path: Path) -> Iterator[None]:
+    """Read-only commands leave a detached embedded server for later commands; stop them."""
+    yield
+    for root in (tmp_path, tmp_path / "results"):
+        stop_embedded(root)
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
