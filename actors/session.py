@@ -40,8 +40,9 @@ class DecodeSession:
         return self.info.to_dict()
 
     def next(self) -> tuple[BatchMeta, FrameBatch]:
-        """The next batch and its summary; after the last one, raises ``StopIteration``-free
-        empty last batches are never produced except for a video with no selected frame."""
+        """The next batch and its summary. The batch with ``is_last`` ends the session; it is
+        empty only when no frame was selected at all. Calling again after it raises
+        ``StopIteration``."""
         batch = next(self._batches)
         meta = BatchMeta(
             frames=len(batch),

@@ -13,6 +13,12 @@ from PIL import Image
 from flows.demo import run_demo
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
 def test_demo_writes_one_picture_per_sampled_frame(shared_clip: Path, tmp_path: Path) -> None:
     result = run_demo(
         shared_clip,
@@ -31,21 +37,7 @@ def test_demo_writes_one_picture_per_sampled_frame(shared_clip: Path, tmp_path: 
 
 
 def test_cli_demo_rejects_a_missing_input(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "demo",
-            "--input",
-            str(tmp_path / "nope.mp4"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _cli("demo", "--input", str(tmp_path / "nope.mp4"), "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "no input video" in proc.stderr
 
@@ -59,38 +51,10 @@ def test_cli_models_verify_prints_provenance(tmp_path: Path) -> None:
         {k: v.contiguous() for k, v in OfficialModel("normal").state_dict().items()},
         tmp_path / "n.safetensors",
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "models",
-            "verify",
-            str(tmp_path / "n.safetensors"),
-            "--task",
-            "normal",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _cli("models", "verify", str(tmp_path / "n.safetensors"), "--task", "normal")
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert facts["size"] == "tiny" and facts["tasks"] == ["normal"]
     assert facts["checkpoints"]["normal"]["format"] == "safetensors"
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "models",
-            "verify",
-            str(tmp_path / "n.safetensors"),
-            "--task",
-            "pose",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = _cli("models", "verify", str(tmp_path / "n.safetensors"), "--task", "pose")
     assert bad.returncode == 2 and "does not fit the model" in bad.stderr
