@@ -8,6 +8,8 @@ the numpy/torch boundary and builds the storage records.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch
 from actors.messages import FrameBatch
 from models import build_model, load_checkpoint
 from models.analyze import Analyzer, PersonResults
+from models.batching import DynamicBatcher
 from models.detect import Detections
 from models.hub import hub_ref
 from models.metadata import keypoint_set
@@ -62,6 +65,8 @@ class InferSpec:
             CPU test suite stays fast).
         cpu_threads: torch intra-op threads on a CPU device (Ray limits an actor to the
             CPUs it reserved; inference is the bottleneck stage, so it may use more).
+        batch_deadline_ms: longest a crop waits for crops of other calls (other frame
+            batches, other jobs) before its forward runs anyway.
     """
 
     tasks: tuple[str, ...]
@@ -77,6 +82,7 @@ class InferSpec:
     seed: int = 0
     crop_size: tuple[int, int] | None = None
     cpu_threads: int | None = None
+    batch_deadline_ms: float = 10.0
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:
@@ -136,7 +142,12 @@ def build_groups(spec: InferSpec) -> list[Predictor]:
 
 
 class SapiensWorker:
-    """Loads the backbone groups once; maps a frame batch plus its persons to FrameResults."""
+    """Loads the backbone groups once; maps a frame batch plus its persons to FrameResults.
+
+    Safe to call from several threads at once (a shared actor serves every running job): the
+    crops of concurrent calls meet in one :class:`~models.batching.DynamicBatcher`, so forwards
+    stay full, while cropping and decoding of one call overlap the forwards of others.
+    """
 
     def __init__(self, spec: InferSpec) -> None:
         self.spec = spec
@@ -150,6 +161,14 @@ class SapiensWorker:
             )
             flip = keypoint_set(k).flip_indices
         self.analyzer = Analyzer(self.groups, flip_indices=flip, crop_size=spec.resolved_crop_size)
+        self.batcher = DynamicBatcher(
+            self.analyzer.run_groups,
+            batch_size=spec.batch_size,
+            deadline_s=spec.batch_deadline_ms / 1000,
+        )
+        self._lock = threading.Lock()
+        self._counts = {"calls": 0, "frames": 0, "persons": 0, "in_flight": 0, "call_s": 0.0}
+        self._jobs: set[str] = set()
         logger.info(
             "sapiens worker: size=%s tasks=%s device=%s",
             spec.size,
@@ -161,6 +180,13 @@ class SapiensWorker:
         """Names, sizes and checkpoint provenance, for the store's attributes."""
         return model_facts(self.spec, self.groups)
 
+    def stats(self) -> dict[str, Any]:
+        """Load counters: calls, frames, persons, calls in flight, distinct jobs served, and
+        the batcher's (forwards, fill, busy fraction of the device)."""
+        with self._lock:
+            counts: dict[str, Any] = {**self._counts, "jobs": len(self._jobs)}
+        return {**counts, "device": self.spec.resolved_device, **self.batcher.stats().to_dict()}
+
     def __call__(
         self,
         batch: FrameBatch,
@@ -168,6 +194,7 @@ class SapiensWorker:
         track_ids: np.ndarray,
         first_index: int,
         out_size: tuple[int, int],
+        job: str = "",
     ) -> list[FrameResult]:
         """Analyse one batch.
 
@@ -178,17 +205,33 @@ class SapiensWorker:
             track_ids: (N,) track id per detection.
             first_index: store index of the batch's first frame.
             out_size: (H', W') of the dense maps.
+            job: the calling job (batches take crops from jobs in turn).
         """
-        persons = BatchPersons.from_detections(detections, track_ids)
-        frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
-        res = self.analyzer(
-            frames,
-            torch.from_numpy(persons.frame),
-            torch.from_numpy(persons.boxes),
-            torch.from_numpy(persons.scores),
-            out_size=out_size,
-        )
-        return frame_records(FrameMeta.from_batch(batch, first_index), persons, res)
+        t0 = time.perf_counter()
+        with self._lock:
+            self._counts["in_flight"] += 1
+            self._jobs.add(job)
+        try:
+            with self.batcher.session(job) as forward:
+                persons = BatchPersons.from_detections(detections, track_ids)
+                frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
+                res = self.analyzer(
+                    frames,
+                    torch.from_numpy(persons.frame),
+                    torch.from_numpy(persons.boxes),
+                    torch.from_numpy(persons.scores),
+                    out_size=out_size,
+                    forward=forward,
+                )
+            return frame_records(FrameMeta.from_batch(batch, first_index), persons, res)
+        finally:
+            with self._lock:
+                c = self._counts
+                c["in_flight"] -= 1
+                c["calls"] += 1
+                c["frames"] += len(batch)
+                c["persons"] += int((track_ids >= 0).sum())
+                c["call_s"] += time.perf_counter() - t0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,8 @@ def _print(data: Any) -> None:
 
 def _spec_from_args(args: argparse.Namespace) -> JobSpec:
     raw: dict[str, Any] = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    if args.spec_json:
+        raw = json.loads(args.spec_json)
     raw["source"] = args.video
     raw.setdefault("output_root", args.output_root)
     for key, value in (
@@ -63,6 +65,7 @@ def _coordinator(args: argparse.Namespace, *, detach: bool) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from flows.plan import plan_job
+    from flows.pool import ScalePolicy
     from flows.service import JobService, default_worker_id
     from storage import TERMINAL_STATES, open_result
 
@@ -73,7 +76,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         job_id=spec.job_id,
         meta={"store": plan_job(spec).store_url, "submitted_by": "run"},
     )
-    service = JobService(coord, worker_id=default_worker_id("run"), max_jobs=1, device=args.device)
+    service = JobService(
+        coord,
+        worker_id=default_worker_id("run"),
+        max_jobs=1,
+        device=args.device,
+        policy=ScalePolicy(actor_gpus=args.actor_gpus),
+    )
     service.serve(until=_Progress(coord, spec.job_id, TERMINAL_STATES, quiet=args.quiet).done)
     record = coord.get(spec.job_id)
     out: dict[str, Any] = {"job_id": spec.job_id, "state": record.state, "error": record.error}
@@ -112,6 +121,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from flows.plan import plan_job
 
     spec = _spec_from_args(args)
+    if args.address:
+        from flows.remote import submit_ray_job
+
+        print(
+            submit_ray_job(args.address, spec, redis_url=args.redis_url, actor_gpus=args.actor_gpus)
+        )
+        return EXIT_OK
     coord = _coordinator(args, detach=True)
     sub = coord.submit(
         spec.to_dict(),
@@ -124,10 +140,33 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from flows.pool import ScalePolicy
     from flows.service import JobService
 
+    try:
+        policy = ScalePolicy(
+            min_actors=args.min_actors,
+            max_actors=args.max_actors,
+            idle_s=args.actor_idle_s,
+            target_drain_s=args.target_drain_s,
+            actor_gpus=args.actor_gpus,
+        )
+    except ValueError as e:
+        raise SpecError(f"serve: {e}") from e
     coord = _coordinator(args, detach=True)
-    JobService(coord, max_jobs=args.max_jobs, device=args.device, address=args.address).serve()
+    JobService(
+        coord,
+        max_jobs=args.max_jobs,
+        device=args.device,
+        address=args.address,
+        policy=policy,
+        scale_interval_s=args.scale_interval_s,
+    ).serve()
+    return EXIT_OK
+
+
+def _cmd_workers(args: argparse.Namespace) -> int:
+    _print(_coordinator(args, detach=True).workers())
     return EXIT_OK
 
 
@@ -221,6 +260,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file or URL")
     p.add_argument("--spec", help="JSON job spec; flags override it")
+    p.add_argument("--spec-json", help="the JSON job spec itself (instead of --spec FILE)")
     p.add_argument("--job-id")
     p.add_argument("--tasks", help="comma list of pose,seg,depth,normal")
     p.add_argument("--model", help="tiny|0.3b|0.6b|1b|2b (tiny: random weights)")
@@ -233,6 +273,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", type=float)
     p.add_argument("--max-side", type=int, help="downscale dense outputs to this longer side")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--actor-gpus", type=float, default=None, help="GPUs of the Sapiens actor")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -264,13 +305,41 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--quiet", action="store_true", help="no progress on stderr")
         else:
             p.add_argument("--client-key", default=None, help="idempotency key: same key, same job")
+            p.add_argument(
+                "--address",
+                default=None,
+                help="Ray Jobs API of a cluster (http://HEAD:8265): run the job there as a Ray "
+                "job instead of queueing it in Redis",
+            )
         p.set_defaults(func=fn)
     serve = sub.add_parser("serve", help="consume the queue, run jobs on Ray")
     _common(serve)
-    serve.add_argument("--max-jobs", type=int, default=2)
-    serve.add_argument("--device", default=None)
+    serve.add_argument("--max-jobs", type=int, default=2, help="jobs run at once")
+    serve.add_argument("--device", default=None, help="cpu|cuda (default: where each actor runs)")
     serve.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS/local)")
+    serve.add_argument("--min-actors", type=int, default=0, help="Sapiens actors kept per model")
+    serve.add_argument("--max-actors", type=int, default=1, help="most Sapiens actors per model")
+    serve.add_argument(
+        "--actor-idle-s", type=float, default=300.0, help="remove actors idle this long"
+    )
+    serve.add_argument(
+        "--target-drain-s",
+        type=float,
+        default=300.0,
+        help="scale out until the backlog would be done within this time",
+    )
+    serve.add_argument(
+        "--actor-gpus",
+        type=float,
+        default=None,
+        help="GPUs per Sapiens actor (default: 1 if a GPU is visible, else 0; say 1 on a "
+        "cluster whose GPU nodes start on demand)",
+    )
+    serve.add_argument("--scale-interval-s", type=float, default=2.0)
     serve.set_defaults(func=_cmd_serve)
+    workers = sub.add_parser("workers", help="live serve processes, their actors and load")
+    _common(workers)
+    workers.set_defaults(func=_cmd_workers)
     for name, fn in (("status", _cmd_status), ("wait", _cmd_wait), ("cancel", _cmd_cancel)):
         p = sub.add_parser(name, help=f"{name} a job")
         p.add_argument("job_id")

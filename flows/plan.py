@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,22 @@ class JobPlan:
             return h, w
         scale = self.spec.max_side / max(h, w)
         return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def expected_frames(self, info: VideoInfo) -> int | None:
+        """Roughly how many frames the job will analyse (the container's own counts are not
+        trusted for indexing, but are good enough to size the actor pools), or None."""
+        n: float | None = info.frame_count_hint
+        if n is None and info.duration_s and info.fps:
+            n = info.duration_s * info.fps
+        if not n:
+            return None
+        s = self.spec.sampling
+        if info.fps:
+            end = n / info.fps if s.end_s is None else min(s.end_s, n / info.fps)
+            n = max(0.0, end - s.start_s) * info.fps
+            if s.target_fps is not None:
+                n *= min(1.0, s.target_fps / info.fps)
+        return max(1, math.ceil(n / s.stride))
 
     def store_spec(self, info: VideoInfo) -> StoreSpec:
         h, w = self.out_size(info)

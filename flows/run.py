@@ -12,71 +12,31 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actors.infer import InferSpec, SapiensWorker
+from actors.infer import SapiensWorker
 from actors.persons import PersonStage
 from actors.session import DecodeSession
 from actors.split import BackboneWorker, HeadWorker, PostWorker
 from actors.writer import WriterStage
 from flows.inline import JobOutcome, model_entries
+from flows.metrics import metric
 from flows.plan import JobPlan
+from flows.pool import ACTOR_CONCURRENCY, InferPool, detected_gpus
 
-__all__ = ["InferPool", "JobCancelledError", "ensure_ray", "run_on_ray", "stage_name"]
+__all__ = ["JobCancelledError", "ensure_ray", "run_on_ray", "stage_name"]
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+OnVideo = Callable[[Any], None]
 ShouldStop = Callable[[], bool]
 
 
 class JobCancelledError(Exception):
     """Raised inside the coordinating loop when the job was asked to stop."""
-
-
-class InferPool:
-    """Sapiens actors shared by every job that runs the same model settings.
-
-    A long-running service keeps one pool, so a model is loaded once and its GPU is shared by
-    all running jobs (their batches interleave on the actor). A dead actor is replaced on the
-    next :meth:`get`.
-    """
-
-    def __init__(self) -> None:
-        self._actors: dict[InferSpec, Any] = {}
-        self._lock = threading.Lock()
-        self.created = 0
-
-    def get(self, spec: InferSpec) -> Any:
-        import ray
-
-        with self._lock:
-            if spec not in self._actors:
-                gpu = 1 if spec.resolved_device.startswith("cuda") else 0
-                self._actors[spec] = (
-                    ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker)
-                    .options(name=f"sapiens-stream/infer/{self.created}")
-                    .remote(spec)
-                )
-                self.created += 1
-            return self._actors[spec]
-
-    def invalidate(self, spec: InferSpec, handle: Any) -> None:
-        """Forget ``handle`` (it died); the next :meth:`get` starts a new actor."""
-        with self._lock:
-            if self._actors.get(spec) is handle:
-                del self._actors[spec]
-
-    def shutdown(self) -> None:
-        import ray
-
-        with self._lock:
-            for handle in self._actors.values():
-                ray.kill(handle)
-            self._actors.clear()
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -106,7 +66,7 @@ def stage_name(job_id: str, stage: str, attempt: int) -> str:
 def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -> dict[str, Any]:
     import ray
 
-    gpu = 1 if plan.infer.resolved_device.startswith("cuda") else 0
+    gpu = pool.actor_gpus if pool is not None else _private_gpus(plan)
     spec = plan.spec
 
     nonce = uuid.uuid4().hex[:8]
@@ -138,12 +98,12 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
         infer = split["backbone"]
     elif pool is None:
         infer = (
-            ray.remote(num_cpus=1, num_gpus=gpu)(SapiensWorker)
+            ray.remote(num_cpus=1, num_gpus=gpu, max_concurrency=ACTOR_CONCURRENCY)(SapiensWorker)
             .options(**named("infer"))
             .remote(plan.infer)
         )
     else:
-        infer = pool.get(plan.infer)
+        infer = pool.acquire(plan.infer, spec.job_id)
     facts = ray.get(infer.model_facts.remote())
     writer = (
         ray.remote(num_cpus=0.25)(WriterStage)
@@ -163,6 +123,7 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
         "infer": infer,
         "writer": writer,
         "out_size": plan.out_size(video),
+        "video": video,
         "pooled": pool is not None and not split,
         **split,
     }
@@ -193,27 +154,10 @@ def _split_actors(
 def _infer(plan: JobPlan, stages: dict[str, Any], args: tuple[Any, ...]) -> Any:
     """Reference to one batch's frame results: one fused call, or backbone -> heads -> post."""
     if plan.spec.placement != "split":
-        return stages["infer"].__call__.remote(*args)
+        return stages["infer"].__call__.remote(*args, job=plan.spec.job_id)
     features = stages["backbone"].__call__.remote(*args)
     outputs = [stages[f"head-{t}"].__call__.remote(features) for t in plan.spec.tasks]
     return stages["post"].__call__.remote(features, *outputs)
-
-
-_METRICS: dict[str, Any] = {}
-
-
-def _metrics() -> dict[str, Any]:
-    """Per-stage counters exported through Ray's metrics (Prometheus on a cluster)."""
-    if not _METRICS:
-        from ray.util.metrics import Counter
-
-        for name, text in (
-            ("frames_decoded", "frames decoded and sampled"),
-            ("frames_corrupt", "frames or packets dropped as corrupt"),
-            ("frames_committed", "frames committed to result stores"),
-        ):
-            _METRICS[name] = Counter(f"sapiens_stream_{name}", description=text, tag_keys=("job",))
-    return _METRICS
 
 
 def _drive(
@@ -233,12 +177,11 @@ def _drive(
             raise JobCancelledError(plan.spec.job_id)
         meta_ref, batch_ref = stages["decode"].next.options(num_returns=2).remote()
         meta = ray.get(meta_ref)
-        metrics = _metrics()
         tags = {"job": plan.spec.job_id}
         if meta.frames:
-            metrics["frames_decoded"].inc(meta.frames, tags=tags)
+            metric("frames_decoded").inc(meta.frames, tags=tags)
         if meta.n_corrupt:
-            metrics["frames_corrupt"].inc(meta.n_corrupt, tags=tags)
+            metric("frames_corrupt").inc(meta.n_corrupt, tags=tags)
         if meta.frames:
             det_ref, ids_ref = stages["persons"].__call__.options(num_returns=2).remote(batch_ref)
             if index + meta.frames > watermark:
@@ -249,7 +192,7 @@ def _drive(
             ready, pending = ray.wait(pending, num_returns=1)
             committed = max(done_frames, ray.get(ready[0]))
             if committed > done_frames:
-                metrics["frames_committed"].inc(committed - done_frames, tags=tags)
+                metric("frames_committed").inc(committed - done_frames, tags=tags)
             done_frames = committed
             if progress:
                 progress(done_frames, index)
@@ -267,6 +210,7 @@ def run_on_ray(
     pool: InferPool | None = None,
     resume: bool = False,
     address: str | None = None,
+    on_video: OnVideo | None = None,
 ) -> JobOutcome:
     """Run ``plan``'s job to completion on Ray (local or ``address``).
 
@@ -279,6 +223,7 @@ def run_on_ray(
         pool: shared Sapiens actors (a service's); default: one private actor for this job.
         resume: continue an existing store of this job (after its previous owner died).
         address: Ray cluster to join.
+        on_video: called with the source's ``VideoInfo`` once it is probed.
 
     An error raised by a stage (bad input, bad checkpoint) fails the job at once.
     """
@@ -296,6 +241,8 @@ def run_on_ray(
                 attempt=attempt,
                 pool=pool,
             )
+            if on_video is not None:
+                on_video(stages["video"])
             _drive(plan, stages, max_in_flight, progress, should_stop)
             frames = _get(
                 stages["writer"].finalize.remote(
@@ -319,7 +266,7 @@ def run_on_ray(
             # A stage whose constructor raised (unreadable source, existing store, bad
             # checkpoint) did not die by accident: retrying cannot help.
             died = isinstance(cause, RayActorError) and not cause.actor_init_failed
-            if died and pool is not None and "infer" in stages:
+            if died and stages.get("pooled"):
                 pool.invalidate(plan.infer, stages["infer"])
             if died and attempt < retries:
                 logger.warning(
@@ -331,6 +278,8 @@ def run_on_ray(
             return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0, error=reason)
         finally:
             _release(stages)
+            if pool is not None:  # also when setup failed after the member was acquired
+                pool.release(plan.infer, job_id)
     raise AssertionError("unreachable")
 
 
@@ -344,9 +293,18 @@ def _release(stages: dict[str, Any]) -> None:
     import ray
 
     for name, handle in stages.items():
-        if name in ("out_size", "pooled") or (name == "infer" and stages.get("pooled")):
+        if name in ("out_size", "video", "pooled") or (name == "infer" and stages.get("pooled")):
             continue
         ray.kill(handle)  # a split job's backbone appears twice; killing twice is harmless
+
+
+def _private_gpus(plan: JobPlan) -> float:
+    """GPUs of a job's own Sapiens actor: 1 for an explicit CUDA device, 0 for an explicit CPU,
+    else whatever this machine or the cluster has."""
+    device = plan.infer.device
+    if device is not None:
+        return 1.0 if device.startswith("cuda") else 0.0
+    return detected_gpus()
 
 
 def _store_exists(plan: JobPlan) -> bool:

@@ -4,6 +4,11 @@ Each job runs in its own thread on the shared Ray cluster; Sapiens actors come f
 ``InferPool`` so a model is loaded once for all jobs. A heartbeat thread keeps the leases alive;
 a lost lease or a cancel request stops the job at its next batch. Progress (the store's commit
 watermark) is mirrored to the job record.
+
+Every ``scale_interval_s`` the service sizes its actor pools from the backlog (frames still to
+analyse of its running jobs and of the queued ones, at the measured per-actor throughput; see
+``flows.pool``), logs each change, exports the pool sizes and per-actor load through
+``ray.util.metrics``, and publishes them with its heartbeat in Redis (``sapiens-stream workers``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from actors.infer import InferSpec
 from flows.errors import SpecError
+from flows.metrics import metric
 from flows.plan import plan_job
-from flows.run import InferPool, run_on_ray
+from flows.pool import InferPool, ScalePolicy, desired_actors
+from flows.run import run_on_ray
 from flows.spec import JobSpec
 from storage import Coordinator, HeartbeatThread, JobLease
 
@@ -30,6 +40,16 @@ def default_worker_id(prefix: str = "serve") -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}"
 
 
+@dataclass(slots=True)
+class _Running:
+    """What the scaler needs to know of a running job."""
+
+    infer: InferSpec | None  # None: split placement, which does not use the pool
+    expected: int | None = None
+    committed: int = 0
+    decoded: int = 0
+
+
 class JobService:
     """Consumes the queue of ``coord`` and runs up to ``max_jobs`` jobs at a time.
 
@@ -39,6 +59,8 @@ class JobService:
         max_jobs: jobs run concurrently.
         device: force ``cpu``/``cuda`` for the Sapiens actors (default: automatic).
         address: Ray cluster to join (default: ``RAY_ADDRESS`` or a local cluster).
+        policy: sizes of the shared Sapiens actor pools (default: one actor per model).
+        scale_interval_s: period of the pool sizing.
     """
 
     def __init__(
@@ -49,13 +71,20 @@ class JobService:
         max_jobs: int = 2,
         device: str | None = None,
         address: str | None = None,
+        policy: ScalePolicy | None = None,
+        scale_interval_s: float = 2.0,
     ) -> None:
         self.coord = coord
         self.worker_id = worker_id or default_worker_id()
         self.max_jobs = max_jobs
         self.device = device
         self.address = address
-        self.pool = InferPool()
+        self.pool = InferPool(policy)
+        self.scale_interval_s = scale_interval_s
+        self.decisions: list[dict[str, Any]] = []  # pool size changes, newest last (bounded)
+        self._running: dict[str, _Running] = {}
+        self._seen_frames: list[int] = []  # expected sizes of recent jobs, for queued ones
+        self._next_scale = 0.0
         self._threads: dict[str, threading.Thread] = {}
         ttl = coord.config.heartbeat_ttl_s
         self.heartbeat = HeartbeatThread(coord, self.worker_id, interval_s=ttl / 3)
@@ -69,6 +98,9 @@ class JobService:
         try:
             while until is None or not until():
                 self._reap()
+                if time.monotonic() >= self._next_scale:
+                    self._next_scale = time.monotonic() + self.scale_interval_s
+                    self._safely(self.autoscale)
                 if len(self._threads) >= self.max_jobs:
                     time.sleep(poll_ms / 1000)
                     continue
@@ -79,6 +111,7 @@ class JobService:
                 thread.join()
         finally:
             self.heartbeat.stop()
+            self.pool.shutdown()
 
     def _reap(self) -> None:
         for job_id, thread in list(self._threads.items()):
@@ -109,8 +142,16 @@ class JobService:
             self.coord.fail(lease, f"invalid job spec: {e}")
             return
         plan = plan_job(spec, device=self.device)
+        running = _Running(infer=plan.infer if spec.placement != "split" else None)
+        self._running[lease.job_id] = running
+
+        def on_video(video: Any) -> None:
+            running.expected = plan.expected_frames(video)
+            if running.expected:
+                self._seen_frames = [*self._seen_frames[-49:], running.expected]
 
         def progress(committed: int, decoded: int) -> None:
+            running.committed, running.decoded = committed, decoded
             self._safely(
                 self.coord.progress,
                 lease,
@@ -123,13 +164,17 @@ class JobService:
                 return True
             return self.coord.get(lease.job_id).cancel_requested
 
-        outcome = run_on_ray(
-            plan,
-            progress=progress,
-            should_stop=should_stop,
-            pool=self.pool,
-            resume=lease.attempt > 1,
-        )
+        try:
+            outcome = run_on_ray(
+                plan,
+                progress=progress,
+                should_stop=should_stop,
+                pool=self.pool,
+                resume=lease.attempt > 1,
+                on_video=on_video,
+            )
+        finally:
+            self._running.pop(lease.job_id, None)
         if outcome.state == "succeeded":
             self.coord.progress(lease, committed_frames=outcome.frames)  # the final tail
             self.coord.complete(
@@ -142,6 +187,73 @@ class JobService:
             self.coord.fail(lease, outcome.error or "failed")
         logger.info("job %s %s (%d frames)", lease.job_id, outcome.state, outcome.frames)
 
+    # -- pool sizing -----------------------------------------------------------------------------
+    def autoscale(self) -> list[dict[str, Any]]:
+        """Size every actor pool from the backlog once; returns the changes made."""
+        policy = self.pool.policy
+        per_job = (
+            round(sum(self._seen_frames) / len(self._seen_frames))
+            if self._seen_frames
+            else policy.default_job_frames
+        )
+        demand: dict[InferSpec, list[int]] = {}  # spec -> [jobs, backlog frames]
+        for job in list(self._running.values()):
+            if job.infer is None:
+                continue
+            total = max(job.expected or per_job, job.decoded)
+            d = demand.setdefault(job.infer, [0, 0])
+            d[0] += 1
+            d[1] += max(0, total - job.committed)
+        for rec in self.coord.list_jobs(state="queued", limit=1000):
+            try:
+                spec = JobSpec.from_dict({**rec.spec, "job_id": rec.job_id})
+            except SpecError:
+                continue  # it will fail when claimed
+            if spec.placement == "split":
+                continue
+            d = demand.setdefault(plan_job(spec, device=self.device).infer, [0, 0])
+            d[0] += 1
+            d[1] += per_job
+        changes = []
+        for spec in {*demand, *self.pool.specs()}:
+            jobs, backlog = demand.get(spec, [0, 0])
+            before = self.pool.size(spec)
+            target = desired_actors(
+                policy, backlog_frames=backlog, jobs=jobs, fps_per_actor=self.pool.throughput(spec)
+            )
+            added, removed = self.pool.scale(spec, target)
+            if added or removed:
+                change = {
+                    "time": time.time(),
+                    "model": _model_tag(spec),
+                    "before": before,
+                    "target": target,
+                    "after": self.pool.size(spec),
+                    "jobs": jobs,
+                    "backlog_frames": backlog,
+                }
+                logger.info("autoscale %s", change)
+                changes.append(change)
+                metric("scale_events").inc(
+                    1, tags={"model": change["model"], "direction": "up" if added else "down"}
+                )
+            metric("actors").set(self.pool.size(spec), tags={"model": _model_tag(spec)})
+            metric("actors_target").set(target, tags={"model": _model_tag(spec)})
+        self.decisions = [*self.decisions, *changes][-100:]
+        self.pool.request_resources()
+        actors = self.pool.poll_stats()
+        for a in actors:
+            for name in ("busy_fraction", "fill"):
+                metric(f"actor_{name}").set(a[name], tags={"actor": a["actor"]})
+        self.heartbeat.set_info(
+            {
+                "jobs": sorted(self._running),
+                "actors": actors,
+                "decisions": self.decisions[-10:],
+            }
+        )
+        return changes
+
     @staticmethod
     def _safely(fn: Callable[..., object], *args: object, **kwargs: object) -> None:
         try:
@@ -150,3 +262,7 @@ class JobService:
             logger.warning(
                 "coordination call %s failed", getattr(fn, "__name__", fn), exc_info=True
             )
+
+
+def _model_tag(spec: InferSpec) -> str:
+    return f"{spec.size}:{','.join(spec.tasks)}"

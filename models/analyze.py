@@ -7,7 +7,7 @@ composited into per-frame maps (``models._persons``) on the requested output gri
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +77,8 @@ class Analyzer:
         self.device = groups[0].device
         self.flip = None if flip_indices is None else torch.tensor(flip_indices, device=self.device)
 
-    def _run_groups(self, crops: Tensor) -> dict[str, Tensor]:
+    def run_groups(self, crops: Tensor) -> dict[str, Tensor]:
+        """Raw outputs of every group (with the flip test) for normalised crops."""
         outputs: dict[str, Tensor] = {}
         for group in self.groups:
             out = group(crops)
@@ -96,6 +97,7 @@ class Analyzer:
         scores: Tensor,
         *,
         out_size: tuple[int, int] | None = None,
+        forward: Callable[[Tensor], dict[str, Tensor]] | None = None,
     ) -> PersonResults:
         """Analyse N persons of F frames.
 
@@ -105,10 +107,13 @@ class Analyzer:
             boxes: (N, 4) xyxy boxes in frame pixels.
             scores: (N,) detection scores (break ownership ties).
             out_size: (H', W') of the dense maps; default (H, W).
+            forward: runs :meth:`run_groups` on the normalised crops (e.g. through a
+                ``DynamicBatcher`` shared with other callers); default: directly.
         """
         frames = frames.to(self.device, non_blocking=True)
         crop = self.crop(frames, frame_index, boxes)
-        outputs = self._run_groups(normalize(crop.crops, self.norm)) if len(boxes) else {}
+        run = forward or self.run_groups
+        outputs = run(normalize(crop.crops, self.norm)) if len(boxes) else {}
         return decode_outputs(
             outputs,
             center=crop.center,

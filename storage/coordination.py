@@ -324,6 +324,18 @@ class Coordinator:
         lost = set(_words(self._scripts["HEARTBEAT"](keys=keys, args=argv)))
         return [lease.job_id for lease in leases if lease.msg_id in lost]
 
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Live workers (heartbeat not expired) and the info their last heartbeat carried."""
+        prefix = self.keys.worker("x")[:-1]
+        out: dict[str, dict[str, Any]] = {}
+        for key in self.client.scan_iter(match=f"{prefix}*", count=500):
+            raw = self.client.get(key)
+            if raw is None:
+                continue  # expired between SCAN and GET
+            worker_id = key.decode()[len(prefix) :]
+            out[worker_id] = unpack(raw, what=f"heartbeat of worker {worker_id!r}")
+        return out
+
     def worker_alive(self, worker_id: str) -> bool:
         """Whether the worker's heartbeat key exists (it has not expired)."""
         return bool(self.client.exists(self.keys.worker(worker_id)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 
@@ -44,6 +46,7 @@ class HeartbeatThread:
         self._interval = interval_s
         self._leases: dict[str, JobLease] = {}
         self._lost: set[str] = set()
+        self._info: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{worker_id}")
@@ -66,6 +69,11 @@ class HeartbeatThread:
         with self._lock:
             self._leases.pop(lease.job_id, None)
 
+    def set_info(self, info: Mapping[str, Any]) -> None:
+        """Facts the next heartbeats publish with the worker (plain msgpack-able data)."""
+        with self._lock:
+            self._info = dict(info)
+
     def lost(self, job_id: str) -> bool:
         """Whether a heartbeat found that another worker took the job over."""
         with self._lock:
@@ -75,7 +83,8 @@ class HeartbeatThread:
         """Send one heartbeat now."""
         with self._lock:
             leases = list(self._leases.values())
-        lost = self._coord.heartbeat(self._worker_id, leases)
+            info = self._info
+        lost = self._coord.heartbeat(self._worker_id, leases, info=info)
         if lost:
             logger.warning("worker %s lost leases on %s", self._worker_id, lost)
             with self._lock:

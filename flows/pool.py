@@ -1,0 +1,306 @@
+"""The shared Sapiens actors of a service, sized from the backlog.
+
+``InferPool`` keeps, per model setting (``InferSpec``), a set of Sapiens actors that every
+running job shares: a job is bound to the member with the fewest jobs for its whole run, and
+the crops of all jobs bound to one member meet in that member's dynamic batcher.
+
+``ScalePolicy`` / ``desired_actors`` decide how many members a setting should have: enough to
+drain the backlog (frames still to analyse, of running and queued jobs) within a target time at
+the measured per-actor throughput, never more than the jobs that could use them, clamped to
+[min, max]. ``InferPool.scale`` applies a decision: new members are created at once (a member
+that asks for a GPU no node has stays pending, which is what makes the Ray autoscaler add a GPU
+node; ``request_resources`` tells it ahead of the actors), and members idle longer than
+``idle_s`` are killed when the pool is above its target (their node then idles and is removed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.infer import InferSpec, SapiensWorker
+
+__all__ = ["ACTOR_CONCURRENCY", "InferPool", "ScalePolicy", "desired_actors", "detected_gpus"]
+
+logger = logging.getLogger(__name__)
+
+# Calls in flight on one shared actor: several jobs' batches overlap (cropping and decoding of
+# one beside the forward of another) and meet in its batcher.
+ACTOR_CONCURRENCY = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScalePolicy:
+    """How a service sizes its Sapiens actor pools.
+
+    Args:
+        min_actors: members kept per model setting even with no work (0 lets GPU nodes go).
+        max_actors: most members per model setting.
+        idle_s: a member with no job for this long may be removed.
+        target_drain_s: aim to finish the backlog within this time.
+        default_fps: frames/s of one member until a throughput is measured.
+        default_job_frames: frames assumed for a queued job of unknown length.
+        actor_gpus: GPUs each member asks Ray for (0: CPU actors); None: 1 when this machine
+            or the cluster has a GPU. A cluster whose GPU nodes start on demand has no GPU to
+            detect while it is idle, so say 1 there.
+    """
+
+    min_actors: int = 0
+    max_actors: int = 1
+    idle_s: float = 300.0
+    target_drain_s: float = 300.0
+    default_fps: float = 5.0
+    default_job_frames: int = 300
+    actor_gpus: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_actors <= self.max_actors or self.max_actors < 1:
+            raise ValueError(
+                f"need 0 <= min_actors <= max_actors and max_actors >= 1, got "
+                f"{self.min_actors}..{self.max_actors}"
+            )
+        for name in ("idle_s", "target_drain_s", "default_fps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.default_job_frames < 1 or (self.actor_gpus or 0) < 0:
+            raise ValueError("default_job_frames must be >= 1 and actor_gpus >= 0")
+
+
+def desired_actors(
+    policy: ScalePolicy, *, backlog_frames: int, jobs: int, fps_per_actor: float | None
+) -> int:
+    """Members one model setting should have.
+
+    Args:
+        backlog_frames: frames still to analyse for running and queued jobs of the setting.
+        jobs: running and queued jobs of the setting (a job uses one member).
+        fps_per_actor: measured frames/s of one member, or None before any measurement.
+    """
+    if jobs <= 0:
+        return policy.min_actors
+    rate = fps_per_actor if fps_per_actor and fps_per_actor > 0 else policy.default_fps
+    need = math.ceil(max(backlog_frames, 1) / (rate * policy.target_drain_s))
+    need = max(1, min(need, jobs))
+    return max(policy.min_actors, min(policy.max_actors, need))
+
+
+@dataclass(slots=True, eq=False)
+class _Member:
+    handle: Any
+    name: str
+    ready_ref: Any
+    jobs: set[str] = field(default_factory=set)
+    idle_since: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    last_stats: dict[str, Any] | None = None
+    fps: float | None = None
+
+
+class InferPool:
+    """Sapiens actors shared by every job that runs the same model settings.
+
+    Args:
+        policy: sizes and resources of the members (default: one CPU/GPU member, as detected).
+
+    A dead member is dropped (``invalidate``) and replaced when a job next needs one.
+    """
+
+    def __init__(self, policy: ScalePolicy | None = None) -> None:
+        self.policy = policy or ScalePolicy()
+        self._gpus = self.policy.actor_gpus
+        self._members: dict[InferSpec, list[_Member]] = {}
+        self._lock = threading.Lock()
+        self.created = 0
+        self.removed = 0
+        self._requested: int | None = None
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def acquire(self, spec: InferSpec, job_id: str) -> Any:
+        """The member ``job_id`` runs on: the one with the fewest jobs (a new one if none)."""
+        with self._lock:
+            members = self._members.setdefault(spec, [])
+            self._poll_ready(members)
+            if not members:
+                members.append(self._create(spec))
+            member = min(members, key=lambda m: (len(m.jobs), not m.ready))
+            member.jobs.add(job_id)
+            return member.handle
+
+    def release(self, spec: InferSpec, job_id: str) -> None:
+        """``job_id`` no longer uses its member."""
+        with self._lock:
+            for member in self._members.get(spec, []):
+                if job_id in member.jobs:
+                    member.jobs.discard(job_id)
+                    if not member.jobs:
+                        member.idle_since = time.monotonic()
+
+    def invalidate(self, spec: InferSpec, handle: Any) -> None:
+        """Forget ``handle`` (it died); its jobs get another member when they retry."""
+        with self._lock:
+            members = self._members.get(spec, [])
+            self._members[spec] = [m for m in members if m.handle is not handle]
+
+    # -- sizing ----------------------------------------------------------------------------------
+    def size(self, spec: InferSpec) -> int:
+        with self._lock:
+            return len(self._members.get(spec, []))
+
+    def sizes(self) -> dict[InferSpec, int]:
+        with self._lock:
+            return {spec: len(members) for spec, members in self._members.items()}
+
+    def specs(self) -> list[InferSpec]:
+        with self._lock:
+            return list(self._members)
+
+    def scale(self, spec: InferSpec, target: int) -> tuple[int, int]:
+        """Grow to ``target`` members now, or shrink towards it by removing members idle longer
+        than the policy's ``idle_s``; returns (members added, members removed)."""
+        import ray
+
+        added = removed = 0
+        with self._lock:
+            members = self._members.setdefault(spec, [])
+            while len(members) < target:
+                members.append(self._create(spec))
+                added += 1
+            now = time.monotonic()
+            idle = sorted(
+                (m for m in members if not m.jobs and now - m.idle_since >= self.policy.idle_s),
+                key=lambda m: m.idle_since,
+            )
+            for member in idle[: max(0, len(members) - target)]:
+                members.remove(member)
+                ray.kill(member.handle)
+                removed += 1
+                self.removed += 1
+            if not members:
+                del self._members[spec]
+        return added, removed
+
+    def request_resources(self) -> None:
+        """Tell the cluster autoscaler how many member-sized bundles the pools want (a
+        persistent hint, replaced on every change; empty when the pools are empty)."""
+        if self.actor_gpus <= 0:
+            return
+        total = sum(self.sizes().values())
+        if total == self._requested:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"GPU": self.actor_gpus}] * total)
+        self._requested = total
+
+    def throughput(self, spec: InferSpec) -> float | None:
+        """Mean measured frames/s of the setting's members (busy time only), or None."""
+        with self._lock:
+            rates = [m.fps for m in self._members.get(spec, []) if m.fps]
+        return sum(rates) / len(rates) if rates else None
+
+    def poll_stats(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        """Each ready member's load counters (``SapiensWorker.stats``), with its name and
+        model setting; also updates the throughput estimates."""
+        import ray
+
+        with self._lock:
+            members = [(s, m) for s, ms in self._members.items() for m in ms]
+            for spec, _ in members:
+                self._poll_ready(self._members[spec])
+            members = [(s, m) for s, m in members if m.ready]
+        refs = [m.handle.stats.remote() for _, m in members]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+        out = []
+        for (spec, member), ref in zip(members, refs, strict=True):
+            if ref not in ready:
+                continue
+            try:
+                stats = ray.get(ref)
+            except Exception:  # a dying member: its job's retry will invalidate it
+                continue
+            prev, member.last_stats = member.last_stats, stats
+            if prev is not None:
+                frames = stats["frames"] - prev["frames"]
+                busy = stats["busy_s"] - prev["busy_s"]
+                if frames > 0 and busy > 0:
+                    rate = frames / busy
+                    member.fps = rate if member.fps is None else 0.7 * member.fps + 0.3 * rate
+            out.append(
+                {
+                    "actor": member.name,
+                    "size": spec.size,
+                    "tasks": list(spec.tasks),
+                    "jobs": len(member.jobs),
+                    **stats,
+                }
+            )
+        return out
+
+    def shutdown(self) -> None:
+        import ray
+
+        with self._lock:
+            for members in self._members.values():
+                for member in members:
+                    ray.kill(member.handle)
+            self._members.clear()
+        if self._requested:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[])
+            self._requested = 0
+
+    @property
+    def actor_gpus(self) -> float:
+        """GPUs per member (detected on first use when the policy leaves it open)."""
+        if self._gpus is None:
+            self._gpus = detected_gpus()
+        return self._gpus
+
+    # -- internals (lock held) -------------------------------------------------------------------
+    def _create(self, spec: InferSpec) -> _Member:
+        import ray
+
+        name = f"sapiens-stream/infer/{self.created}"
+        handle = (
+            ray.remote(num_cpus=1, num_gpus=self.actor_gpus, max_concurrency=ACTOR_CONCURRENCY)(
+                SapiensWorker
+            )
+            .options(name=name)
+            .remote(spec)
+        )
+        self.created += 1
+        logger.info("pool: started %s (%s, %s)", name, spec.size, ",".join(spec.tasks))
+        return _Member(handle=handle, name=name, ready_ref=handle.model_facts.remote())
+
+    @staticmethod
+    def _poll_ready(members: list[_Member]) -> None:
+        import ray
+
+        waiting = [m for m in members if not m.ready]
+        if not waiting:
+            return
+        done, _ = ray.wait([m.ready_ref for m in waiting], num_returns=len(waiting), timeout=0)
+        for member in waiting:
+            if member.ready_ref in done:
+                member.ready = True
+
+
+def detected_gpus() -> float:
+    """1 when this machine or the running Ray cluster has a GPU, else 0."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1.0
+    try:
+        import ray
+
+        if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0:
+            return 1.0
+    except Exception:  # no cluster to ask: CPU actors
+        pass
+    return 0.0
