@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -10,6 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Every Ray cluster of the suite -- local ones from ray.init() and heads started with
+# `ray start` -- runs with token authentication. Ray reads these when it is imported, so they
+# are set here, before any test module imports it.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 SHARED_CLIP = ROOT.parent / "shared" / "data" / "people_walking_720p.avi"
 
