@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 
 from flows.errors import SpecError
 from flows.spec import JobSpec
@@ -29,6 +30,7 @@ def submit_ray_job(
     *,
     redis_url: str | None = None,
     actor_gpus: float | None = None,
+    retry_s: float = 60.0,
 ) -> str:
     """Submit ``spec`` to the Ray Jobs API at ``address`` (``http://HEAD:8265``); returns the
     job id.
@@ -40,6 +42,7 @@ def submit_ray_job(
             (``SAPIENS_STREAM_REDIS_URL`` on its nodes). A URL given here travels in the Ray
             job's runtime environment, which the dashboard shows: prefer the cluster's.
         actor_gpus: GPUs of the job's Sapiens actor (default: what the cluster has).
+        retry_s: how long to retry while the cluster says its job agent is not up yet.
 
     Raises:
         SpecError: if the cluster refuses the submission (unreachable, duplicate job id).
@@ -59,14 +62,21 @@ def submit_ray_job(
     if actor_gpus is not None:
         argv += ["--actor-gpus", str(actor_gpus)]
     env = {"SAPIENS_STREAM_REDIS_URL": redis_url} if redis_url else {}
-    try:
-        client = JobSubmissionClient(address)
-        client.submit_job(
-            entrypoint=shlex.join(argv),
-            submission_id=ray_submission_id(spec.job_id),
-            metadata={"sapiens_stream_job": spec.job_id},
-            runtime_env={"env_vars": env} if env else None,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise SpecError(f"the Ray Jobs API at {address} refused job {spec.job_id}: {e}") from e
-    return spec.job_id
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            client.submit_job(
+                entrypoint=shlex.join(argv),
+                submission_id=ray_submission_id(spec.job_id),
+                metadata={"sapiens_stream_job": spec.job_id},
+                runtime_env={"env_vars": env} if env else None,
+            )
+            return spec.job_id
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            # A head that has just started answers before its job agent is up.
+            if "try again later" in str(e) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            msg = f"the Ray Jobs API at {address} refused job {spec.job_id}: {e}"
+            raise SpecError(msg) from e

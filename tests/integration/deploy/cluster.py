@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import yaml
@@ -65,6 +65,12 @@ def ray_head(
     env.pop("RAY_ADDRESS", None)
     argv = [str(RAY), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}"]
     argv += ["--num-gpus=0", "--object-store-memory=200000000", "--disable-usage-stats"]
+    # Ports of their own, so another Ray instance on this machine cannot take them first.
+    argv += [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    argv += [
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
     if dashboard_port is None:
         argv.append("--include-dashboard=false")
     else:
@@ -79,7 +85,9 @@ def ray_head(
         argv.append(f"--autoscaling-config={path}")
         env["RAY_FAKE_CLUSTER"] = "1"
     log = open(tmp / "ray-head.log", "wb")  # noqa: SIM115 - closed below
-    head = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    head = subprocess.Popen(
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     address = f"{ip}:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -95,30 +103,29 @@ def ray_head(
             _wait_http(dashboard_port, deadline)
         yield address
     finally:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         for _ in range(3):  # worker nodes of the fake provider live in their own sessions
             for pid in _cluster_pids(port):
-                try:
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.5)
         log.close()
 
 
 def _wait_http(port: int, deadline: float) -> None:
+    import urllib.error
     import urllib.request
 
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2)
+            return
+        except urllib.error.HTTPError:  # up, and asking for the token
             return
         except OSError:
             assert time.monotonic() < deadline, "the Ray dashboard did not start"
