@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,9 +59,18 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 def _coordinator(args: argparse.Namespace, *, detach: bool) -> Any:
     from storage import Coordinator, connect
+    from storage.connection import redis_url_from_env
 
-    Path(args.output_root).mkdir(parents=True, exist_ok=True)
-    return Coordinator(connect(args.redis_url, root=args.output_root, detach=detach).client)
+    root = args.output_root
+    if "://" in root:  # object storage: no place for the embedded server's data
+        if not (args.redis_url or redis_url_from_env()):
+            raise SpecError(
+                f"output root {root!r} is remote: give --redis-url or SAPIENS_STREAM_REDIS_URL "
+                "(the embedded Redis keeps its data under a local output root)"
+            )
+    else:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return Coordinator(connect(args.redis_url, root=root, detach=detach).client)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -279,8 +289,9 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output-root",
-        default="out/results",
-        help="where stores (and the embedded Redis data) live",
+        default=os.environ.get("SAPIENS_STREAM_OUTPUT_ROOT", "out/results"),
+        help="where stores (and the embedded Redis data) live (default: "
+        "SAPIENS_STREAM_OUTPUT_ROOT, else out/results); s3://... needs s3fs",
     )
     p.add_argument(
         "--redis-url",
