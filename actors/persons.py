@@ -1,7 +1,8 @@
 """``PersonStage``: detect persons in a frame batch and give them stable track ids.
 
-One instance per job (tracking is sequential in frame order). The tracker state is plain data,
-so a restarted job can continue with the same ids.
+One instance per job (tracking is sequential in frame order). The tracker counts in sampled
+frames (its ``max_age`` and motion model see one step per analysed frame, whatever the stride or
+target fps). Its state is plain data, so a restarted job can continue with the same ids.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class PersonStage:
         self.tracker = (
             Tracker.from_state(dict(tracker_state)) if tracker_state else Tracker(tracker_config)
         )
+        self._step = int(tracker_state["last_frame"]) + 1 if tracker_state else 0
+        self._next_source = 0
 
     def __call__(self, batch: FrameBatch) -> tuple[Detections, np.ndarray]:
         """Detections of the batch (``frame`` = row in the batch, grouped by frame) and the
@@ -52,9 +55,21 @@ class PersonStage:
         parts, ids = [], []
         for f in range(len(batch)):
             mine = found.for_frame(f)
-            ids.append(self.tracker.update(mine, int(batch.source_index[f])))
+            ids.append(self.tracker.update(mine, self._step))
+            self._step += 1
             parts.append(mine)
+        self._next_source = int(batch.source_index[-1]) + 1
         return Detections.concat(parts), np.concatenate(ids).astype(np.int64)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Where a restarted job can pick up after the frames seen so far: ``frames`` (sampled
+        frames analysed = the store index reached), ``next_source_index`` (the decode index to
+        restart decoding at) and the tracker state."""
+        return {
+            "frames": self._step,
+            "next_source_index": self._next_source,
+            "tracker": self.tracker.state(),
+        }
 
     def state(self) -> dict[str, Any]:
         """The tracker state after the last processed frame (plain data)."""

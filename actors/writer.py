@@ -33,6 +33,7 @@ class WriterStage:
         resume: bool = False,
     ) -> None:
         self.url = url
+        self._checkpoints: list[dict[str, Any]] = []
         if resume:
             self.writer = Writer.resume(url)
         else:
@@ -43,10 +44,29 @@ class WriterStage:
     def watermark(self) -> int:
         return self.writer.watermark
 
-    def add(self, results: Sequence[FrameResult]) -> int:
-        """Accept results in any order; returns the commit watermark (frames final)."""
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The resume state saved with the store, or None."""
+        return self.writer.checkpoint
+
+    def add(
+        self, results: Sequence[FrameResult], checkpoint: Mapping[str, Any] | None = None
+    ) -> int:
+        """Accept results in any order; returns the commit watermark (frames final).
+
+        ``checkpoint``: the job's resume state once frames ``0 .. checkpoint["frames"] - 1``
+        are final; it is saved with the store as soon as the watermark reaches it.
+        """
         for r in results:
             self.writer.add(r)
+        if checkpoint is not None:
+            self._checkpoints.append(dict(checkpoint))
+        ready = [c for c in self._checkpoints if c["frames"] <= self.writer.watermark]
+        if ready:
+            newest = max(ready, key=lambda c: c["frames"])
+            saved = self.writer.checkpoint
+            if saved is None or newest["frames"] > saved["frames"]:
+                self.writer.save_checkpoint(newest)
+            self._checkpoints = [c for c in self._checkpoints if c["frames"] > newest["frames"]]
         return self.writer.watermark
 
     def finalize(self, timings: Mapping[str, float] | None = None) -> int:

@@ -2,10 +2,11 @@
 
 Pixels never pass through the coordinating process: it holds object references and small batch
 summaries only. At most ``max_in_flight`` batches are between decode and commit, so memory stays
-flat however long the video. If a stage's process dies, the job restarts from the store's commit
-watermark: decoding and tracking replay from the start (tracking is sequential and cheap, and
-replaying keeps every track id equal to a clean run's) while inference and writing resume at
-the watermark; frames already committed are never written again.
+flat however long the video. If a stage's process dies, the job restarts from its last
+checkpoint, saved with the store at or below the commit watermark: decoding restarts at the
+checkpoint's source frame and tracking from its saved state (so every track id equals a clean
+run's), inference and writing resume at the watermark, and frames already committed are never
+written again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
         return
     ray.init(
+        address="local",  # a new local cluster, even if another runs on this machine
         num_cpus=max(4, os.cpu_count() or 1),
         include_dashboard=False,
         object_store_memory=256 * 2**20,
@@ -74,10 +76,18 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
     def named(stage: str) -> dict[str, Any]:
         return {"name": stage_name(spec.job_id, stage, attempt) + nonce}
 
+    # A resumed job restarts decoding and tracking at its last checkpoint (saved with the
+    # store, at or below the watermark), not at frame 0.
+    checkpoint = _checkpoint(plan) if resume else None
     decoder = (
         ray.remote(num_cpus=0.5)(DecodeSession)
         .options(**named("decode"))
-        .remote(plan.decode, spec.job_id, spec.source)
+        .remote(
+            plan.decode,
+            spec.job_id,
+            spec.source,
+            checkpoint["next_source_index"] if checkpoint else 0,
+        )
     )
     info = ray.get(decoder.video_info.remote())
     from fractions import Fraction
@@ -90,7 +100,11 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
     persons = (
         ray.remote(num_cpus=0.5)(PersonStage)
         .options(**named("persons"))
-        .remote(plan.detector, plan.detector_options)
+        .remote(
+            plan.detector,
+            plan.detector_options,
+            tracker_state=checkpoint["tracker"] if checkpoint else None,
+        )
     )
     split: dict[str, Any] = {}
     if spec.placement == "split":
@@ -124,6 +138,7 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
         "writer": writer,
         "out_size": plan.out_size(video),
         "video": video,
+        "first_index": checkpoint["frames"] if checkpoint else 0,
         "pooled": pool is not None and not split,
         **split,
     }
@@ -171,7 +186,7 @@ def _drive(
 
     writer = stages["writer"]
     watermark = ray.get(writer.watermark.remote())
-    index, pending, done_frames = 0, [], watermark
+    index, pending, done_frames = stages["first_index"], [], watermark
     while True:
         if should_stop is not None and should_stop():
             raise JobCancelledError(plan.spec.job_id)
@@ -186,7 +201,8 @@ def _drive(
             det_ref, ids_ref = stages["persons"].__call__.options(num_returns=2).remote(batch_ref)
             if index + meta.frames > watermark:
                 args = (batch_ref, det_ref, ids_ref, index, stages["out_size"])
-                pending.append(writer.add.remote(_infer(plan, stages, args)))
+                checkpoint = stages["persons"].checkpoint.remote()
+                pending.append(writer.add.remote(_infer(plan, stages, args), checkpoint))
             index += meta.frames
         while len(pending) > max_in_flight or (meta.is_last and pending):
             ready, pending = ray.wait(pending, num_returns=1)
@@ -293,7 +309,9 @@ def _release(stages: dict[str, Any]) -> None:
     import ray
 
     for name, handle in stages.items():
-        if name in ("out_size", "video", "pooled") or (name == "infer" and stages.get("pooled")):
+        if name in ("out_size", "video", "first_index", "pooled") or (
+            name == "infer" and stages.get("pooled")
+        ):
             continue
         ray.kill(handle)  # a split job's backbone appears twice; killing twice is harmless
 
@@ -305,6 +323,16 @@ def _private_gpus(plan: JobPlan) -> float:
     if device is not None:
         return 1.0 if device.startswith("cuda") else 0.0
     return detected_gpus()
+
+
+def _checkpoint(plan: JobPlan) -> dict[str, Any] | None:
+    """The resume state saved with the job's store, if any."""
+    from storage import StoreNotFoundError, open_result
+
+    try:
+        return open_result(plan.store_url).attrs.get("checkpoint")
+    except StoreNotFoundError:
+        return None
 
 
 def _store_exists(plan: JobPlan) -> bool:

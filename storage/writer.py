@@ -232,6 +232,23 @@ class Writer:
         return self._watermark
 
     @property
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The job's last saved resume state (see :meth:`save_checkpoint`), or None."""
+        cp = self._meta.get("checkpoint")
+        return dict(cp) if cp else None
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Record the job's resume state: plain JSON data whose ``frames`` (the frames it
+        covers) must not exceed the watermark, so a resumed job can start there instead of at
+        frame 0 (e.g. a tracker's state after frame ``frames - 1``)."""
+        frames = int(state["frames"])
+        if not 0 <= frames <= self._watermark:
+            msg = f"checkpoint at {frames} frames is past the watermark {self._watermark}"
+            raise StorageError(msg)
+        self._meta["checkpoint"] = dict(state)
+        _store.write_meta(self._root, self._meta)
+
+    @property
     def pending_frames(self) -> int:
         """Frames received but not committed yet."""
         return len(self._pending)

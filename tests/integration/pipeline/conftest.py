@@ -13,7 +13,11 @@ def ray_cluster() -> Iterator[ModuleType]:
     import ray
 
     ray.init(
-        num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False
+        address="local",  # never join another Ray instance running on this machine
+        num_cpus=4,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
     )
     yield ray
     ray.shutdown()
