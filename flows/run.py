@@ -248,6 +248,9 @@ def run_on_ray(
     ensure_ray(address)
     t0 = time.perf_counter()
     job_id, url = plan.spec.job_id, plan.store_url
+    if resume and (done := _completed_frames(plan)) is not None:
+        # A previous owner finished the store but died before recording it: nothing to redo.
+        return JobOutcome(job_id=job_id, state="succeeded", store_url=url, frames=done)
     for attempt in range(retries + 1):
         stages: dict[str, Any] = {}
         try:
@@ -323,6 +326,17 @@ def _private_gpus(plan: JobPlan) -> float:
     if device is not None:
         return 1.0 if device.startswith("cuda") else 0.0
     return detected_gpus()
+
+
+def _completed_frames(plan: JobPlan) -> int | None:
+    """Frames of the job's store if it is complete, else None."""
+    from storage import StoreNotFoundError, open_result
+
+    try:
+        reader = open_result(plan.store_url)
+    except StoreNotFoundError:
+        return None
+    return reader.num_frames if reader.status == "complete" else None
 
 
 def _checkpoint(plan: JobPlan) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from flows.plan import plan_job
 from flows.pool import InferPool, ScalePolicy, desired_actors
 from flows.run import run_on_ray
 from flows.spec import JobSpec
-from storage import Coordinator, HeartbeatThread, JobLease
+from storage import CoordinationError, Coordinator, HeartbeatThread, JobLease
 
 __all__ = ["JobService", "default_worker_id"]
 
@@ -81,6 +81,7 @@ class JobService:
         self.address = address
         self.pool = InferPool(policy)
         self.scale_interval_s = scale_interval_s
+        self.retry_s = 120.0  # how long outcomes are retried while Redis is unreachable
         self.decisions: list[dict[str, Any]] = []  # pool size changes, newest last (bounded)
         self._running: dict[str, _Running] = {}
         self._seen_frames: list[int] = []  # expected sizes of recent jobs, for queued ones
@@ -104,7 +105,12 @@ class JobService:
                 if len(self._threads) >= self.max_jobs:
                     time.sleep(poll_ms / 1000)
                     continue
-                lease = self.coord.claim(self.worker_id, block_ms=poll_ms)
+                try:
+                    lease = self.coord.claim(self.worker_id, block_ms=poll_ms)
+                except Exception:  # Redis away: running jobs go on; claim again once it is back
+                    logger.warning("could not claim from the queue", exc_info=True)
+                    time.sleep(poll_ms / 1000)
+                    continue
                 if lease is not None:
                     self._start(lease)
             for thread in list(self._threads.values()):
@@ -162,7 +168,11 @@ class JobService:
         def should_stop() -> bool:
             if self.heartbeat.lost(lease.job_id):
                 return True
-            return self.coord.get(lease.job_id).cancel_requested
+            try:
+                return self.coord.get(lease.job_id).cancel_requested
+            except Exception:  # Redis briefly away: keep going; the lease check above decides
+                logger.warning("job %s: could not read its cancel flag", lease.job_id)
+                return False
 
         try:
             outcome = run_on_ray(
@@ -176,15 +186,14 @@ class JobService:
         finally:
             self._running.pop(lease.job_id, None)
         if outcome.state == "succeeded":
-            self.coord.progress(lease, committed_frames=outcome.frames)  # the final tail
-            self.coord.complete(
-                lease, result={"frames": outcome.frames, "store": outcome.store_url}
-            )
+            self._retrying(self.coord.progress, lease, committed_frames=outcome.frames)
+            result = {"frames": outcome.frames, "store": outcome.store_url}
+            self._retrying(self.coord.complete, lease, result=result)
         elif outcome.state == "cancelled":
             if not self.heartbeat.lost(lease.job_id):
-                self.coord.confirm_cancel(lease)
+                self._retrying(self.coord.confirm_cancel, lease)
         else:
-            self.coord.fail(lease, outcome.error or "failed")
+            self._retrying(self.coord.fail, lease, outcome.error or "failed")
         logger.info("job %s %s (%d frames)", lease.job_id, outcome.state, outcome.frames)
 
     # -- pool sizing -----------------------------------------------------------------------------
@@ -253,6 +262,24 @@ class JobService:
             }
         )
         return changes
+
+    def _retrying(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
+        """Record a job's outcome, riding out a Redis outage of up to ``retry_s`` (a lost
+        lease or a state already changed by others is final: it raises at once)."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.2
+        while True:
+            try:
+                fn(*args, **kwargs)
+                return
+            except CoordinationError:
+                raise
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("%s failed; retrying", getattr(fn, "__name__", fn), exc_info=True)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     @staticmethod
     def _safely(fn: Callable[..., object], *args: object, **kwargs: object) -> None:

@@ -1,0 +1,179 @@
+"""kill -9 of every kind of process a job depends on, mid-job: each job still finishes, and its
+store equals a clean run's -- every sampled frame exactly once, the same persons with the same
+track ids. Model outputs are compared with the tolerances of ``_assert_same_store`` (fp32
+batch-composition effects: a resumed job batches its crops differently)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.plan import plan_job
+from flows.run import run_on_ray, stage_name
+from flows.service import JobService
+from flows.spec import JobSpec
+from storage import TERMINAL_STATES, Coordinator, CoordinatorConfig, connect, open_result
+from tests.faults._serve import TTL_S
+from tests.integration.pipeline.test_run import _assert_same_store
+
+pytestmark = [pytest.mark.ray, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[2]
+STRIDE = 12  # 29 frames: several blocks of 8, so a kill lands mid-job
+
+
+def _spec(clip: Path, root: Path, job_id: str, placement: str = "fused") -> JobSpec:
+    boxes = {str(i): [[100, 50, 500, 700], [600, 0, 1200, 700]] for i in range(0, 341, STRIDE)}
+    return JobSpec.from_dict(
+        {
+            "source": str(clip),
+            "job_id": job_id,
+            "output_root": str(root),
+            "detector": "boxes",
+            "boxes": boxes,
+            "sampling": {"stride": STRIDE},
+            "max_side": 160,
+            "batch_size": 4,
+            "placement": placement,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def clean_runs(
+    ray_cluster, shared_clip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Stores of undisturbed runs, per placement, made on first use."""
+    runs: dict[str, str] = {}
+
+    def get(placement: str) -> str:
+        if placement not in runs:
+            root = tmp_path_factory.mktemp(f"clean-{placement}")
+            out = run_on_ray(plan_job(_spec(shared_clip, root, "clean", placement)))
+            assert out.state == "succeeded", out.error
+            runs[placement] = out.store_url
+        return runs[placement]
+
+    return get  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def clean(clean_runs) -> str:
+    """The store of an undisturbed fused run."""
+    return clean_runs("fused")
+
+
+def _kill_actor(ray: Any, job_id: str, stage: str) -> int:
+    prefix = stage_name(job_id, stage, 0)
+    (name,) = [n for n in ray.util.list_named_actors() if n.startswith(prefix)]
+    actor = ray.get_actor(name)
+    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+    os.kill(pid, signal.SIGKILL)  # kill -9, not a polite shutdown
+    return pid
+
+
+@pytest.mark.parametrize(
+    ("stage", "placement"),
+    [
+        ("decode", "fused"),
+        ("persons", "fused"),
+        ("infer", "fused"),
+        ("writer", "fused"),
+        ("backbone", "split"),
+        ("head-pose", "split"),
+        ("post", "split"),
+    ],
+)
+def test_killing_a_stage_process_mid_job_still_gives_the_clean_store(
+    ray_cluster, clean_runs, shared_clip: Path, tmp_path: Path, stage: str, placement: str
+) -> None:
+    job_id = f"kill-{stage}"
+    killed: list[int] = []
+
+    def kill_once(done: int, seen: int) -> None:
+        if not killed and done >= 8:
+            killed.append(_kill_actor(ray_cluster, job_id, stage))
+
+    plan = plan_job(_spec(shared_clip, tmp_path, job_id, placement))
+    out = run_on_ray(plan, progress=kill_once)
+    assert killed, "the job ended before the kill"
+    assert out.state == "succeeded", out.error
+    assert open_result(out.store_url).attrs["timings"]["attempts"] == 2
+    _assert_same_store(out.store_url, clean_runs(placement))
+
+
+def _wait(coord: Coordinator, job_id: str, until: Callable[[Any], bool], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while not until(record := coord.get(job_id)):
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+    return record
+
+
+@contextmanager
+def _serving(coord: Coordinator, worker_id: str) -> Iterator[JobService]:
+    stop = threading.Event()
+    service = JobService(coord, worker_id=worker_id, max_jobs=1, device="cpu")
+    thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def test_killing_the_serve_process_mid_job_lets_another_finish_it(
+    ray_cluster, clean: str, redis_process, shared_clip: Path, tmp_path: Path
+) -> None:
+    config = CoordinatorConfig(heartbeat_ttl_s=TTL_S)
+    coord = Coordinator(connect(redis_process.url).client, config)
+    spec = _spec(shared_clip, tmp_path, "serve-killed")
+    coord.submit(spec.to_dict(), job_id=spec.job_id)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tests.faults._serve", redis_process.url, "serve-first"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(coord, spec.job_id, lambda r: r.committed_frames >= 8, timeout=180)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # the whole service, mid-job
+        first.wait(timeout=30)
+    assert coord.get(spec.job_id).state == "running"  # nobody recorded anything
+    with _serving(coord, "serve-second"):
+        record = _wait(coord, spec.job_id, lambda r: r.state in TERMINAL_STATES, timeout=240)
+    assert record.state == "succeeded", record.error
+    assert record.attempts == 2 and record.owner == "serve-second"
+    _assert_same_store(plan_job(spec).store_url, clean)
+
+
+def test_killing_redis_mid_job_loses_nothing(
+    ray_cluster, clean: str, redis_process, shared_clip: Path, tmp_path: Path
+) -> None:
+    coord = Coordinator(connect(redis_process.url).client)
+    spec = _spec(shared_clip, tmp_path, "redis-killed")
+    coord.submit(spec.to_dict(), job_id=spec.job_id)
+    with _serving(coord, "serve-redis"):
+        _wait(coord, spec.job_id, lambda r: r.committed_frames >= 8, timeout=180)
+        redis_process.kill()
+        time.sleep(2.0)  # the job goes on without Redis meanwhile
+        redis_process.start()  # same port, same append-only file
+        record = _wait(coord, spec.job_id, lambda r: r.state in TERMINAL_STATES, timeout=240)
+    assert record.state == "succeeded", record.error
+    assert record.attempts == 1  # the service rode out the outage: no redelivery
+    assert record.committed_frames == open_result(plan_job(spec).store_url).num_frames
+    _assert_same_store(plan_job(spec).store_url, clean)
