@@ -74,6 +74,17 @@ def test_submit_and_serve_match_run_and_jobs_do_not_interfere(
         again = coord.submit(a.to_dict(), job_id="other", client_key="k1")
         assert coord.submit(a.to_dict(), client_key="k1").job_id == again.job_id
         _wait(coord, ["served-a", "served-b", again.job_id])
+        # The service publishes its shared actor's load with its heartbeat (Redis).
+        deadline = time.monotonic() + 40
+        while (
+            not (actors := coord.workers().get("test-serve", {}).get("actors"))
+            or actors[0]["frames"] < 24
+        ):
+            assert time.monotonic() < deadline, coord.workers()
+            time.sleep(0.5)
+        (actor,) = actors
+        assert actor["calls"] >= 6 and actor["forwards"] >= 1
+        assert 0 < actor["busy_fraction"] <= 1 and 0 < actor["fill"] <= 1
     assert coord.get("served-a").state == "succeeded"
     assert coord.get("served-b").committed_frames == 6
     assert service.pool.created == 1
