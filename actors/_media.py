@@ -119,6 +119,21 @@ def open_container(
     except FileNotFoundError as e:
         msg = f"cannot open video {name!r}: not found ({e.strerror}); check the path or URL"
         raise SourceNotFoundError(msg) from e
+    except av.error.HTTPNotFoundError as e:
+        msg = f"cannot open video {name!r}: the server answered 404 Not Found; check the URL"
+        raise SourceNotFoundError(msg) from e
+    except (av.error.HTTPError, av.error.HTTPClientError) as e:
+        msg = (
+            f"cannot open video {name!r}: the server refused it ({_cause(e)}); check the URL "
+            "and that it may be read"
+        )
+        raise SourceUnreachableError(msg) from e
+    except av.error.ProtocolNotFoundError as e:
+        msg = (
+            f"cannot open video {name!r}: FFmpeg has no protocol for {_scheme(text)!r} URLs; "
+            "expected a local path or an http(s), rtsp or rtmp URL"
+        )
+        raise UnreadableMediaError(msg) from e
     except _NETWORK_ERRORS as e:
         msg = (
             f"cannot open video {name!r}: {_cause(e)} (open timeout {open_timeout_s:g} s); "
@@ -153,6 +168,8 @@ def _check_local_file(path: Path, name: str) -> None:
 
 
 def _cause(error: BaseException) -> str:
+    if isinstance(error, av.error.ExitError):  # how PyAV's timeout interrupts FFmpeg
+        return "timed out"
     text = getattr(error, "strerror", None) or str(error)
     return f"{type(error).__name__}: {text}"
 
@@ -167,7 +184,8 @@ def network_error(error: BaseException, name: str, index: int | None = None) -> 
 def video_stream(
     container: av.container.InputContainer, name: str, *, threads: int
 ) -> av.video.stream.VideoStream:
-    """The first video stream that is not a cover picture, set up for threaded decoding.
+    """The first decodable video stream that is not a cover picture, set up for threaded
+    decoding.
 
     Args:
         container: an open input container.
@@ -176,16 +194,32 @@ def video_stream(
 
     Raises:
         NoVideoStreamError: the container has no video stream (cover pictures do not count).
+        UnreadableMediaError: its video streams are in codecs FFmpeg cannot decode.
     """
     videos = [s for s in container.streams.video if not s.disposition & _ATTACHED_PIC]
     if not videos:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds = sorted(_kind(s) for s in container.streams) or ["none"]
         msg = f"{name!r} has no video stream (streams: {', '.join(kinds)}); expected a video"
+        if not {s.type for s in container.streams} - {"data", "attachment"}:
+            msg += " (if it is one, the file may be truncated or damaged)"
         raise NoVideoStreamError(msg)
-    stream = videos[0]
+    decodable = [s for s in videos if s.codec_context is not None]
+    if not decodable:  # PyAV gives no codec context when FFmpeg has no decoder for the codec
+        msg = (
+            f"{name!r}: its video stream is in an unknown codec (no decoder in this FFmpeg "
+            "build); expected a common video codec (H.264, HEVC, VP9, AV1, MPEG-4, MJPEG, ...)"
+        )
+        raise UnreadableMediaError(msg)
+    stream = decodable[0]
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = threads
     return stream
+
+
+def _kind(stream: av.stream.Stream) -> str:
+    if stream.type == "video" and stream.disposition & _ATTACHED_PIC:
+        return "cover picture"
+    return str(stream.type)
 
 
 def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -238,7 +272,8 @@ def orientation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) ->
             if abs(frame.rotation) % 90:
                 logger.warning("display rotation %s snapped to 90 degrees", frame.rotation)
             return _from_matrix(a, b, c, d)
-    tag = stream.metadata.get("rotate")
+    # FFmpeg looks metadata keys up case-insensitively; Matroska stores tags as "ROTATE".
+    tag = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
     if tag is not None:
         try:
             degrees = -float(tag)
@@ -278,6 +313,11 @@ class FrameReader:
     retried; after ``_MAX_READ_ERRORS`` in a row the source is treated as ended, like a
     truncated file. Network failures raise :class:`SourceUnreachableError`.
 
+    At the end of the stream, packets that never got a slot are counted in ``n_corrupt`` too:
+    PyAV stops draining a frame-threaded decoder at the first decode error (and drops an error
+    that follows a frame), so on damaged input the frames still inside the decoder would
+    otherwise vanish uncounted.
+
     Args:
         packets: the stream's packets (from :func:`iter_packets`).
         first_index: decode index of the first frame these packets produce.
@@ -287,11 +327,14 @@ class FrameReader:
     def __init__(self, packets: Iterator[av.Packet], *, first_index: int, name: str) -> None:
         self._packets = packets
         self._name = name
+        self._first_index = first_index
         self.next_index = first_index
         self.n_corrupt = 0
 
     def __iter__(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        fed = 0  # packets that stand for a frame (non-empty, not to be discarded)
         for packet in self._packets:
+            fed += bool(packet.size) and not packet.is_discard
             try:
                 frames = packet.decode()
             except _NETWORK_ERRORS as e:
@@ -307,6 +350,13 @@ class FrameReader:
                     self.n_corrupt += 1
                     continue
                 yield index, frame
+        lost = fed - (self.next_index - self._first_index)
+        if lost > 0:
+            self.n_corrupt += lost
+            self.next_index += lost
+            logger.warning(
+                "%s: %d frame(s) never came out of the decoder (damaged input)", self._name, lost
+            )
 
 
 def iter_packets(

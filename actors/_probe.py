@@ -117,6 +117,12 @@ def probe_video(
     with open_container(source, **timeouts) as container:
         stream = video_stream(container, name, threads=threads)
         window = _decode_window(container, stream, name)
+        if window.first is None and window.packets == 0:
+            msg = (
+                f"{name!r}: its video stream holds no frame (the data ends before the first "
+                "one); the file is empty or truncated"
+            )
+            raise UnreadableMediaError(msg)
         if window.first is None:
             msg = (
                 f"{name!r}: no decodable video frame in its first {window.packets} packets "

@@ -32,7 +32,7 @@ class DecodeError(ActorError, ValueError):
 
 
 class SourceNotFoundError(DecodeError, FileNotFoundError):
-    """A local video path does not exist (or is not a regular file)."""
+    """A local video path does not exist (or is not a regular file), or a URL answers 404."""
 
 
 class SourceUnreachableError(DecodeError, ConnectionError):
