@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -292,7 +293,7 @@ def run_on_ray(
                     "job %s: a stage died (%s); resuming at the watermark", job_id, cause
                 )
                 continue
-            reason = f"{type(cause).__name__}: {cause}"
+            reason = _reason(cause)
             _fail(stages, reason)
             return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0, error=reason)
         finally:
@@ -300,6 +301,20 @@ def run_on_ray(
             if pool is not None:  # also when setup failed after the member was acquired
                 pool.release(plan.infer, job_id)
     raise AssertionError("unreachable")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(cause: BaseException) -> str:
+    """One readable line for the job record. A stage whose constructor raised (unreadable
+    source, bad checkpoint) reaches us as Ray's creation-task traceback, which ends with the
+    original error ("DecodeError: ..."): keep that line."""
+    text = _ANSI.sub("", str(cause))
+    if getattr(cause, "actor_init_failed", False):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else type(cause).__name__
+    return f"{type(cause).__name__}: {text}"
 
 
 def _get(ref: Any) -> Any:

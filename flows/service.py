@@ -156,13 +156,18 @@ class JobService:
             if running.expected:
                 self._seen_frames = [*self._seen_frames[-49:], running.expected]
 
+        # The registry adds counters up: report only what is new, also across attempts.
+        reported = {"decoded": self._safely_get_counter(lease.job_id, "decoded_frames")}
+
         def progress(committed: int, decoded: int) -> None:
             running.committed, running.decoded = committed, decoded
+            new = max(0, decoded - reported["decoded"])
+            reported["decoded"] += new
             self._safely(
                 self.coord.progress,
                 lease,
                 committed_frames=committed,
-                counters={"decoded_frames": decoded},
+                counters={"decoded_frames": new} if new else None,
             )
 
         def should_stop() -> bool:
@@ -280,6 +285,12 @@ class JobService:
                 logger.warning("%s failed; retrying", getattr(fn, "__name__", fn), exc_info=True)
                 time.sleep(delay)
                 delay = min(2.0, delay * 2)
+
+    def _safely_get_counter(self, job_id: str, name: str) -> int:
+        try:
+            return int(self.coord.get(job_id).counters.get(name, 0))
+        except Exception:  # Redis away: count from zero; a counter may then run high
+            return 0
 
     @staticmethod
     def _safely(fn: Callable[..., object], *args: object, **kwargs: object) -> None:

@@ -276,12 +276,6 @@ _TRACEBACK = re.compile(r"Traceback|File \"|\x1b\[|\n")
 
 @pytest.mark.ray
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/run.py run_on_ray records str(ActorDiedError) for a stage whose constructor "
-    "raised: Ray's creation-task traceback with ANSI colour codes, the decode error's "
-    "message only on its last line",
-)
 def test_failed_jobs_record_the_decode_error_alone(
     served: dict[str, Any], input_cases: dict[str, Case]
 ) -> None:
@@ -294,11 +288,6 @@ def test_failed_jobs_record_the_decode_error_alone(
 
 @pytest.mark.ray
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/service.py progress() passes the running total of decoded frames as "
-    "counters={'decoded_frames': decoded}, but Coordinator.progress adds counters (HINCRBY)",
-)
 def test_records_count_the_decoded_frames(
     served: dict[str, Any], input_cases: dict[str, Case]
 ) -> None:
