@@ -67,6 +67,8 @@ class InferSpec:
             CPUs it reserved; inference is the bottleneck stage, so it may use more).
         batch_deadline_ms: longest a crop waits for crops of other calls (other frame
             batches, other jobs) before its forward runs anyway.
+        dense_mode: ``crop`` (dense tasks on person crops, composited) or ``frame`` (on the
+            whole frame, as the official demos); see ``models.analyze.Analyzer``.
     """
 
     tasks: tuple[str, ...]
@@ -83,6 +85,7 @@ class InferSpec:
     crop_size: tuple[int, int] | None = None
     cpu_threads: int | None = None
     batch_deadline_ms: float = 10.0
+    dense_mode: str = "crop"
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:
@@ -160,7 +163,12 @@ class SapiensWorker:
                 g.model.heads["pose"].spec.out_dim for g in self.groups if "pose" in g.model.heads
             )
             flip = keypoint_set(k).flip_indices
-        self.analyzer = Analyzer(self.groups, flip_indices=flip, crop_size=spec.resolved_crop_size)
+        self.analyzer = Analyzer(
+            self.groups,
+            flip_indices=flip,
+            crop_size=spec.resolved_crop_size,
+            dense_mode=spec.dense_mode,
+        )
         self.batcher = DynamicBatcher(
             self.analyzer.run_groups,
             batch_size=spec.batch_size,

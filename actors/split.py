@@ -63,6 +63,8 @@ class BackboneWorker:
     def __init__(self, spec: InferSpec) -> None:
         if spec.flip_test:
             raise ValueError("flip_test needs the pose head beside its backbone: use fused")
+        if spec.dense_mode != "crop":
+            raise ValueError("the whole-frame dense mode runs in fused placement only")
         groups = build_groups(spec)
         runtime = runtime_spec(spec)
         self.facts = model_facts(spec, groups)

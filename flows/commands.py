@@ -32,6 +32,7 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("job_id", args.job_id),
         ("detector", args.detector),
         ("max_side", args.max_side),
+        ("dense_mode", args.dense_mode),
         ("batch_size", args.batch_size),
     ):
         if value is not None:
@@ -282,6 +283,11 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float)
     p.add_argument("--end", type=float)
     p.add_argument("--max-side", type=int, help="downscale dense outputs to this longer side")
+    p.add_argument(
+        "--dense-mode",
+        choices=("crop", "frame"),
+        help="seg/depth/normal on person crops (default) or on the whole frame",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--actor-gpus", type=float, default=None, help="GPUs of the Sapiens actor")
 

@@ -91,6 +91,7 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
         compile=m.compile,
         batch_size=spec.batch_size,
         cpu_threads=os.cpu_count(),
+        dense_mode=spec.dense_mode,
     )
     options: dict[str, Any] = {}
     if spec.detector == "boxes" and spec.boxes is not None:

@@ -17,7 +17,7 @@ TASK_NAMES = ("pose", "seg", "depth", "normal")
 DETECTORS = ("full-frame", "boxes", "rtdetr")
 #: ``frame`` (dense tasks on the whole frame, as the official demos) is planned; until the
 #: pipeline implements it, asking for it is an error rather than a silent fallback to crops.
-DENSE_MODES = ("crop",)
+DENSE_MODES = ("crop", "frame")
 PLACEMENTS = ("fused", "split")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -99,7 +99,8 @@ class JobSpec:
         output_root: directory or fsspec URL under which ``<job_id>.zarr`` is written.
         max_side: downscale dense outputs so their longer side is at most this (None = source).
         dense_mode: ``crop``: dense tasks run on the person crops and are composited into
-            frame maps (the whole-frame mode of the official demos is not implemented yet).
+            frame maps; ``frame``: they run once on the whole frame resized to the model
+            input, as the official demos do (pose still uses the crops; fused placement only).
         placement: ``fused`` (heads inside the backbone actor) or ``split`` (head actors).
         batch_size: crops per backbone batch.
         priority: higher runs first when the queue is contended.
@@ -134,6 +135,8 @@ class JobSpec:
         ):
             if value not in allowed:
                 raise SpecError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.dense_mode == "frame" and self.placement == "split":
+            raise SpecError("dense_mode 'frame' runs in fused placement only")
         if (self.detector == "boxes") != (self.boxes is not None):
             raise SpecError("boxes are given exactly when detector is 'boxes'")
         if self.batch_size < 1:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from models._frame_maps import frames_to_input, whole_frame_maps
 from models._persons import FrameMaps, composite_persons
 from models.postprocess import flip_test_average, heatmap_to_crop, udp_decode
 from models.preprocess import (
@@ -56,6 +57,9 @@ class Analyzer:
         crop_size: (H, W) of the crops.
         flip_indices: keypoint swap map; when given, pose runs the flip test (the crop and its
             mirror image, heatmaps averaged).
+        dense_mode: ``crop``: seg/depth/normal run on the person crops and are composited
+            (``models._persons``); ``frame``: they run on the whole frame resized to the input
+            size, as the official demos do (``models._frame_maps``). Pose always uses crops.
     """
 
     def __init__(
@@ -65,7 +69,10 @@ class Analyzer:
         norm: Normalization = CONFIG_NORM,
         crop_size: tuple[int, int] = INPUT_SIZE,
         flip_indices: Sequence[int] | None = None,
+        dense_mode: str = "crop",
     ) -> None:
+        if dense_mode not in ("crop", "frame"):
+            raise ValueError(f"dense_mode must be 'crop' or 'frame', got {dense_mode!r}")
         if not groups:
             raise ValueError("expected at least one backbone group, got none")
         tasks = [t for g in groups for t in g.model.tasks]
@@ -73,7 +80,7 @@ class Analyzer:
             raise ValueError(f"each task must belong to exactly one group, got {tasks}")
         self.groups = tuple(groups)
         self.tasks = tuple(tasks)
-        self.norm, self.crop_size = norm, crop_size
+        self.norm, self.crop_size, self.dense_mode = norm, crop_size, dense_mode
         self.device = groups[0].device
         self.flip = None if flip_indices is None else torch.tensor(flip_indices, device=self.device)
 
@@ -111,8 +118,10 @@ class Analyzer:
                 ``DynamicBatcher`` shared with other callers); default: directly.
         """
         frames = frames.to(self.device, non_blocking=True)
-        crop = self.crop(frames, frame_index, boxes)
         run = forward or self.run_groups
+        if self.dense_mode == "frame":
+            return self._whole_frame(frames, frame_index, boxes, scores, out_size, run)
+        crop = self.crop(frames, frame_index, boxes)
         outputs = run(normalize(crop.crops, self.norm)) if len(boxes) else {}
         return decode_outputs(
             outputs,
@@ -128,6 +137,56 @@ class Analyzer:
             crop_size=self.crop_size,
             tasks=self.tasks,
             num_keypoints=self._num_keypoints(),
+        )
+
+    def _whole_frame(
+        self,
+        frames: Tensor,
+        frame_index: Tensor,
+        boxes: Tensor,
+        scores: Tensor,
+        out_size: tuple[int, int] | None,
+        run: Callable[[Tensor], dict[str, Tensor]],
+    ) -> PersonResults:
+        """Pose on the person crops, dense tasks on the whole frames; both go through ``run``
+        (frames resized to the input size have the crops' shape, so they batch together)."""
+        n_frames, frame_size = frames.shape[0], (frames.shape[-2], frames.shape[-1])
+        dense = tuple(t for t in DENSE_TASKS if t in self.tasks)
+        crop = self.crop(frames, frame_index, boxes)
+        images = [normalize(crop.crops, self.norm)] if "pose" in self.tasks and len(boxes) else []
+        if dense:
+            images.append(normalize(frames_to_input(frames, self.crop_size), self.norm))
+        raw = run(torch.cat(images)) if images else {}
+        n_crops = len(images[0]) if images and "pose" in self.tasks and len(boxes) else 0
+        pose = decode_outputs(
+            {"pose": raw["pose"][:n_crops]} if n_crops else {},
+            center=crop.center,
+            scale=crop.scale,
+            matrix=crop.matrix,
+            frame_index=frame_index,
+            scores=scores,
+            boxes=boxes,
+            n_frames=n_frames,
+            frame_size=frame_size,
+            out_size=out_size,
+            crop_size=self.crop_size,
+            tasks=("pose",) if "pose" in self.tasks else (),
+            num_keypoints=self._num_keypoints(),
+        )
+        maps = None
+        if dense:
+            maps = whole_frame_maps(
+                {t: raw[t][n_crops:] for t in dense},
+                boxes=boxes.to(self.device),
+                scores=scores.cpu(),
+                frame_index=frame_index.to(self.device),
+                n_frames=n_frames,
+                frame_size=frame_size,
+                out_size=out_size or frame_size,
+                tasks=dense,
+            ).cpu()
+        return PersonResults(
+            keypoints=pose.keypoints, keypoint_scores=pose.keypoint_scores, maps=maps
         )
 
     def crop(self, frames: Tensor, frame_index: Tensor, boxes: Tensor) -> CropResult:

@@ -62,8 +62,12 @@ def test_round_trip_through_msgpack() -> None:
         ),
         ({"source": ""}, pytest.raises(SpecError, match="source is empty")),
         (
-            {"source": "a.mp4", "dense_mode": "frame"},
-            pytest.raises(SpecError, match=r"dense_mode must be one of \('crop',\)"),
+            {"source": "a.mp4", "dense_mode": "whole"},
+            pytest.raises(SpecError, match=r"dense_mode must be one of \('crop', 'frame'\)"),
+        ),
+        (
+            {"source": "a.mp4", "dense_mode": "frame", "placement": "split"},
+            pytest.raises(SpecError, match="fused placement only"),
         ),
     ],
 )

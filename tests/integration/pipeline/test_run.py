@@ -143,3 +143,15 @@ def test_split_placement_equals_fused_on_ray(
     )
     assert fused.state == split.state == "succeeded", split.error
     _assert_same_store(fused.store_url, split.store_url, share=1.0)
+
+
+def test_whole_frame_dense_mode_equals_one_process(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
+    extra = {"dense_mode": "frame", "sampling": {"stride": 85}}
+    out = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "frame-mode", **extra)))
+    assert out.state == "succeeded", out.error
+    reader = open_result(out.store_url)
+    assert reader.num_frames == 5 and reader.attrs["job"]["spec"]["dense_mode"] == "frame"
+    ref = run_inline(plan_job(_spec(shared_clip, tmp_path, "frame-inline", **extra)))
+    _assert_same_store(out.store_url, ref.store_url)
