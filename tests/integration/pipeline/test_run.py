@@ -155,3 +155,18 @@ def test_whole_frame_dense_mode_equals_one_process(
     assert reader.num_frames == 5 and reader.attrs["job"]["spec"]["dense_mode"] == "frame"
     ref = run_inline(plan_job(_spec(shared_clip, tmp_path, "frame-inline", **extra)))
     _assert_same_store(out.store_url, ref.store_url)
+
+
+def test_a_live_http_source_gives_the_same_store_as_the_file(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
+    from tests.inputs.generate import network_servers
+
+    extra = {"sampling": {"stride": 85}}
+    with network_servers(shared_clip.read_bytes()) as net:  # a real HTTP server, no seeking
+        url = f"{net.http_base}/clip.mkv"
+        out = run_on_ray(plan_job(_spec(url, tmp_path, "http", **extra)))
+    assert out.state == "succeeded", out.error
+    assert open_result(out.store_url).attrs["source"]["uri"] == url
+    local = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "http-local", **extra)))
+    _assert_same_store(out.store_url, local.store_url)
