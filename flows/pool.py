@@ -105,12 +105,16 @@ class InferPool:
 
     Args:
         policy: sizes and resources of the members (default: one CPU/GPU member, as detected).
+        concurrency: calls a member runs at once (their crops meet in its batcher).
 
     A dead member is dropped (``invalidate``) and replaced when a job next needs one.
     """
 
-    def __init__(self, policy: ScalePolicy | None = None) -> None:
+    def __init__(
+        self, policy: ScalePolicy | None = None, *, concurrency: int = ACTOR_CONCURRENCY
+    ) -> None:
         self.policy = policy or ScalePolicy()
+        self.concurrency = concurrency  # 1: calls run one by one (no cross-call batching)
         self._gpus = self.policy.actor_gpus
         self._members: dict[InferSpec, list[_Member]] = {}
         self._lock = threading.Lock()
@@ -267,7 +271,7 @@ class InferPool:
 
         name = f"sapiens-stream/infer/{self.created}"
         handle = (
-            ray.remote(num_cpus=1, num_gpus=self.actor_gpus, max_concurrency=ACTOR_CONCURRENCY)(
+            ray.remote(num_cpus=1, num_gpus=self.actor_gpus, max_concurrency=self.concurrency)(
                 SapiensWorker
             )
             .options(name=name)

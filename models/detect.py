@@ -235,6 +235,9 @@ class GivenBoxesDetector(PersonDetector):
                 msg = f"boxes_by_source_index: expected int keys >= 0, got {key!r}"
                 raise DetectionError(msg)
             name = f"boxes for source index {key}"
+            if np.size(boxes) == 0:  # e.g. [] from a JSON file: a frame with nobody in it
+                table[int(key)] = _NO_BOXES.copy()
+                continue
             table[int(key)] = check_boxes(name, boxes, strict=True, error=DetectionError)
         self._boxes = table
 

@@ -173,6 +173,8 @@ def test_given_boxes_detector_looks_up_source_index() -> None:
     assert d.frame.tolist() == [0, 0, 2]  # source index 11 has no entry: no boxes
     assert d.scores.tolist() == [1.0] * 3
     assert len(det(_frames(1), torch.tensor([99]))) == 0
+    empty = GivenBoxesDetector({3: [], 4: [[1, 1, 5, 5]]})  # [] = nobody in that frame
+    assert empty(_frames(2), np.array([3, 4])).frame.tolist() == [1]
 
 
 @pytest.mark.parametrize(
