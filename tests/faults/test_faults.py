@@ -177,3 +177,20 @@ def test_killing_redis_mid_job_loses_nothing(
     assert record.attempts == 1  # the service rode out the outage: no redelivery
     assert record.committed_frames == open_result(plan_job(spec).store_url).num_frames
     _assert_same_store(plan_job(spec).store_url, clean)
+
+
+def test_killing_a_shared_sapiens_actor_of_serve_mid_job(
+    ray_cluster, clean: str, redis_process, shared_clip: Path, tmp_path: Path
+) -> None:
+    coord = Coordinator(connect(redis_process.url).client)
+    spec = _spec(shared_clip, tmp_path, "pool-killed")
+    coord.submit(spec.to_dict(), job_id=spec.job_id)
+    with _serving(coord, "serve-pool") as service:
+        _wait(coord, spec.job_id, lambda r: r.committed_frames >= 8, timeout=180)
+        (name,) = [n for n in ray_cluster.util.list_named_actors() if "/infer/" in n]
+        actor = ray_cluster.get_actor(name)
+        os.kill(ray_cluster.get(actor.__ray_call__.remote(lambda self: os.getpid())), 9)
+        record = _wait(coord, spec.job_id, lambda r: r.state in TERMINAL_STATES, timeout=240)
+        assert service.pool.created == 2  # the dead member was replaced
+    assert record.state == "succeeded", record.error
+    _assert_same_store(plan_job(spec).store_url, clean)
