@@ -1,0 +1,41 @@
+"""The pool-sizing policy: enough actors to drain the backlog in time, within the bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.pool import ScalePolicy, desired_actors
+
+
+def test_no_work_keeps_the_minimum() -> None:
+    policy = ScalePolicy(min_actors=1, max_actors=4)
+    assert desired_actors(policy, backlog_frames=0, jobs=0, fps_per_actor=None) == 1
+    assert (
+        desired_actors(ScalePolicy(max_actors=4), backlog_frames=0, jobs=0, fps_per_actor=None) == 0
+    )
+
+
+def test_the_backlog_and_measured_throughput_set_the_size() -> None:
+    policy = ScalePolicy(max_actors=8, target_drain_s=100)
+    # 6000 frames at 10 frames/s per actor within 100 s: 6 actors.
+    assert desired_actors(policy, backlog_frames=6000, jobs=10, fps_per_actor=10.0) == 6
+    # Faster actors: fewer needed.
+    assert desired_actors(policy, backlog_frames=6000, jobs=10, fps_per_actor=30.0) == 2
+    # Before any measurement the default rate is used.
+    assert desired_actors(policy, backlog_frames=6000, jobs=10, fps_per_actor=None) == 8
+
+
+def test_never_more_actors_than_jobs_or_the_maximum_and_at_least_one_with_work() -> None:
+    policy = ScalePolicy(max_actors=8, target_drain_s=1)
+    assert desired_actors(policy, backlog_frames=10**6, jobs=3, fps_per_actor=1.0) == 3
+    assert desired_actors(policy, backlog_frames=10**6, jobs=50, fps_per_actor=1.0) == 8
+    assert desired_actors(policy, backlog_frames=1, jobs=1, fps_per_actor=1000.0) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"min_actors": 2, "max_actors": 1}, {"max_actors": 0}, {"idle_s": 0}, {"actor_gpus": -1}],
+)
+def test_bad_policies_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        ScalePolicy(**kwargs)
