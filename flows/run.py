@@ -66,16 +66,70 @@ def stage_name(job_id: str, stage: str, attempt: int) -> str:
     return f"sapiens-stream/{job_id}/{stage}/{attempt}/"
 
 
-def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -> dict[str, Any]:
+def _bundles(plan: JobPlan, gpu: float, pooled: bool) -> dict[str, dict[str, float]]:
+    """Resources of each of the job's own actors (the pool's Sapiens actors are not the job's)."""
+    out: dict[str, dict[str, float]] = {"decode": {"CPU": 0.5}, "persons": {"CPU": 0.5}}
+    if plan.spec.placement == "split":
+        out["backbone"] = {"CPU": 0.5, "GPU": 0.5 * gpu}
+        for t in plan.spec.tasks:
+            out[f"head-{t}"] = {"CPU": 0.25, "GPU": 0.5 * gpu / len(plan.spec.tasks)}
+        out["post"] = {"CPU": 0.5}
+    elif not pooled:
+        out["infer"] = {"CPU": 1.0, "GPU": gpu}
+    out["writer"] = {"CPU": 0.25}
+    return {k: {r: v for r, v in b.items() if v > 0} for k, b in out.items()}
+
+
+def _reserve(
+    plan: JobPlan, bundles: dict[str, dict[str, float]], should_stop: ShouldStop | None
+) -> Any:
+    """One placement group holding every actor of the job, reserved all at once: a job either
+    gets all its actors or waits whole, so jobs beyond the cluster's capacity queue instead of
+    each holding part of what it needs (which deadlocks them all). Polls ``should_stop``."""
     import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group(list(bundles.values()), strategy="PACK")
+    waited = 0.0
+    while not ray.wait([pg.ready()], timeout=1.0)[0]:
+        waited += 1.0
+        if should_stop is not None and should_stop():
+            remove_placement_group(pg)
+            raise JobCancelledError(plan.spec.job_id)
+        if waited % 30 == 0:
+            logger.info("job %s: waiting %.0f s for cluster resources", plan.spec.job_id, waited)
+    return pg
+
+
+def _actors(
+    plan: JobPlan,
+    resume: bool,
+    attempt: int,
+    pool: InferPool | None,
+    stages: dict[str, Any],
+    should_stop: ShouldStop | None = None,
+) -> dict[str, Any]:
+    """Create the job's stage actors into ``stages`` (filled as they are made, so a failure
+    part-way still lets ``_release`` clean up)."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     gpu = pool.actor_gpus if pool is not None else _private_gpus(plan)
     spec = plan.spec
+    bundles = _bundles(plan, gpu, pooled=pool is not None)
+    stages["pg"] = pg = _reserve(plan, bundles, should_stop)
+    index = {stage: i for i, stage in enumerate(bundles)}
 
     nonce = uuid.uuid4().hex[:8]
 
     def named(stage: str) -> dict[str, Any]:
-        return {"name": stage_name(spec.job_id, stage, attempt) + nonce}
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=pg, placement_group_bundle_index=index[stage]
+        )
+        return {
+            "name": stage_name(spec.job_id, stage, attempt) + nonce,
+            "scheduling_strategy": strategy,
+        }
 
     # A resumed job restarts decoding and tracking at its last checkpoint (saved with the
     # store, at or below the watermark), not at frame 0.
@@ -90,6 +144,7 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
             checkpoint["next_source_index"] if checkpoint else 0,
         )
     )
+    stages["decode"] = decoder
     info = ray.get(decoder.video_info.remote())
     from fractions import Fraction
 
@@ -107,9 +162,11 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
             tracker_state=checkpoint["tracker"] if checkpoint else None,
         )
     )
+    stages["persons"] = persons
     split: dict[str, Any] = {}
     if spec.placement == "split":
         split = _split_actors(plan, gpu, named)
+        stages.update(split)
         infer = split["backbone"]
     elif pool is None:
         infer = (
@@ -119,6 +176,8 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
         )
     else:
         infer = pool.acquire(plan.infer, spec.job_id)
+    stages["infer"] = infer
+    stages["pooled"] = pool is not None and not split
     facts = ray.get(infer.model_facts.remote())
     writer = (
         ray.remote(num_cpus=0.25)(WriterStage)
@@ -132,17 +191,11 @@ def _actors(plan: JobPlan, resume: bool, attempt: int, pool: InferPool | None) -
             resume=resume,
         )
     )
-    return {
-        "decode": decoder,
-        "persons": persons,
-        "infer": infer,
-        "writer": writer,
-        "out_size": plan.out_size(video),
-        "video": video,
-        "first_index": checkpoint["frames"] if checkpoint else 0,
-        "pooled": pool is not None and not split,
-        **split,
-    }
+    stages["writer"] = writer
+    stages["out_size"] = plan.out_size(video)
+    stages["video"] = video
+    stages["first_index"] = checkpoint["frames"] if checkpoint else 0
+    return stages
 
 
 def _split_actors(
@@ -255,11 +308,13 @@ def run_on_ray(
     for attempt in range(retries + 1):
         stages: dict[str, Any] = {}
         try:
-            stages = _actors(
+            _actors(
                 plan,
                 resume=(resume or attempt > 0) and _store_exists(plan),
                 attempt=attempt,
                 pool=pool,
+                stages=stages,
+                should_stop=should_stop,
             )
             if on_video is not None:
                 on_video(stages["video"])
@@ -327,11 +382,15 @@ def _release(stages: dict[str, Any]) -> None:
     import ray
 
     for name, handle in stages.items():
-        if name in ("out_size", "video", "first_index", "pooled") or (
+        if name in ("out_size", "video", "first_index", "pooled", "pg") or (
             name == "infer" and stages.get("pooled")
         ):
             continue
         ray.kill(handle)  # a split job's backbone appears twice; killing twice is harmless
+    if "pg" in stages:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(stages["pg"])
 
 
 def _private_gpus(plan: JobPlan) -> float:
