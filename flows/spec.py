@@ -19,7 +19,7 @@ DETECTORS = ("full-frame", "boxes", "rtdetr")
 #: pipeline implements it, asking for it is an error rather than a silent fallback to crops.
 DENSE_MODES = ("crop", "frame")
 PLACEMENTS = ("fused", "split")
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # the registry's ids (storage/_keys)
 
 
 def _from_dict(cls: type, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -123,7 +123,7 @@ class JobSpec:
     def __post_init__(self) -> None:
         if not self.source:
             raise SpecError("source is empty: give a video path or URL")
-        if not _JOB_ID.match(self.job_id):
+        if not isinstance(self.job_id, str) or not _JOB_ID.fullmatch(self.job_id):
             raise SpecError(f"job_id {self.job_id!r} must match {_JOB_ID.pattern}")
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks:

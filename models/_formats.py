@@ -82,6 +82,12 @@ def _read_pth(path: Path) -> dict[str, Tensor]:
         ValueError,
         UnicodeDecodeError,
         zipfile.BadZipFile,
+        # allowed names called with the wrong arguments, or naming what does not exist
+        AttributeError,
+        TypeError,
+        KeyError,
+        IndexError,
+        ImportError,
     ) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     return _unwrap(obj, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -85,6 +86,9 @@ def open_root(store: Store, *, mode: str, consolidated: bool = False) -> zarr.Gr
     except FileNotFoundError as e:
         msg = f"no result store at {store}: {e}"
         raise StoreNotFoundError(msg) from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:  # zarr.json is not JSON text
+        msg = f"{store}: unreadable store metadata, not a sapiens-stream store ({e})"
+        raise SchemaMismatchError(msg) from e
 
 
 def read_meta(root: zarr.Group) -> dict[str, Any]:

@@ -52,7 +52,14 @@ logger = logging.getLogger(__name__)
 
 
 def _words(reply: Sequence[Any]) -> list[str]:
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
+    # Undecodable bytes become U+FFFD, which no id accepts: callers then refuse them clearly.
+    return [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in reply]
+
+
+def _entry_job(fields: Mapping[bytes, bytes]) -> str:
+    """The job id a queue entry names; "" (an invalid id, dropped by ``claim``) when the entry
+    has none or it is not text."""
+    return fields.get(b"job", b"").decode(errors="replace")
 
 
 class Coordinator:
@@ -134,7 +141,7 @@ class Coordinator:
             raise InvalidValueError(msg)
         created = reply[0] == "ok"
         logger.debug("submit %s created=%s", reply[1], created)
-        return SubmitResult(job_id=reply[1], created=created)
+        return SubmitResult(job_id=validate_id(reply[1]), created=created)
 
     def get(self, job_id: str) -> JobRecord:
         """Return the job's record.
@@ -218,12 +225,17 @@ class Coordinator:
         entries = self.client.xrange(self.keys.events(job_id), min=start, count=count)
         out = []
         for entry_id, fields in entries:
+            where = f"event {entry_id!r} of {job_id!r}"
+            try:
+                kind, ts = fields[b"type"].decode("ascii"), int(fields[b"ts"])
+            except (KeyError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+                raise InvalidValueError(f"{where}: malformed type or time ({e})") from e
             out.append(
                 JobEvent(
                     id=entry_id.decode(),
-                    type=fields[b"type"].decode(),
-                    time_ms=int(fields[b"ts"]),
-                    data=unpack(fields.get(b"data"), what=f"event {entry_id!r} of {job_id!r}"),
+                    type=kind,
+                    time_ms=ts,
+                    data=unpack(fields.get(b"data"), what=where),
                 )
             )
         return out
@@ -257,7 +269,7 @@ class Coordinator:
         )
         for msg_id, fields in reply[1]:
             if fields:
-                return msg_id.decode(), fields[b"job"].decode()
+                return msg_id.decode(), _entry_job(fields)
         return None
 
     def _read_new(self, worker_id: str, block_ms: int) -> tuple[str, str] | None:
@@ -270,7 +282,7 @@ class Coordinator:
         )
         for _stream, entries in reply or []:
             for msg_id, fields in entries:
-                return msg_id.decode(), fields[b"job"].decode()
+                return msg_id.decode(), _entry_job(fields)
         return None
 
     def _start(self, worker_id: str, msg_id: str, job_id: str) -> JobLease | None:
@@ -293,7 +305,21 @@ class Coordinator:
         if reply[0] != "started":
             logger.info("queue entry %s for job %s: %s", msg_id, job_id, " ".join(reply))
             return None
-        rec = self.get(job_id)
+        try:
+            rec = self.get(job_id)
+        except InvalidValueError as e:  # a record no one can run: fail it, do not raise
+            logger.warning("job %s has a malformed record: %s", job_id, e)
+            broken = JobLease(
+                job_id=job_id,
+                worker_id=worker_id,
+                token=int(reply[1]),
+                msg_id=msg_id,
+                attempt=int(reply[2]),
+                spec={},
+                committed_frames=0,
+            )
+            self.fail(broken, f"malformed job record: {e}")
+            return None
         return JobLease(
             job_id=job_id,
             worker_id=worker_id,

@@ -201,7 +201,7 @@ class JobRecord:
             spec=unpack_map(raw.get(b"spec"), what=f"{where} field 'spec'"),
             meta=unpack_map(raw.get(b"meta"), what=f"{where} field 'meta'"),
             attempts=integer("attempts"),
-            owner=raw[b"owner"].decode() if b"owner" in raw else None,
+            owner=_field_text(raw, f"job {job_id!r}", "owner") if b"owner" in raw else None,
             token=integer("token"),
             cancel_requested=text("cancel") == "1",
             committed_frames=integer("committed_frames"),
