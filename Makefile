@@ -8,7 +8,7 @@ PIP_ARGS ?=
 INPUT  ?= ../shared/data/people_walking_720p.avi
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo bench lint clean
+.PHONY: venv test test-all soak demo bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: venv
 test-all: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Longer runs kept out of CI: every test marked slow, then 200 jobs through one service.
+SOAK_JOBS ?= 200
+soak: venv
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python bench/load.py --jobs $(SOAK_JOBS) --max-jobs 4
+
 # The whole pipeline on Ray (embedded Redis, tiny random-weights model), then an overlay video.
 demo: venv
 	rm -rf out/demo/demo.zarr
@@ -35,6 +41,7 @@ bench: venv
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/load.py
 
 lint: venv
 	$(BIN)/python -m ruff check models flows actors storage bench tests
