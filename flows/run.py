@@ -86,19 +86,29 @@ def _reserve(
     """One placement group holding every actor of the job, reserved all at once: a job either
     gets all its actors or waits whole, so jobs beyond the cluster's capacity queue instead of
     each holding part of what it needs (which deadlocks them all). Polls ``should_stop``."""
-    import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     pg = placement_group(list(bundles.values()), strategy="PACK")
-    waited = 0.0
-    while not ray.wait([pg.ready()], timeout=1.0)[0]:
-        waited += 1.0
+    try:
+        _wait_ready(plan, pg.ready(), should_stop, "cluster resources")
+    except JobCancelledError:
+        remove_placement_group(pg)
+        raise
+    return pg
+
+
+def _wait_ready(plan: JobPlan, ref: Any, should_stop: ShouldStop | None, what: str) -> None:
+    """Wait for ``ref`` however long the cluster needs (an autoscaler may be adding a node),
+    polling ``should_stop`` every second."""
+    import ray
+
+    waited = 0
+    while not ray.wait([ref], timeout=1.0)[0]:
+        waited += 1
         if should_stop is not None and should_stop():
-            remove_placement_group(pg)
             raise JobCancelledError(plan.spec.job_id)
         if waited % 30 == 0:
-            logger.info("job %s: waiting %.0f s for cluster resources", plan.spec.job_id, waited)
-    return pg
+            logger.info("job %s: waiting %d s for %s", plan.spec.job_id, waited, what)
 
 
 def _actors(
@@ -116,7 +126,16 @@ def _actors(
 
     gpu = pool.actor_gpus if pool is not None else _private_gpus(plan)
     spec = plan.spec
-    bundles = _bundles(plan, gpu, pooled=pool is not None)
+    pooled = pool is not None and spec.placement != "split"
+    facts_ref = None
+    if pooled:
+        # The shared actor first: were the job's own actors reserved before it, jobs could take
+        # every CPU and leave the actor they all wait for pending.
+        stages["infer"] = pool.acquire(plan.infer, spec.job_id)
+        stages["pooled"] = True
+        facts_ref = stages["infer"].model_facts.remote()
+        _wait_ready(plan, facts_ref, should_stop, "its Sapiens actor")
+    bundles = _bundles(plan, gpu, pooled=pooled)
     stages["pg"] = pg = _reserve(plan, bundles, should_stop)
     index = {stage: i for i, stage in enumerate(bundles)}
 
@@ -175,10 +194,10 @@ def _actors(
             .remote(plan.infer)
         )
     else:
-        infer = pool.acquire(plan.infer, spec.job_id)
+        infer = stages["infer"]
     stages["infer"] = infer
-    stages["pooled"] = pool is not None and not split
-    facts = ray.get(infer.model_facts.remote())
+    stages["pooled"] = pooled
+    facts = ray.get(facts_ref if facts_ref is not None else infer.model_facts.remote())
     writer = (
         ray.remote(num_cpus=0.25)(WriterStage)
         .options(**named("writer"))
