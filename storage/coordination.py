@@ -291,6 +291,7 @@ class Coordinator:
         except ValueError:
             logger.warning("dropping queue entry %s with invalid job id %r", msg_id, job_id)
             self.client.xack(self.keys.queue, self.config.group, msg_id)
+            self.client.xdel(self.keys.queue, msg_id)  # so queue_length() does not count it
             return None
         argv = [
             job_id,
