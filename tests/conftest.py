@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -28,3 +31,22 @@ def shared_clip() -> Path:
     if not SHARED_CLIP.is_file():
         pytest.skip(f"test clip not found at {SHARED_CLIP}")
     return SHARED_CLIP
+
+
+@contextmanager
+def local_ray(num_cpus: int) -> Iterator[ModuleType]:
+    """A new local Ray cluster with ``num_cpus`` logical CPUs (never one already running on the
+    machine, nor one a `ray start` left an address file for); shut down at the end."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -8,6 +8,7 @@ from types import ModuleType
 import av
 import pytest
 
+from tests.conftest import local_ray
 from tests.inputs.generate import Case, clip_bytes, generate, network_servers
 
 
@@ -26,14 +27,5 @@ def input_cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 def ray_cluster() -> Iterator[ModuleType]:
     """A new local Ray cluster for the module (never one already running on the machine), with
     8 logical CPUs so that several jobs run at once."""
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        object_store_memory=200 * 2**20,
-        log_to_driver=False,
-    )
-    yield ray
-    ray.shutdown()
+    with local_ray(8) as ray:
+        yield ray

@@ -7,17 +7,10 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import local_ray
+
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[ModuleType]:
-    import ray
-
-    ray.init(
-        address="local",  # never join another Ray instance running on this machine
-        num_cpus=4,
-        include_dashboard=False,
-        object_store_memory=200 * 2**20,
-        log_to_driver=False,
-    )
-    yield ray
-    ray.shutdown()
+    with local_ray(4) as ray:
+        yield ray
