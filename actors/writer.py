@@ -20,6 +20,8 @@ class WriterStage:
         source: source video facts.
         models: model facts (name, task, checkpoint_sha256, random_weights).
         resume: continue an existing running store instead of creating one.
+        fence: the job claim's fencing token; the store refuses this writer once a claim
+            with a larger token resumed it (``StaleOwnerError``). None: unfenced (local use).
     """
 
     def __init__(
@@ -31,14 +33,15 @@ class WriterStage:
         source: Mapping[str, Any],
         models: Sequence[Mapping[str, Any]],
         resume: bool = False,
+        fence: int | None = None,
     ) -> None:
         self.url = url
         self._checkpoints: list[dict[str, Any]] = []
         if resume:
-            self.writer = Writer.resume(url)
+            self.writer = Writer.resume(url, fence=fence)
         else:
             self.writer = Writer.create(
-                url, StoreSpec.from_dict(spec), job=job, source=source, models=models
+                url, StoreSpec.from_dict(spec), job=job, source=source, models=models, fence=fence
             )
 
     def watermark(self) -> int:

@@ -9,6 +9,7 @@ This package is the only code that touches Zarr or Redis. It imports neither tor
 from __future__ import annotations
 
 from storage._keys import new_job_id
+from storage._store import check_output_root
 from storage.connection import RedisConnection, connect, redacted, redis_url_from_env
 from storage.coordination import Coordinator
 from storage.embedded import EmbeddedServer, stop_embedded
@@ -23,6 +24,7 @@ from storage.errors import (
     JobNotFoundError,
     LeaseLostError,
     SchemaMismatchError,
+    StaleOwnerError,
     StorageError,
     StoreNotFoundError,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "RedisConnection",
     "ResultReader",
     "SchemaMismatchError",
+    "StaleOwnerError",
     "StorageError",
     "StoreNotFoundError",
     "StoreSpec",
@@ -80,6 +83,7 @@ __all__ = [
     "Track",
     "Writer",
     "ZarrLayout",
+    "check_output_root",
     "connect",
     "new_job_id",
     "open_result",

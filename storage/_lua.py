@@ -27,6 +27,19 @@ local function move_state(job_id, old, new, now)
   redis.call('ZADD', KEYS[STATE_KEY[new]], now, job_id)
   redis.call('HSET', KEYS[1], 'state', new, 'updated_ms', now)
 end
+-- Fencing tokens only grow, also across a loss of the server's data (FLUSHALL, a failover to
+-- an empty replica): a token is never below the server's clock in microseconds, so a counter
+-- that starts again from nothing still issues tokens above every earlier one. Kept as text
+-- ('%d') so Lua's number formatting never turns one into an exponent.
+local function next_token(now)
+  local floor = now * 1000
+  local t = redis.call('INCR', KEYS[4])
+  if t < floor then
+    t = floor
+    redis.call('SET', KEYS[4], string.format('%d', t))
+  end
+  return string.format('%d', t)
+end
 local function add_event(maxlen, now, etype, data)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', etype, 'ts', now, 'data', data)
 end
@@ -97,7 +110,7 @@ if attempts > tonumber(ARGV[5]) then
   release(ARGV[7], ARGV[3])
   return {'done', 'failed'}
 end
-local token = redis.call('INCR', KEYS[4])
+local token = next_token(now)
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'token', token)
 move_state(ARGV[1], state, 'running', now)
 local etype = 'started'
@@ -168,19 +181,76 @@ return {'ok', h[4]}
 """
 )
 
+START_DIRECT: Final = (
+    _PRELUDE
+    + """
+-- A job its submitter runs itself (``sapiens-stream run``): registered and started in one step,
+-- with no queue entry, so no service ever claims it. Its lease lives in the job hash
+-- ('lease_until', renewed by the owner's heartbeat); once that passes, the same call from
+-- another process takes the job over with a new token.
+-- KEYS[10] all-jobs zset. ARGV: job_id, spec, meta, worker_id, lease_ms, maxlen,
+--   finished_ttl_ms, group
+local now = now_ms()
+local h = redis.call('HMGET', KEYS[1], 'state', 'direct', 'lease_until', 'owner', 'cancel')
+local state = h[1]
+if state then
+  if TERMINAL[state] then return {'done', state} end
+  if h[2] ~= '1' then return {'queued', state} end
+  if tonumber(h[3] or '0') > now then return {'busy', tostring(h[4])} end
+  if h[5] == '1' then
+    move_state(ARGV[1], state, 'cancelled', now)
+    add_event(ARGV[6], now, 'cancelled', cmsgpack.pack({worker=ARGV[4]}))
+    release(ARGV[7], ARGV[8])
+    return {'done', 'cancelled'}
+  end
+else
+  redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'created_ms', now, 'spec', ARGV[2],
+    'meta', ARGV[3], 'attempts', 0, 'token', 0, 'cancel', 0, 'committed_frames', 0,
+    'direct', 1)
+  redis.call('ZADD', KEYS[10], now, ARGV[1])
+  add_event(ARGV[6], now, 'submitted', cmsgpack.pack({worker=ARGV[4]}))
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local token = next_token(now)
+redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'token', token,
+  'lease_until', now + tonumber(ARGV[5]))
+move_state(ARGV[1], state, 'running', now)
+local etype = 'started'
+if state then etype = 'reclaimed' end
+add_event(ARGV[6], now, etype,
+  cmsgpack.pack({worker=ARGV[4], attempt=attempts, token=token, previous_owner=h[4]}))
+return {'started', token, attempts}
+"""
+)
+
 HEARTBEAT: Final = """
--- KEYS[1] worker key, KEYS[2] queue; ARGV: ttl_ms, info, group, worker_id, msg_id...
+-- KEYS[1] worker key, KEYS[2] queue, KEYS[3..] hashes of the worker's direct jobs.
+-- ARGV: ttl_ms, info, group, worker_id, number of queue entries, msg_id..., then one token per
+-- direct job.
 -- Refreshes the worker key and resets the idle time of the entries it still owns
 -- (XCLAIM ... JUSTID does not count as a delivery), so XAUTOCLAIM only takes entries of
--- workers that stopped heartbeating. Returns the entries it no longer owns.
+-- workers that stopped heartbeating; renews the lease of each direct job it still owns.
+-- Returns what it no longer owns: queue entry ids, and the keys of direct jobs. A consumer
+-- group that vanished (the server lost its data) loses every entry, and never raises.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 local lost = {}
-for i = 5, #ARGV do
-  local p = redis.call('XPENDING', KEYS[2], ARGV[3], ARGV[i], ARGV[i], 1, ARGV[4])
-  if #p == 0 then
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n do
+  local p = redis.pcall('XPENDING', KEYS[2], ARGV[3], ARGV[i], ARGV[i], 1, ARGV[4])
+  if type(p) ~= 'table' or p.err or #p == 0 then
     table.insert(lost, ARGV[i])
   else
     redis.call('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[i], 'JUSTID')
+  end
+end
+for k = 3, #KEYS do
+  local h = redis.call('HMGET', KEYS[k], 'state', 'owner', 'token')
+  if h[1] == 'running' and h[2] == ARGV[4] and h[3] == ARGV[5 + n + k - 2] then
+    redis.call('HSET', KEYS[k], 'lease_until', now + tonumber(ARGV[1]))
+  else
+    table.insert(lost, KEYS[k])
   end
 end
 return lost

@@ -1,9 +1,20 @@
-"""Zarr plumbing shared by the writer and the reader: stores, arrays, root attributes."""
+"""Zarr plumbing shared by the writer and the reader: stores, arrays, root attributes.
+
+Local stores are :class:`DurableLocalStore`: every write is fsynced (file, then directory)
+before it returns. The owning writer serialises its mutations of a local store with
+:class:`StoreLock`, an OS file lock on ``<store>.lock`` beside the store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import time
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,10 +24,17 @@ import zarr
 from zarr.abc.codec import BytesBytesCodec
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, TransposeCodec, ZstdCodec
-from zarr.errors import ZarrUserWarning
+from zarr.core.buffer import Buffer
+from zarr.errors import ContainsGroupError, ZarrUserWarning
 from zarr.storage import FsspecStore, LocalStore
 
-from storage.errors import SchemaMismatchError, StoreNotFoundError
+from storage.errors import (
+    InvalidValueError,
+    SchemaMismatchError,
+    StaleOwnerError,
+    StorageError,
+    StoreNotFoundError,
+)
 from storage.schema import SCHEMA_VERSION, ArrayLayout, StoreSpec, ZarrLayout
 
 logger = logging.getLogger(__name__)
@@ -24,12 +42,88 @@ logger = logging.getLogger(__name__)
 ATTRS_KEY = "sapiens_stream"
 """Root attribute under which all of the store's own metadata lives."""
 
+CREATING = "creating"
+"""Status of a store whose creation has not finished: it counts as absent."""
+
+LOCK_TIMEOUT_S = 300.0
+"""How long a writer waits for another writer's commit on the same local store."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durable_put(path: Path, data: Any, *, exclusive: bool) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file, then fsync the directories
+    whose entries changed (the file's, and the parent of each directory this call created)."""
+    created = []
+    parent = path.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if exclusive:
+            os.link(tmp, path)  # FileExistsError if the key exists
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    for d in created:
+        _fsync_dir(d.parent)
+
+
+class DurableLocalStore(LocalStore):
+    """zarr's LocalStore, but a write is on disk when it returns (survives a host crash).
+
+    Each value goes to ``<key>.<uuid>.partial``, is fsynced, renamed into place, and the
+    directory entries it changed are fsynced. Reads are LocalStore's.
+    """
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._put(key, value, exclusive=False)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        with contextlib.suppress(FileExistsError):
+            await self._put(key, value, exclusive=True)
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        self._ensure_open_sync()
+        self._check_writable()
+        _durable_put(self.root / key, _bytes_of(value), exclusive=False)
+
+    async def _put(self, key: str, value: Buffer, *, exclusive: bool) -> None:
+        if not self._is_open:
+            await self._open()
+        self._check_writable()
+        data = _bytes_of(value)
+        await asyncio.to_thread(_durable_put, self.root / key, data, exclusive=exclusive)
+
+
+def _bytes_of(value: Buffer) -> Any:
+    if not isinstance(value, Buffer):
+        msg = f"store values must be zarr Buffers, got {type(value).__name__}"
+        raise TypeError(msg)
+    return value.as_buffer_like()
+
 
 def open_store(path_or_url: str | Path, *, read_only: bool, must_exist: bool = True) -> Store:
     """Return a Zarr store for a local path, a ``file://`` URL or any fsspec URL.
 
-    Local paths use zarr's LocalStore (atomic writes through a temporary file and rename);
-    other URLs (``memory://``, ``s3://`` with s3fs installed, ...) use FsspecStore.
+    Local paths use :class:`DurableLocalStore` (atomic, fsynced writes); other URLs
+    (``memory://``, ``s3://`` with s3fs installed, ...) use FsspecStore.
     """
     text = str(path_or_url)
     if "://" not in text or text.startswith("file://"):
@@ -37,7 +131,7 @@ def open_store(path_or_url: str | Path, *, read_only: bool, must_exist: bool = T
         if must_exist and not (local / "zarr.json").exists():
             msg = f"no result store at {local}: {local / 'zarr.json'} does not exist"
             raise StoreNotFoundError(msg)
-        return LocalStore(local, read_only=read_only)
+        return DurableLocalStore(local, read_only=read_only)
     try:
         return FsspecStore.from_url(text, read_only=read_only)
     except ImportError as e:
@@ -91,8 +185,13 @@ def open_root(store: Store, *, mode: str, consolidated: bool = False) -> zarr.Gr
         raise SchemaMismatchError(msg) from e
 
 
-def read_meta(root: zarr.Group) -> dict[str, Any]:
-    """Return the store's own root attributes, checking the schema version."""
+def read_meta(root: zarr.Group, *, allow_incomplete: bool = False) -> dict[str, Any]:
+    """Return the store's own root attributes, checking the schema version.
+
+    Raises:
+        StoreNotFoundError: If the store's creation never finished (unless allowed).
+        SchemaMismatchError: If it is not a store of a supported schema version.
+    """
     attrs = root.attrs.asdict()
     meta = attrs.get(ATTRS_KEY)
     if not isinstance(meta, Mapping):
@@ -105,6 +204,12 @@ def read_meta(root: zarr.Group) -> dict[str, Any]:
             f"version {SCHEMA_VERSION}"
         )
         raise SchemaMismatchError(msg)
+    if meta.get("status") == CREATING and not allow_incomplete:
+        msg = (
+            f"no result store at {root.store}: its creation never finished (the writer was "
+            f"stopped while creating it); Writer.create replaces it"
+        )
+        raise StoreNotFoundError(msg)
     return dict(meta)
 
 
@@ -155,3 +260,164 @@ def consolidate(store: Store) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning)
         zarr.consolidate_metadata(store)
+
+
+def may_take_over(token: int | None, recorded: int | None) -> bool:
+    """Whether a writer with fencing ``token`` may own a store that records ``recorded``.
+
+    Tokens only grow: an equal or larger token wins; an unfenced writer (None) may own only
+    an unfenced store.
+
+    Raises:
+        SchemaMismatchError: If ``recorded`` is not a token.
+    """
+    if recorded is None:
+        return True
+    if isinstance(recorded, bool) or not isinstance(recorded, int):
+        msg = f"the store records fencing token {recorded!r}, expected an int or null"
+        raise SchemaMismatchError(msg)
+    return token is not None and token >= recorded
+
+
+def create_root(store: Store, meta: Mapping[str, Any]) -> zarr.Group:
+    """Create the root group marked as being created (status ``creating``).
+
+    An existing store whose creation never finished is replaced, unless it records a larger
+    fencing token than ``meta["fence"]``.
+
+    Raises:
+        StorageError: If a finished store (or foreign Zarr data) exists.
+        StaleOwnerError: If an unfinished store records a larger fencing token.
+    """
+    attrs: dict[str, Any] = {ATTRS_KEY: {**meta, "status": CREATING}}
+    try:
+        return zarr.open_group(store, mode="w-", attributes=attrs)
+    except (FileExistsError, ContainsGroupError) as e:
+        old = _unfinished_meta(store)
+        if old is None:
+            msg = f"a store already exists at {store}; use Writer.resume to continue it"
+            raise StorageError(msg) from e
+        if not may_take_over(meta.get("fence"), old.get("fence")):
+            msg = (
+                f"{store}: an unfinished store created with fencing token {old.get('fence')} "
+                f"is there; this writer's token {meta.get('fence')} is older"
+            )
+            raise StaleOwnerError(msg) from e
+    logger.warning("replacing %s: its creation never finished", store)
+    return zarr.open_group(store, mode="w", attributes=attrs)
+
+
+def _unfinished_meta(store: Store) -> dict[str, Any] | None:
+    """The metadata of a store of ours whose creation never finished, else None.
+
+    A local directory holding nothing but temporary files (a creator killed while writing
+    its first file) counts as unfinished, with no metadata.
+    """
+    try:
+        meta = read_meta(open_root(store, mode="r"), allow_incomplete=True)
+    except StoreNotFoundError:
+        if isinstance(store, LocalStore):
+            files = [p for p in Path(store.root).rglob("*") if p.is_file()]
+            if all(p.name.endswith(".partial") for p in files):
+                return {}
+        return None
+    except SchemaMismatchError:
+        return None
+    return meta if meta.get("status") == CREATING else None
+
+
+def check_output_root(root: str | Path) -> str:
+    """Return ``root`` as text if result stores may be written under it.
+
+    Refuses an empty root and one that is, or resolves to, the filesystem root (``/``,
+    ``file:///``, ``/tmp/..``), or a URL without a bucket or path.
+
+    Raises:
+        InvalidValueError: With the reason.
+    """
+    text = str(root).strip()
+    if not text:
+        msg = "output root is empty: give a directory or fsspec URL, e.g. out/results"
+        raise InvalidValueError(msg)
+    if "://" in text and not text.startswith("file://"):
+        if not text.split("://", 1)[1].strip("/"):
+            msg = f"output root {text!r} names no bucket or path"
+            raise InvalidValueError(msg)
+        return text
+    local = text.removeprefix("file://")
+    resolved = Path(local or "/").resolve()
+    if resolved == resolved.parent:
+        msg = (
+            f"output root {text!r} is the filesystem root: stores and the embedded server's "
+            f"data would go to {resolved}; give a directory such as out/results"
+        )
+        raise InvalidValueError(msg)
+    return text
+
+
+def refuse_filesystem_root(store: Store) -> None:
+    """Refuse a local store placed directly in the filesystem root (an empty or ``/`` root)."""
+    if isinstance(store, LocalStore):
+        check_output_root(Path(store.root).absolute().parent)
+
+
+def lock_path(store: Store) -> Path | None:
+    """``<store>.lock`` beside a local store (outside it); None for other stores."""
+    if not isinstance(store, LocalStore):
+        return None
+    root = Path(store.root).absolute()
+    return root.with_name(root.name + ".lock")
+
+
+class StoreLock:
+    """Re-entrant exclusive OS file lock (flock) on a local store's ``<store>.lock``.
+
+    The owning Writer holds it across "re-read the fencing token, write the block, write the
+    watermark", so no other writer of the store can interleave. Readers never take it. For
+    stores that are not local directories it is a no-op.
+
+    Args:
+        store: The store to lock.
+        timeout_s: How long to wait for another holder before raising StorageError.
+    """
+
+    def __init__(self, store: Store, timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.path = lock_path(store)
+        self._timeout_s = timeout_s
+        self._fd: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> StoreLock:
+        if self._depth == 0 and self.path is not None:
+            self._fd = _flock(self.path, self._timeout_s)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _flock(path: Path, timeout_s: float) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    msg = (
+                        f"timed out after {timeout_s}s waiting for {path}: another writer of "
+                        f"this store has been stuck in a commit; stop it and retry"
+                    )
+                    raise StorageError(msg) from None
+                time.sleep(0.01)
+    except BaseException:
+        os.close(fd)
+        raise

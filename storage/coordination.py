@@ -76,7 +76,15 @@ class Coordinator:
         self.keys = Keys(self.config.prefix)
         self._scripts = {
             name: client.register_script(getattr(_lua, name))
-            for name in ("SUBMIT", "START", "TRANSITION", "CANCEL", "PROGRESS", "HEARTBEAT")
+            for name in (
+                "SUBMIT",
+                "START",
+                "START_DIRECT",
+                "TRANSITION",
+                "CANCEL",
+                "PROGRESS",
+                "HEARTBEAT",
+            )
         }
         self._group_ready = False
 
@@ -252,6 +260,18 @@ class Coordinator:
             A lease, or None when no job is available.
         """
         validate_worker_id(worker_id)
+        try:
+            return self._claim(worker_id, block_ms)
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # The server lost its data (FLUSHALL, failover to an empty replica): the group this
+            # client saw is gone. Make it again and carry on.
+            logger.warning("the queue's consumer group vanished; creating it again")
+            self._group_ready = False
+            return self._claim(worker_id, block_ms)
+
+    def _claim(self, worker_id: str, block_ms: int) -> JobLease | None:
         self._ensure_group()
         for _ in range(100):  # bounded: each round consumes one queue entry
             entry = self._reclaim_one(worker_id) or self._read_new(worker_id, block_ms)
@@ -261,6 +281,55 @@ class Coordinator:
             if lease is not None:
                 return lease
         return None
+
+    def start_direct(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        job_id: str,
+        worker_id: str,
+        meta: Mapping[str, Any] | None = None,
+    ) -> JobLease | tuple[str, str]:
+        """Register job ``job_id`` and start it for ``worker_id`` at once, outside the queue.
+
+        For a submitter that runs its own job (``sapiens-stream run``): no service can claim
+        it. The lease is kept by :meth:`heartbeat` like a queue lease; if its owner stops
+        heartbeating, the same call (from any process) takes the job over with a new token.
+
+        Returns:
+            The lease, or ``(status, detail)`` when the job cannot be started here:
+            ``("done", state)`` it already ended; ``("busy", owner)`` a live owner runs it;
+            ``("queued", state)`` it was submitted to the queue, where a service runs it.
+        """
+        if not isinstance(spec, Mapping):
+            msg = f"spec must be a mapping, got {type(spec).__name__}"
+            raise InvalidValueError(msg)
+        validate_id(job_id)
+        validate_worker_id(worker_id)
+        argv = [
+            job_id,
+            pack(dict(spec)),
+            pack({**(meta or {}), "client_key": None}),
+            worker_id,
+            self._ms(self.config.heartbeat_ttl_s),
+            self.config.events_maxlen,
+            self._ms(self.config.finished_ttl_s),
+            self.config.group,
+        ]
+        keys = [*self._job_keys(job_id), self.keys.all_jobs]
+        reply = _words(self._scripts["START_DIRECT"](keys=keys, args=argv))
+        if reply[0] != "started":
+            return reply[0], reply[1]
+        rec = self.get(job_id)
+        return JobLease(
+            job_id=job_id,
+            worker_id=worker_id,
+            token=int(reply[1]),
+            msg_id="",
+            attempt=int(reply[2]),
+            spec=rec.spec,
+            committed_frames=rec.committed_frames,
+        )
 
     def _reclaim_one(self, worker_id: str) -> tuple[str, str] | None:
         min_idle = self._ms(self.config.heartbeat_ttl_s)
@@ -338,18 +407,37 @@ class Coordinator:
         *,
         info: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Mark the worker alive for one TTL and keep its leases; return job ids it lost."""
+        """Mark the worker alive for one TTL and keep its leases; return job ids it lost.
+
+        Queue leases are kept through their pending entries, direct leases (``msg_id`` empty,
+        see :meth:`start_direct`) through their job hashes. If the server lost its data, every
+        lease is lost and the worker is registered again.
+        """
         payload = pack({"pid": os.getpid(), "time": time.time(), **(info or {})})
+        queued = [lease for lease in leases if lease.msg_id]
+        direct = [lease for lease in leases if not lease.msg_id]
         argv = [
             self._ms(self.config.heartbeat_ttl_s),
             payload,
             self.config.group,
             worker_id,
-            *(lease.msg_id for lease in leases),
+            len(queued),
+            *(lease.msg_id for lease in queued),
+            *(lease.token for lease in direct),
         ]
-        keys = [self.keys.worker(worker_id), self.keys.queue]
+        keys = [
+            self.keys.worker(worker_id),
+            self.keys.queue,
+            *(self.keys.job(lease.job_id) for lease in direct),
+        ]
         lost = set(_words(self._scripts["HEARTBEAT"](keys=keys, args=argv)))
-        return [lease.job_id for lease in leases if lease.msg_id in lost]
+        if queued and lost >= {lease.msg_id for lease in queued}:
+            self._group_ready = False  # the group may be gone: make it again before a claim
+        return [
+            lease.job_id
+            for lease in leases
+            if (lease.msg_id or self.keys.job(lease.job_id)) in lost
+        ]
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Live workers (heartbeat not expired) and the info their last heartbeat carried."""

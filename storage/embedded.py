@@ -4,8 +4,13 @@ Used when no Redis URL is configured. One server per output root, kept under
 ``<root>/.redis/``: ``valkey.conf`` and ``server.json`` (port, password, pid; mode 0600),
 the append-only files, ``valkey.log`` and a ``lock`` file. Starting is serialised with an
 exclusive lock on ``lock``, so two commands never start two servers on one data directory; a
-live server (answering an authenticated PING) is reused, a dead one is restarted on the same
-data, which the AOF restores.
+live server is reused, a dead one is restarted on the same data, which the AOF restores.
+
+The data directory must be this user's alone: one owned by another user, or writable by
+group or others, is refused; one that others may only read is made 0700. ``server.json`` is
+trusted only if its pid is alive, belongs to this user, runs the valkey binary with this
+directory's config, listens on the recorded port, and that port answers AUTH with the
+recorded password; otherwise a fresh server is started.
 
 The server binds 127.0.0.1 only, on a random free port, and requires a generated password.
 By default it stops with the process that started it (``close()``, ``atexit``, and on Linux
@@ -24,8 +29,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -38,7 +45,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from storage._proc import free_port, locked, pid_is_our_server, set_pdeathsig, write_private
+from storage._proc import free_port, locked, set_pdeathsig, write_private
+from storage._store import check_output_root
 from storage.errors import EmbeddedServerError
 
 __all__ = ["EmbeddedServer", "ServerState", "stop_embedded"]
@@ -110,6 +118,103 @@ def _read_state(data_dir: Path) -> ServerState | None:
         return None
 
 
+def _private_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` (0700) or check that only this user can use it.
+
+    Refused: a directory (or an entry in it) owned by another user, and one writable by group
+    or others (anyone could have planted ``server.json`` or the config there). Repaired: one
+    that others may only read or list.
+    """
+    with contextlib.suppress(FileExistsError):
+        data_dir.mkdir(mode=0o700, parents=True)
+    me = os.getuid()
+    st = os.lstat(data_dir)
+    if not stat.S_ISDIR(st.st_mode):
+        msg = f"{data_dir} (the embedded server's data) is not a directory; remove it"
+        raise EmbeddedServerError(msg)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != me or mode & 0o022:
+        why = f"owned by uid {st.st_uid}" if st.st_uid != me else f"mode {mode:o}"
+        msg = (
+            f"refusing the embedded server's data directory {data_dir}: {why}; it must be "
+            f"owned by this user (uid {me}) and not writable by others. Check its contents, "
+            f"then fix it (chown, chmod 700) or delete it"
+        )
+        raise EmbeddedServerError(msg)
+    if mode & 0o077:
+        os.chmod(data_dir, 0o700)
+        logger.warning("%s had mode %o; set it to 700", data_dir, mode)
+    for top, dirs, files in os.walk(data_dir):
+        for name in (*dirs, *files):
+            path = os.path.join(top, name)
+            try:
+                owner = os.lstat(path).st_uid
+            except FileNotFoundError:  # the server rotated an AOF file meanwhile
+                continue
+            if owner != me:
+                msg = (
+                    f"refusing the embedded server's data directory {data_dir}: {path} is "
+                    f"owned by uid {owner}, not by this user (uid {me}); remove it"
+                )
+                raise EmbeddedServerError(msg)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP ``port`` (from /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+_SERVER_BINARY = re.compile(rb"(?:^|/)(?:valkey|redis)-server(?: |$)")
+
+
+def _runs_here(pid: int, data_dir: Path) -> tuple[bytes, list[str]] | None:
+    """The command line and open fds of ``pid`` if it is a live (not zombie) valkey or redis
+    server of this user running in ``data_dir``, else None (Linux)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+        mine = proc.stat().st_uid == os.getuid()
+        cwd = Path(os.readlink(proc / "cwd"))
+        fds = os.listdir(proc / "fd")
+    except (OSError, IndexError):
+        return None
+    if zombie or not mine or cwd != data_dir or not _SERVER_BINARY.search(title):
+        return None
+    return title, fds
+
+
+def _is_our_server(state: ServerState, data_dir: Path) -> bool:
+    """Whether ``state.pid`` is the server of ``data_dir``, serving ``state.port``.
+
+    Linux: :func:`_runs_here`, the command line (which the server rewrites to
+    ``<binary> 127.0.0.1:<port>``) names the port, and the pid holds the socket listening on
+    it. Elsewhere (no /proc) only liveness is checked; the authenticated PING decides.
+    """
+    if not Path("/proc/self").is_dir():
+        try:
+            os.kill(state.pid, 0)
+        except OSError:
+            return False
+        return True
+    found = _runs_here(state.pid, data_dir)
+    if found is None or f"127.0.0.1:{state.port}".encode() not in found[0].split():
+        return False
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(state.port)}
+    for fd in found[1]:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{state.pid}/fd/{fd}") in sockets:
+                return True
+    return False
+
+
 def _config_text(data_dir: Path, port: int, password: str, fsync: str) -> str:
     quoted_dir = json.dumps(str(data_dir))
     lines = [
@@ -179,9 +284,12 @@ class EmbeddedServer:
             appendfsync: AOF fsync policy for a new server (``everysec`` or ``always``).
 
         Raises:
-            EmbeddedServerError: If no server could be reached or started.
+            EmbeddedServerError: If no server could be reached or started, or the data
+                directory is not private to this user.
+            InvalidValueError: If ``root`` is empty or the filesystem root.
         """
-        data_dir = (Path(root) / DIR_NAME).resolve()
+        data_dir = (Path(check_output_root(root)) / DIR_NAME).resolve()
+        _private_dir(data_dir)
         with locked(data_dir, timeout_s):
             state = _read_state(data_dir)
             if state is not None and cls._wait_alive(state, data_dir, timeout_s):
@@ -191,13 +299,16 @@ class EmbeddedServer:
 
     @staticmethod
     def _wait_alive(state: ServerState, data_dir: Path, timeout_s: float) -> bool:
+        """True once the recorded server answers; False if server.json is stale (its pid is
+        not this directory's server), so that a fresh server is started."""
         deadline = time.monotonic() + timeout_s
         while True:
+            if not _is_our_server(state, data_dir):
+                logger.info("ignoring stale %s (pid %d)", data_dir / _STATE, state.pid)
+                return False
             status = _ping(state.port, state.password)
             if status == "ok":
                 return True
-            if not pid_is_our_server(state.pid, data_dir / _CONF):
-                return False
             if time.monotonic() > deadline:
                 msg = (
                     f"embedded server pid {state.pid} ({data_dir}) runs but does not answer on "
@@ -313,8 +424,7 @@ class EmbeddedServer:
                 self._process.wait(timeout=timeout_s)
             return
         deadline = time.monotonic() + timeout_s
-        conf = self.data_dir / _CONF
-        while pid_is_our_server(self.pid, conf):
+        while _runs_here(self.pid, self.data_dir) is not None:
             if time.monotonic() > deadline:
                 os.kill(self.pid, signal.SIGTERM)
                 deadline += timeout_s
@@ -334,11 +444,12 @@ class EmbeddedServer:
 
 def stop_embedded(root: str | Path, timeout_s: float = 10.0) -> bool:
     """Stop the embedded server of ``root`` (detached or not); return whether one was running."""
-    data_dir = (Path(root) / DIR_NAME).resolve()
+    data_dir = (Path(check_output_root(root)) / DIR_NAME).resolve()
+    if not data_dir.is_dir():
+        return False
+    _private_dir(data_dir)
     state = _read_state(data_dir)
-    if state is None or not (
-        _ping(state.port, state.password) == "ok" or pid_is_our_server(state.pid, data_dir / _CONF)
-    ):
+    if state is None or not _is_our_server(state, data_dir):
         return False
     EmbeddedServer(state, process=None).stop(timeout_s)
     return True

@@ -17,6 +17,7 @@ __all__ = [
     "JobNotFoundError",
     "LeaseLostError",
     "SchemaMismatchError",
+    "StaleOwnerError",
     "StorageError",
     "StoreNotFoundError",
 ]
@@ -32,6 +33,15 @@ class SchemaMismatchError(StorageError, ValueError):
 
 class StoreNotFoundError(StorageError, FileNotFoundError):
     """No result store exists at the given path or URL."""
+
+
+class StaleOwnerError(StorageError):
+    """A result store's writer no longer owns it: a writer with a larger fencing token took
+    the store over (or the writer's token is older than the one the store records).
+
+    Nothing was written by the refused call, and the writer refuses every later call; the job
+    belongs to the new owner.
+    """
 
 
 class FrameNotCommittedError(StorageError, IndexError):

@@ -65,9 +65,12 @@ class HeartbeatThread:
             self._lost.discard(lease.job_id)
 
     def release(self, lease: JobLease) -> None:
-        """Stop keeping ``lease`` alive (after the job finished)."""
+        """Stop keeping ``lease`` alive (after the job finished); a newer lease on the same job
+        (a later claim of it) stays held."""
         with self._lock:
-            self._leases.pop(lease.job_id, None)
+            held = self._leases.get(lease.job_id)
+            if held is not None and held.token == lease.token:
+                del self._leases[lease.job_id]
 
     def set_info(self, info: Mapping[str, Any]) -> None:
         """Facts the next heartbeats publish with the worker (plain msgpack-able data)."""
@@ -93,11 +96,16 @@ class HeartbeatThread:
                     self._leases.pop(job_id, None)
 
     def _run(self) -> None:
+        # Nothing the server answers may end this thread: a connection error, an error reply
+        # (OOM, READONLY during a failover, NOGROUP after a data loss) or a malformed reply
+        # costs one beat, and the next one tries again. Leases lapse only by their TTL.
         while not self._stop.wait(self._interval):
             try:
                 self.beat()
-            except (redis.ConnectionError, redis.TimeoutError) as e:
+            except redis.RedisError as e:
                 logger.warning("heartbeat of %s failed: %s", self._worker_id, e)
+            except Exception:
+                logger.exception("heartbeat of %s failed", self._worker_id)
 
     def stop(self) -> None:
         """Stop the thread (the worker key then expires after its TTL)."""

@@ -6,6 +6,17 @@ and every block is written whole, so blocks can be written in any order, by any 
 re-written after a crash with the same bytes. Only the `Writer` creates or resizes arrays and
 writes the root attributes, including the commit watermark that readers trust.
 
+Fencing: a `Writer` made with ``fence=token`` (the job claim's fencing token; tokens only
+grow) records it in the root attributes, and every mutation first re-reads that record and
+refuses with StaleOwnerError if another token is there: a writer that paused past its lease
+cannot commit, finalize or fail a job that a newer owner took over. On local stores the
+re-read, the block write and the watermark write happen under an OS file lock on
+``<store>.lock``, so the check and the writes are atomic against other writers.
+
+Creation is atomic for readers: the root is created with status ``creating`` and becomes
+``running`` only once every array exists; a store whose creation never finished reads as
+absent, and `Writer.create` replaces it.
+
 Example:
     >>> from storage.schema import StoreSpec
     >>> from storage.synthetic import synthetic_frame
@@ -22,19 +33,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import zarr
 from zarr.abc.store import Store
 
 from storage import _store
 from storage._encode import EncodedFrame, assemble_block, encode_frame
-from storage.errors import SchemaMismatchError, StorageError
+from storage.errors import InvalidValueError, SchemaMismatchError, StaleOwnerError, StorageError
 from storage.frame import FrameResult
 from storage.schema import SCHEMA_VERSION, StoreSpec, ZarrLayout
 
@@ -51,6 +62,7 @@ def _initial_meta(
     job: Mapping[str, Any],
     source: Mapping[str, Any] | None,
     models: Sequence[Mapping[str, Any]],
+    fence: int | None,
 ) -> dict[str, Any]:
     """Root attributes of a new store; model entries must carry the provenance keys."""
     for m in models:
@@ -69,7 +81,14 @@ def _initial_meta(
         "person_rows": 0,
         "created_at": time.time(),
         "timings": {},
+        "fence": fence,
     }
+
+
+def _check_token(fence: int | None) -> None:
+    if fence is not None and (isinstance(fence, bool) or not isinstance(fence, int) or fence < 0):
+        msg = f"fence: expected a fencing token (an int >= 0) or None, got {fence!r}"
+        raise InvalidValueError(msg)
 
 
 class BlockWriter:
@@ -147,18 +166,30 @@ class Writer:
     """The single owner of a job's store: orders frames, commits blocks, records the watermark.
 
     Not thread-safe; one instance per job. Use :meth:`create` for a new store and
-    :meth:`resume` after a crash.
+    :meth:`resume` after a crash; both take the job claim's fencing token (see the module
+    docstring). Once a call raised StaleOwnerError, every later call raises it too.
 
     Args:
         blocks: The data-plane writer of the store.
         on_commit: Hook called with each new watermark before it is recorded.
+        fence: This writer's fencing token; None for an unfenced (local, one-off) writer.
     """
 
-    def __init__(self, blocks: BlockWriter, *, on_commit: CommitHook | None = None) -> None:
+    def __init__(
+        self,
+        blocks: BlockWriter,
+        *,
+        on_commit: CommitHook | None = None,
+        fence: int | None = None,
+    ) -> None:
+        _check_token(fence)
         self._blocks = blocks
         self._root = blocks._root
         self._store = blocks._store
         self._on_commit = on_commit
+        self._fence = fence
+        self._lock = _store.StoreLock(self._store)
+        self._stale: str | None = None
         self._meta = _store.read_meta(self._root)
         self._pending: dict[int, EncodedFrame] = {}
         self._stats = {"dropped_duplicates": 0, "blocks": 0, "write_s": 0.0}
@@ -175,8 +206,11 @@ class Writer:
         models: Sequence[Mapping[str, Any]] = (),
         capacity_frames: int = 0,
         on_commit: CommitHook | None = None,
+        fence: int | None = None,
     ) -> Writer:
         """Create a new store (fails if one exists) and return its writer.
+
+        A store whose creation never finished (its creator was killed) is replaced.
 
         Args:
             path_or_url: Store location (local path or fsspec URL).
@@ -186,40 +220,112 @@ class Writer:
             models: One mapping per model: name, task, checkpoint hash, random_weights flag.
             capacity_frames: Expected frame count, to size arrays once; they grow when needed.
             on_commit: Hook called with each new watermark before it is recorded.
+            fence: The job claim's fencing token, recorded as the store's owner.
 
         Raises:
             SchemaMismatchError: If a model entry lacks the required keys.
             StorageError: If a store already exists at the location.
+            StaleOwnerError: If an unfinished store there records a larger token.
+            InvalidValueError: If the location is the filesystem root or ``fence`` is not a
+                token.
         """
+        _check_token(fence)
         store = _store.open_store(path_or_url, read_only=False, must_exist=False)
-        meta = _initial_meta(spec, job, source, models)
-        try:
-            root = zarr.open_group(store, mode="w-", attributes={_store.ATTRS_KEY: meta})
-        except (FileExistsError, zarr.errors.ContainsGroupError) as e:
-            msg = f"a store already exists at {path_or_url}; use Writer.resume to continue it"
-            raise StorageError(msg) from e
+        _store.refuse_filesystem_root(store)
+        meta = _initial_meta(spec, job, source, models, fence)
         layout = ZarrLayout.from_spec(spec)
         n_blocks = max(1, -(-capacity_frames // spec.frames_per_shard))
-        for a in layout.arrays:
-            _store.create_array(root, a, layout.rows_for_blocks(a, n_blocks))
+        with _store.StoreLock(store):
+            root = _store.create_root(store, meta)
+            for a in layout.arrays:
+                _store.create_array(root, a, layout.rows_for_blocks(a, n_blocks))
+            _store.write_meta(root, meta)  # status "running": the store exists from now on
         logger.info("created result store %s (%s)", path_or_url, ",".join(spec.tasks))
-        return cls(BlockWriter(path_or_url), on_commit=on_commit)
+        return cls(BlockWriter(path_or_url), on_commit=on_commit, fence=fence)
 
     @classmethod
-    def resume(cls, path_or_url: str | Path, *, on_commit: CommitHook | None = None) -> Writer:
+    def resume(
+        cls,
+        path_or_url: str | Path,
+        *,
+        on_commit: CommitHook | None = None,
+        fence: int | None = None,
+    ) -> Writer:
         """Reopen an existing store after a crash; adopts blocks committed past the watermark.
 
-        Call it only once the previous owner is gone: it also deletes the temporary files a
-        killed writer left behind in a local store.
+        With a token larger than the store's, the store is taken over: the old owner's next
+        mutation fails. Call it only once the previous owner's claim is gone: it also deletes
+        the temporary files a killed writer left behind in a local store.
+
+        Raises:
+            StoreNotFoundError: If there is no store (or its creation never finished).
+            StaleOwnerError: If the store records a larger token than ``fence`` (or any token
+                while ``fence`` is None).
+            StorageError: If the store is not running (complete or failed).
         """
-        writer = cls(BlockWriter(path_or_url), on_commit=on_commit)
-        if removed := _store.remove_partial_files(writer._store):
-            logger.info("removed %d partial files left by a crashed writer", removed)
-        if writer._meta["status"] != "running":
-            msg = f"{path_or_url}: status is {writer._meta['status']!r}; only running stores resume"
-            raise StorageError(msg)
-        writer.sync_watermark()
+        writer = cls(BlockWriter(path_or_url), on_commit=on_commit, fence=fence)
+        with writer._lock:
+            writer._reload()
+            recorded = writer._meta.get("fence")
+            if not _store.may_take_over(fence, recorded):
+                mine = "an unfenced writer" if fence is None else f"token {fence} is older"
+                msg = (
+                    f"{path_or_url}: the store is owned with fencing token {recorded}; {mine}: "
+                    f"resume it with the job's current claim token"
+                )
+                raise StaleOwnerError(msg)
+            status = writer._meta["status"]
+            if status != "running":
+                msg = f"{path_or_url}: status is {status!r}; only running stores resume"
+                raise StorageError(msg)
+            if removed := _store.remove_partial_files(writer._store):
+                logger.info("removed %d partial files left by a crashed writer", removed)
+            if recorded != fence:
+                writer._meta["fence"] = fence
+                _store.write_meta(writer._root, writer._meta)
+                logger.info("took over %s: fencing token %s -> %s", path_or_url, recorded, fence)
+            writer.sync_watermark()
         return writer
+
+    def _reload(self) -> None:
+        """Re-read the root attributes and array metadata (under the lock, before owning)."""
+        self._root = self._blocks._root = _store.open_root(self._store, mode="r+")
+        self._blocks.reopen()
+        self._meta = _store.read_meta(self._root)
+        self._watermark = int(self._meta["committed_frames"])
+
+    @property
+    def fence(self) -> int | None:
+        """This writer's fencing token (None: unfenced)."""
+        return self._fence
+
+    def _check_owner(self) -> None:
+        """Re-read the store's commit record; poison this writer if another token is there."""
+        if self._stale is None:
+            recorded = _store.read_meta(_store.open_root(self._store, mode="r")).get("fence")
+            if recorded == self._fence:
+                return
+            self._stale = (
+                f"{self._store}: this writer (fencing token {self._fence}) no longer owns the "
+                f"store, which records token {recorded}: a newer owner took the job over. "
+                f"Stop working on it; this writer wrote nothing more"
+            )
+            logger.warning("%s", self._stale)
+        raise StaleOwnerError(self._stale)
+
+    @contextlib.contextmanager
+    def _owning(self) -> Iterator[None]:
+        """Hold the store lock and check ownership around one mutation."""
+        if self._stale is not None:
+            raise StaleOwnerError(self._stale)
+        with self._lock:
+            self._check_owner()
+            yield
+
+    def _write_meta(self) -> None:
+        """Write the root attributes; the ownership re-read comes first, even under the lock."""
+        self._check_owner()
+        _store.write_meta(self._root, self._meta)
 
     @property
     def spec(self) -> StoreSpec:
@@ -245,8 +351,9 @@ class Writer:
         if not 0 <= frames <= self._watermark:
             msg = f"checkpoint at {frames} frames is past the watermark {self._watermark}"
             raise StorageError(msg)
-        self._meta["checkpoint"] = dict(state)
-        _store.write_meta(self._root, self._meta)
+        with self._owning():
+            self._meta["checkpoint"] = dict(state)
+            self._write_meta()
 
     @property
     def pending_frames(self) -> int:
@@ -259,6 +366,8 @@ class Writer:
         Frames below the watermark were committed already and are dropped (at-least-once
         delivery upstream). Returns the watermark after the call.
         """
+        if self._stale is not None:
+            raise StaleOwnerError(self._stale)
         if result.index < self._watermark:
             self._stats["dropped_duplicates"] += 1
             return self._watermark
@@ -266,7 +375,8 @@ class Writer:
         b = self.spec.frames_per_shard
         while all(i in self._pending for i in range(self._watermark, self._watermark + b)):
             frames = [self._pending.pop(i) for i in range(self._watermark, self._watermark + b)]
-            self._commit(self._watermark // b, frames)
+            with self._owning():
+                self._commit(self._watermark // b, frames)
         return self._watermark
 
     def commit_block(self, block: int, results: Sequence[FrameResult]) -> None:
@@ -277,11 +387,13 @@ class Writer:
         b = self.spec.frames_per_shard
         encoded = [encode_frame(self._blocks.layout, r) for r in results]
         if (block + 1) * b <= self._watermark:
-            self._blocks.write_encoded(block, encoded)
+            with self._owning():
+                self._blocks.write_encoded(block, encoded)
         elif block * b == self._watermark:
             for f in encoded:
                 self._pending.pop(f.index, None)
-            self._commit(block, encoded)
+            with self._owning():
+                self._commit(block, encoded)
         else:
             msg = f"block {block} is not next: the watermark is at frame {self._watermark}"
             raise SchemaMismatchError(msg)
@@ -289,18 +401,23 @@ class Writer:
     def sync_watermark(self) -> int:
         """Advance the watermark over blocks other BlockWriters committed; return it."""
         b = self.spec.frames_per_shard
-        counts = self._blocks.committed_blocks(self._watermark // b)
-        frames = self._watermark
-        for n in counts:
-            if n != b:
-                break
-            frames += n
-        if frames > self._watermark:
-            self._record(frames)
+        with self._owning():
+            counts = self._blocks.committed_blocks(self._watermark // b)
+            frames = self._watermark
+            for n in counts:
+                if n != b:
+                    break
+                frames += n
+            if frames > self._watermark:
+                self._record(frames)
         return self._watermark
 
     def ensure_capacity(self, n_frames: int) -> None:
         """Grow every array (in whole blocks, at least doubling) to hold ``n_frames`` frames."""
+        with self._owning():
+            self._grow(n_frames)
+
+    def _grow(self, n_frames: int) -> None:
         b = self.spec.frames_per_shard
         need = -(-n_frames // b)
         have = self._blocks.capacity_blocks()
@@ -319,7 +436,7 @@ class Writer:
 
     def _commit(self, block: int, frames: Sequence[EncodedFrame]) -> None:
         t0 = time.perf_counter()
-        self.ensure_capacity((block + 1) * self.spec.frames_per_shard)
+        self._grow((block + 1) * self.spec.frames_per_shard)
         self._blocks.write_encoded(block, frames)
         self._stats["write_s"] += time.perf_counter() - t0
         self._stats["blocks"] += 1
@@ -329,7 +446,7 @@ class Writer:
         if self._on_commit is not None:
             self._on_commit(frames)
         self._meta["committed_frames"] = frames
-        _store.write_meta(self._root, self._meta)
+        self._write_meta()
         self._watermark = frames
         logger.debug("watermark %d", frames)
 
@@ -341,7 +458,12 @@ class Writer:
 
         Raises:
             SchemaMismatchError: If frames between the watermark and the last one are missing.
+            StaleOwnerError: If another writer owns the store now.
         """
+        with self._owning():
+            return self._finalize(timings)
+
+    def _finalize(self, timings: Mapping[str, float] | None) -> int:
         if self._pending:
             last = max(self._pending)
             missing = sorted(set(range(self._watermark, last + 1)) - set(self._pending))
@@ -356,15 +478,20 @@ class Writer:
             finalized_at=time.time(),
             timings={**self._stats, **(timings or {})},
         )
-        _store.write_meta(self._root, self._meta)
+        self._write_meta()
         _store.consolidate(self._store)
         logger.info("finalized %s: %d frames", self._store, self._watermark)
         return self._watermark
 
     def mark_failed(self, reason: str) -> None:
-        """Record that the job failed; committed frames stay readable."""
-        self._meta.update(status="failed", error=reason, timings=dict(self._stats))
-        _store.write_meta(self._root, self._meta)
+        """Record that the job failed; committed frames stay readable.
+
+        Raises:
+            StaleOwnerError: If another writer owns the store now (the job is not failed).
+        """
+        with self._owning():
+            self._meta.update(status="failed", error=reason, timings=dict(self._stats))
+            self._write_meta()
 
     def _trim(self) -> None:
         """Shrink every array to the committed frames, person rows and blocks."""

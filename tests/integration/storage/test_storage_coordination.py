@@ -269,6 +269,60 @@ class CoordinationSuite:
         assert len(keys) >= 8
         assert all(k.startswith(f"{prefix}:v1:") for k in keys)
 
+    def test_claims_go_on_after_the_server_lost_its_data(
+        self, client: redis.Redis, prefix: str
+    ) -> None:
+        """Every key gone, as after FLUSHALL or a failover to an empty replica: the
+        coordinator that cached its consumer group claims again, the heartbeat reports the
+        lease lost instead of raising, and no fencing token is issued twice."""
+        c = self.coord(client, prefix)
+        c.submit({"n": 1}, job_id="before")
+        old = c.claim("w1")
+        assert old is not None
+        delete_prefix(client, prefix)
+        assert c.heartbeat("w1", [old]) == ["before"]
+        assert c.worker_alive("w1")  # registered again
+        c.submit({"n": 2}, job_id="after")
+        new = c.claim("w1")
+        assert new is not None and new.job_id == "after"
+        assert new.token > old.token
+
+    def test_claim_recreates_a_vanished_group(self, client: redis.Redis, prefix: str) -> None:
+        c = self.coord(client, prefix)
+        assert c.claim("w1") is None  # the group exists and is cached from here on
+        client.xgroup_destroy(c.keys.queue, c.config.group)
+        c.submit({}, job_id="j1")
+        lease = c.claim("w1")
+        assert lease is not None and lease.job_id == "j1"
+
+    def test_direct_jobs_are_never_claimed_from_the_queue(
+        self, client: redis.Redis, prefix: str
+    ) -> None:
+        """``run`` starts its own job outside the queue: a service claims only queued jobs."""
+        c = self.coord(client, prefix, heartbeat_ttl_s=0.5)
+        c.submit({"who": "queue"}, job_id="queued-job")
+        lease = c.start_direct({"who": "run"}, job_id="own-job", worker_id="run-1")
+        assert not isinstance(lease, tuple)
+        assert (lease.job_id, lease.msg_id, c.get("own-job").state) == ("own-job", "", "running")
+        other = c.claim("serve-1")
+        assert other is not None and other.job_id == "queued-job"
+        assert c.claim("serve-1") is None
+        # A live owner keeps it; the same start elsewhere is refused.
+        assert c.heartbeat("run-1", [lease]) == []
+        assert c.start_direct({}, job_id="own-job", worker_id="run-2") == ("busy", "run-1")
+        assert c.start_direct({}, job_id="queued-job", worker_id="run-2")[0] == "queued"
+        # Its owner stops heartbeating: another run takes it over, and the old lease is fenced.
+        time.sleep(0.7)
+        again = c.start_direct({}, job_id="own-job", worker_id="run-2")
+        assert not isinstance(again, tuple)
+        assert again.token > lease.token and again.attempt == 2
+        assert c.heartbeat("run-1", [lease]) == ["own-job"]
+        with pytest.raises(LeaseLostError):
+            c.progress(lease, committed_frames=1)
+        c.complete(again, result={"frames": 1})
+        assert c.start_direct({}, job_id="own-job", worker_id="run-3") == ("done", "succeeded")
+        assert c.get("own-job").result == {"frames": 1}
+
 
 class TestEmbeddedValkey(CoordinationSuite):
     @pytest.fixture
