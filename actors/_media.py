@@ -15,13 +15,14 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import av
 import av.error
@@ -32,7 +33,9 @@ from av.sidedata.sidedata import Type as SideDataType
 from actors.errors import (
     DecodeError,
     NoVideoStreamError,
+    ResourceLimitError,
     SourceNotFoundError,
+    SourceNotReadableError,
     SourceUnreachableError,
     UnreadableMediaError,
 )
@@ -40,6 +43,7 @@ from actors.errors import (
 __all__ = [
     "FrameReader",
     "Orientation",
+    "check_frame_pixels",
     "display_name",
     "finite_or_none",
     "is_live",
@@ -56,6 +60,16 @@ logger = logging.getLogger(__name__)
 
 _LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
 _HTTP_SCHEMES = frozenset({"http", "https"})
+#: URL schemes opened as network sources; ``file://`` is a local path, anything else is refused
+#: (FFmpeg's wrapper protocols such as ``crypto+file://`` would bypass the local-file checks).
+_NETWORK_SCHEMES = _LIVE_SCHEMES | _HTTP_SCHEMES | {"ftp"}
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 _NETWORK_ERRORS = (av.error.ExitError, TimeoutError, ConnectionError)
 _ATTACHED_PIC = av.stream.Disposition.attached_pic  # cover art stored as a one-frame "video"
 _MAX_READ_ERRORS = 16  # consecutive demux errors before a source is treated as ended
@@ -88,11 +102,44 @@ def _protocol_options(source: str, open_timeout_s: float, read_timeout_s: float)
     scheme, read_us = _scheme(source), str(int(read_timeout_s * 1e6))
     if scheme in ("rtsp", "rtsps"):
         return {"rtsp_transport": "tcp", "timeout": read_us}
-    if scheme in _HTTP_SCHEMES:
-        return {"rw_timeout": read_us}
-    if scheme in _LIVE_SCHEMES:
+    if scheme in _NETWORK_SCHEMES:
         return {"rw_timeout": read_us}
     return {}
+
+
+def _open_target(text: str, name: str) -> str:
+    """What FFmpeg is given for ``text``: a network URL as is; a plain path or ``file://`` URL
+    as the absolute path of a readable regular file, checked here (FFmpeg would block on a
+    FIFO, read a device forever, or read another file through a ``proto:`` prefix).
+
+    Raises:
+        SourceNotFoundError: no such file, not a regular file, or a file URL of another host.
+        SourceNotReadableError: the file may not be read.
+        UnreadableMediaError: an empty file, or a URL scheme that is not supported.
+    """
+    scheme = _scheme(text)
+    if scheme in _NETWORK_SCHEMES:
+        return text
+    if scheme and scheme != "file":
+        msg = (
+            f"cannot open video {name!r}: unsupported protocol {scheme!r}; expected a local "
+            "path, a file:// URL or an http(s), ftp, rtsp, rtmp, srt, udp or tcp URL"
+        )
+        raise UnreadableMediaError(msg)
+    path = _file_url_path(text, name) if scheme else Path(text)
+    _check_local_file(path, name)
+    return os.path.abspath(path)  # a leading "/" keeps FFmpeg from reading "x:" as a protocol
+
+
+def _file_url_path(url: str, name: str) -> Path:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        msg = (
+            f"cannot open video {name!r}: a file URL must name a path on this machine, as "
+            "file:///path/to/video.mp4 (with '?' and '#' percent-encoded)"
+        )
+        raise SourceNotFoundError(msg)
+    return Path(unquote(parts.path))
 
 
 def open_container(
@@ -101,19 +148,20 @@ def open_container(
     """Open ``source`` for reading.
 
     Raises:
-        SourceNotFoundError: a local path that does not exist or is not a file.
+        SourceNotFoundError: a local path (or ``file://`` URL) that does not exist or is not a
+            regular file.
+        SourceNotReadableError: a local file this process may not read.
         SourceUnreachableError: a URL that refuses, times out or cannot be resolved.
         UnreadableMediaError: bytes FFmpeg cannot read as media (empty, not media, no header).
     """
     text, name = os.fspath(source), display_name(source)
-    if not _scheme(text):
-        _check_local_file(Path(text), name)
+    target = _open_target(text, name)
     began = time.monotonic()
     try:
         return av.open(
-            text,
+            target,
             mode="r",
-            container_options=_protocol_options(text, open_timeout_s, read_timeout_s),
+            container_options=_protocol_options(target, open_timeout_s, read_timeout_s),
             timeout=(open_timeout_s, read_timeout_s),
         )
     except FileNotFoundError as e:
@@ -130,7 +178,7 @@ def open_container(
         raise SourceUnreachableError(msg) from e
     except av.error.ProtocolNotFoundError as e:
         msg = (
-            f"cannot open video {name!r}: FFmpeg has no protocol for {_scheme(text)!r} URLs; "
+            f"cannot open video {name!r}: FFmpeg has no protocol for {_scheme(target)!r} URLs; "
             "expected a local path or an http(s), rtsp or rtmp URL"
         )
         raise UnreadableMediaError(msg) from e
@@ -142,7 +190,7 @@ def open_container(
         raise SourceUnreachableError(msg) from e
     except (av.error.FFmpegError, OSError) as e:
         waited = time.monotonic() - began
-        if _scheme(text) and waited >= 0.9 * min(open_timeout_s, read_timeout_s):
+        if _scheme(target) and waited >= 0.9 * min(open_timeout_s, read_timeout_s):
             msg = (
                 f"cannot open video {name!r}: no usable answer within {waited:.1f} s "
                 f"({_cause(e)}); check that the server is up and the URL is right"
@@ -156,22 +204,35 @@ def open_container(
 
 
 def _check_local_file(path: Path, name: str) -> None:
-    if not path.exists():
+    try:
+        status = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         msg = f"cannot open video {name!r}: no such file; check the path"
+        raise SourceNotFoundError(msg) from None
+    except PermissionError:
+        msg = f"cannot open video {name!r}: permission denied; check the path's permissions"
+        raise SourceNotReadableError(msg) from None
+    except (OSError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
+        msg = f"cannot open video {name!r}: not a usable path ({_cause(e)}); check the path"
+        raise SourceNotFoundError(msg) from None
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((what for test, what in _FILE_KINDS if test(status.st_mode)), "unknown")
+        msg = f"cannot open video {name!r}: not a regular file but {kind}; expected a video file"
         raise SourceNotFoundError(msg)
-    if not path.is_file():
-        msg = f"cannot open video {name!r}: not a regular file"
-        raise SourceNotFoundError(msg)
-    if path.stat().st_size == 0:
+    if not os.access(path, os.R_OK):
+        msg = f"cannot open video {name!r}: permission denied; check the file's permissions"
+        raise SourceNotReadableError(msg)
+    if status.st_size == 0:
         msg = f"cannot open video {name!r}: the file is empty (0 bytes)"
         raise UnreadableMediaError(msg)
 
 
 def _cause(error: BaseException) -> str:
+    """One short line: the error's type and its C-level message, without FFmpeg's log."""
     if isinstance(error, av.error.ExitError):  # how PyAV's timeout interrupts FFmpeg
         return "timed out"
-    text = getattr(error, "strerror", None) or str(error)
-    return f"{type(error).__name__}: {text}"
+    text = " ".join(str(getattr(error, "strerror", None) or error).split())
+    return f"{type(error).__name__}: {text[:200]}"
 
 
 def network_error(error: BaseException, name: str, index: int | None = None) -> DecodeError:
@@ -220,6 +281,24 @@ def _kind(stream: av.stream.Stream) -> str:
     if stream.type == "video" and stream.disposition & _ATTACHED_PIC:
         return "cover picture"
     return str(stream.type)
+
+
+def check_frame_pixels(
+    width: int, height: int, max_pixels: int | None, name: str, index: int | None = None
+) -> None:
+    """Refuse a frame of ``width`` x ``height`` above ``max_pixels`` (None: no limit).
+
+    Raises:
+        ResourceLimitError: one line naming the limit, the frame size and the option.
+    """
+    if max_pixels is None or width * height <= max_pixels:
+        return
+    which = "its frames are" if index is None else f"frame {index} is"
+    msg = (
+        f"video {name!r}: {which} {width}x{height} ({width * height:,} pixels), over the "
+        f"limit of {max_pixels:,} pixels per frame; raise limits.max_pixels to decode it"
+    )
+    raise ResourceLimitError(msg)
 
 
 def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -313,6 +392,9 @@ class FrameReader:
     retried; after ``_MAX_READ_ERRORS`` in a row the source is treated as ended, like a
     truncated file. Network failures raise :class:`SourceUnreachableError`.
 
+    A frame above ``max_pixels`` raises :class:`ResourceLimitError` before it is yielded (and
+    so before any conversion to RGB).
+
     At the end of the stream, packets that never got a slot are counted in ``n_corrupt`` too:
     PyAV stops draining a frame-threaded decoder at the first decode error (and drops an error
     that follows a frame), so on damaged input the frames still inside the decoder would
@@ -322,11 +404,20 @@ class FrameReader:
         packets: the stream's packets (from :func:`iter_packets`).
         first_index: decode index of the first frame these packets produce.
         name: source name for messages.
+        max_pixels: largest frame (width x height) let through, or None for no limit.
     """
 
-    def __init__(self, packets: Iterator[av.Packet], *, first_index: int, name: str) -> None:
+    def __init__(
+        self,
+        packets: Iterator[av.Packet],
+        *,
+        first_index: int,
+        name: str,
+        max_pixels: int | None = None,
+    ) -> None:
         self._packets = packets
         self._name = name
+        self._max_pixels = max_pixels
         self._first_index = first_index
         self.next_index = first_index
         self.n_corrupt = 0
@@ -349,6 +440,7 @@ class FrameReader:
                 if frame.is_corrupt:
                     self.n_corrupt += 1
                     continue
+                check_frame_pixels(frame.width, frame.height, self._max_pixels, self._name, index)
                 yield index, frame
         lost = fed - (self.next_index - self._first_index)
         if lost > 0:

@@ -1,5 +1,9 @@
 """Read the facts of a video source by opening it and decoding its first few frames.
 
+The frame size is checked against ``max_pixels`` twice: from the stream's header as soon as the
+container is open, before any frame is decoded here, and then on each frame of the window
+(headers may understate it).
+
 Decoding a short window (``PROBE_FRAMES`` frames) settles what container headers cannot:
 the real coded size, the display orientation, whether pts can be trusted for time (present
 and strictly increasing in decode output), and whether the stream decodes one frame per
@@ -17,6 +21,7 @@ import av
 
 from actors._media import (
     Orientation,
+    check_frame_pixels,
     display_name,
     finite_or_none,
     is_live,
@@ -52,7 +57,10 @@ class _Window:
 
 
 def _decode_window(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    name: str,
+    max_pixels: int | None,
 ) -> _Window:
     window = _Window()
     for packet in iter_packets(container, stream, name):
@@ -63,23 +71,29 @@ def _decode_window(
         except av.error.FFmpegError:
             window.errors += 1
             frames = []
-        _take(window, frames)
+        _take(window, frames, max_pixels, name)
         if window.frames >= PROBE_FRAMES or window.packets >= _PROBE_MAX_PACKETS:
             try:
-                _take(window, stream.codec_context.decode(None))  # drain the decoder
+                frames = stream.codec_context.decode(None)  # drain the decoder
             except av.error.FFmpegError:
                 window.errors += 1
+                frames = []
+            _take(window, frames, max_pixels, name)
             break
     return window
 
 
-def _take(window: _Window, frames: list[av.VideoFrame]) -> None:
+def _take(
+    window: _Window, frames: list[av.VideoFrame], max_pixels: int | None, name: str
+) -> None:
     for frame in frames:
         window.frames += 1
         window.pts.append(frame.pts)
         if frame.is_corrupt:
             window.errors += 1
-        elif window.first is None:
+            continue
+        check_frame_pixels(frame.width, frame.height, max_pixels, name, window.frames - 1)
+        if window.first is None:
             window.first = frame
 
 
@@ -96,6 +110,7 @@ def probe_video(
     threads: int,
     open_timeout_s: float,
     read_timeout_s: float,
+    max_pixels: int | None = None,
 ) -> VideoInfo:
     """Open ``source``, decode its first frames and describe it.
 
@@ -105,18 +120,23 @@ def probe_video(
         threads: decoder threads (0 = FFmpeg decides).
         open_timeout_s: seconds to wait for a network source to open.
         read_timeout_s: seconds to wait for data from a network source.
+        max_pixels: largest frame (width x height) accepted, or None for no limit.
 
     Returns:
         The :class:`VideoInfo` the decode stage works with.
 
     Raises:
+        ResourceLimitError: the stream's header or a frame of the window is above
+            ``max_pixels`` (the header is checked before any frame is decoded).
         DecodeError: a subclass naming the source and the cause when it cannot be read.
     """
     name = display_name(source)
     timeouts = {"open_timeout_s": open_timeout_s, "read_timeout_s": read_timeout_s}
     with open_container(source, **timeouts) as container:
         stream = video_stream(container, name, threads=threads)
-        window = _decode_window(container, stream, name)
+        context = stream.codec_context  # the size from the headers; 0 where none is given
+        check_frame_pixels(context.width, context.height, max_pixels, name)
+        window = _decode_window(container, stream, name, max_pixels)
         if window.first is None and window.packets == 0:
             msg = (
                 f"{name!r}: its video stream holds no frame (the data ends before the first "

@@ -5,6 +5,11 @@ Frames are numbered by a decode counter (0 = first decoded frame), never by cont
 frame counts, which AVI and others get wrong. Time, orientation and resume rules are in
 ``_sampling``, ``_media`` and ``_seek``.
 
+Resource limits (:class:`DecodeLimits`) are checked when the video's size is known: the frame
+size from the stream header before any frame is decoded, every decoded frame before it is
+converted, and the dense maps a batch will need downstream once the probe is done. A video
+over a limit raises :class:`~actors.errors.ResourceLimitError` (one line naming the option).
+
 Retry safety: ``batches(job_id, source, start_index=k)`` yields exactly the frames with
 ``source_index >= k`` of a clean run, with equal pixels, indices, pts and times, so a retried or
 resumed job rewrites the same frame regions. One exception: on damaged input, FFmpeg's
@@ -23,7 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import av
@@ -31,23 +36,76 @@ import numpy as np
 
 from actors._media import (
     FrameReader,
+    check_frame_pixels,
     display_name,
     iter_packets,
     open_container,
+    output_size,
     to_rgb,
     video_stream,
 )
 from actors._probe import orientation_from, probe_video
 from actors._sampling import Choice, FrameClock, Sampler
 from actors._seek import NoSeekPlan, SeekMismatch, plan_seek, seek_packets, verified
-from actors.errors import InvalidDecodeSpecError, UnknownFrameRateError
+from actors.errors import InvalidDecodeSpecError, ResourceLimitError, UnknownFrameRateError
 from actors.messages import FrameBatch, VideoInfo
 
-__all__ = ["DecodeSpec", "DecodeWorker"]
+__all__ = ["MAX_PIXELS", "DecodeLimits", "DecodeSpec", "DecodeWorker"]
 
 logger = logging.getLogger(__name__)
 
 Source = str | os.PathLike[str]
+
+#: Default largest decoded frame: 8K UHD, 7680 x 4320 pixels.
+MAX_PIXELS = 7680 * 4320
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecodeLimits:
+    """Resource limits of one decode, checked before the frames they concern are used.
+
+    Args:
+        max_pixels: largest decoded frame, width x height (before any downscale), or None.
+        max_map_bytes: most bytes of dense maps that one batch may need downstream, or None.
+        map_bytes_per_pixel: bytes of those maps per output pixel and frame (0: no maps).
+        map_max_side: longer side of the maps: the frames' size scaled down to at most this
+            (None: the frames' size).
+
+    The map bytes of a video are ``W' x H' x map_bytes_per_pixel x batch_size``, where
+    ``(W', H')`` is the emitted frame size scaled down to ``map_max_side``.
+    """
+
+    max_pixels: int | None = MAX_PIXELS
+    max_map_bytes: int | None = None
+    map_bytes_per_pixel: int = 0
+    map_max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "max_map_bytes", "map_max_side"):
+            if getattr(self, name) is not None:
+                _check_int(f"limits.{name}", getattr(self, name), low=1)
+        _check_int("limits.map_bytes_per_pixel", self.map_bytes_per_pixel, low=0)
+
+    def check(self, info: VideoInfo, batch_size: int) -> None:
+        """Raise when ``info``'s frames, or the maps of a batch of them, are over a limit.
+
+        Raises:
+            ResourceLimitError: one line naming the limit, what the video needs and the
+                option that raises the limit.
+        """
+        check_frame_pixels(info.source_width, info.source_height, self.max_pixels, info.source)
+        if self.max_map_bytes is None or not self.map_bytes_per_pixel:
+            return
+        width, height = output_size(info.width, info.height, self.map_max_side)
+        need = width * height * self.map_bytes_per_pixel * batch_size
+        if need > self.max_map_bytes:
+            msg = (
+                f"video {info.source!r}: a batch of {batch_size} frames needs {_bytes(need)} "
+                f"of dense maps at {width}x{height} ({self.map_bytes_per_pixel} bytes per "
+                f"pixel), over the limit of {_bytes(self.max_map_bytes)}; set max_side, lower "
+                "batch_size or raise limits.max_map_bytes"
+            )
+            raise ResourceLimitError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +123,7 @@ class DecodeSpec:
         open_timeout_s: seconds a network source may take to open.
         read_timeout_s: seconds a network source may stay silent while reading.
         seek: allow a resume to seek to a keyframe (only when provably exact).
+        limits: resource limits, checked before the frames they concern are used.
     """
 
     batch_size: int = 8
@@ -77,6 +136,7 @@ class DecodeSpec:
     open_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
     seek: bool = True
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
 
     def __post_init__(self) -> None:
         _check_int("batch_size", self.batch_size, low=1)
@@ -101,6 +161,9 @@ class DecodeSpec:
         if not isinstance(self.seek, bool):
             msg = f"DecodeSpec.seek: expected a bool, got {self.seek!r}"
             raise InvalidDecodeSpecError(msg)
+        if not isinstance(self.limits, DecodeLimits):
+            msg = f"DecodeSpec.limits: expected a DecodeLimits, got {type(self.limits).__name__}"
+            raise InvalidDecodeSpecError(msg)
 
     @property
     def uses_time(self) -> bool:
@@ -110,15 +173,30 @@ class DecodeSpec:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DecodeSpec:
         """Build from plain values, rejecting unknown keys."""
-        valid = {f.name for f in fields(cls)}
-        if unknown := raw.keys() - valid:
-            msg = f"unknown DecodeSpec key(s) {sorted(unknown)}; valid keys: {sorted(valid)}"
-            raise InvalidDecodeSpecError(msg)
-        return cls(**raw)
+        _check_keys(cls, raw)
+        data = dict(raw)
+        if isinstance(data.get("limits"), Mapping):
+            _check_keys(DecodeLimits, data["limits"])
+            data["limits"] = DecodeLimits(**data["limits"])
+        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values; ``DecodeSpec.from_dict(spec.to_dict()) == spec``."""
         return asdict(self)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def _check_keys(cls: type, raw: Mapping[str, Any]) -> None:
+    valid = {f.name for f in fields(cls)}
+    if unknown := raw.keys() - valid:
+        msg = f"unknown {cls.__name__} key(s) {sorted(unknown)}; valid keys: {sorted(valid)}"
+        raise InvalidDecodeSpecError(msg)
 
 
 def _check_int(name: str, value: object, *, low: int) -> None:
@@ -152,17 +230,22 @@ class DecodeWorker:
         """Open ``source``, decode its first frames and return its facts.
 
         Raises:
+            ResourceLimitError: the video is over ``spec.limits`` (checked from the stream's
+                header before any frame is decoded, then on the probed frames and the maps).
             DecodeError: a subclass naming the source and the cause (not found, unreachable,
                 not media, no video stream, no decodable frame).
         """
         s = self.spec
-        return probe_video(
+        info = probe_video(
             source,
             max_side=s.max_side,
             threads=s.threads,
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
+            max_pixels=s.limits.max_pixels,
         )
+        s.limits.check(info, s.batch_size)
+        return info
 
     def batches(self, job_id: str, source: Source, *, start_index: int = 0) -> Iterator[FrameBatch]:
         """Stream the selected frames of ``source`` as batches of at most ``spec.batch_size``.
@@ -240,7 +323,10 @@ class _Feed:
         container, stream = self._open()
         with container:
             self._reader = FrameReader(
-                iter_packets(container, stream, self._name), first_index=0, name=self._name
+                iter_packets(container, stream, self._name),
+                first_index=0,
+                name=self._name,
+                max_pixels=self._spec.limits.max_pixels,
             )
             yield from self._reader
 
@@ -259,7 +345,12 @@ class _Feed:
                 raise NoSeekPlan(self._name)
             packets = seek_packets(container, stream, plan, self._name)
             logger.debug("%s: seeked to keyframe at decode index %d", self._name, plan.key.count)
-            self._reader = FrameReader(packets, first_index=plan.key.count, name=self._name)
+            self._reader = FrameReader(
+                packets,
+                first_index=plan.key.count,
+                name=self._name,
+                max_pixels=self._spec.limits.max_pixels,
+            )
             yield from verified(self._reader, plan)
 
 

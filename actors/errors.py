@@ -12,7 +12,9 @@ __all__ = [
     "DecodeError",
     "InvalidDecodeSpecError",
     "NoVideoStreamError",
+    "ResourceLimitError",
     "SourceNotFoundError",
+    "SourceNotReadableError",
     "SourceUnreachableError",
     "UnknownFrameRateError",
     "UnreadableMediaError",
@@ -35,6 +37,10 @@ class SourceNotFoundError(DecodeError, FileNotFoundError):
     """A local video path does not exist (or is not a regular file), or a URL answers 404."""
 
 
+class SourceNotReadableError(DecodeError, PermissionError):
+    """A local video file exists but this process may not read it."""
+
+
 class SourceUnreachableError(DecodeError, ConnectionError):
     """A network source refused the connection, did not answer in time, or stopped answering."""
 
@@ -49,3 +55,11 @@ class NoVideoStreamError(DecodeError):
 
 class UnknownFrameRateError(DecodeError):
     """Time-based sampling was asked for but the video has neither usable pts nor a frame rate."""
+
+
+class ResourceLimitError(DecodeError):
+    """The video exceeds a resource limit (pixels per frame, bytes of a batch's dense maps).
+
+    Raised when the decoder learns the video's size, before any frame is decoded for the job
+    or sent on, and again for any later frame that is larger than the limit allows.
+    """

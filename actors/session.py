@@ -28,7 +28,10 @@ class BatchMeta:
 class DecodeSession:
     """Decodes ``source`` for ``job_id`` from ``start_index`` (decode order).
 
-    Raises on construction when the source cannot be opened (the job fails, nothing else).
+    Raises on construction when the source cannot be opened or is over ``spec.limits``
+    (:class:`~actors.errors.ResourceLimitError`, from the stream's header before any frame
+    is decoded); the job fails, nothing else. :meth:`next` raises it too for a later frame
+    over the limit.
     """
 
     def __init__(self, spec: DecodeSpec, job_id: str, source: str, start_index: int = 0) -> None:

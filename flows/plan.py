@@ -7,13 +7,26 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.decode import DecodeSpec
+from actors.decode import DecodeLimits, DecodeSpec
 from actors.infer import InferSpec
 from actors.messages import VideoInfo
 from flows.spec import JobSpec
 from storage import StoreSpec
 
-__all__ = ["JobPlan", "plan_job"]
+__all__ = ["MAP_BYTES_PER_PIXEL", "JobPlan", "map_bytes_per_pixel", "plan_job"]
+
+#: Bytes per output pixel and frame of each task's dense map in the Sapiens actor: part labels
+#: (uint8), relative depth (float32), normals (3 x float32); pose has no dense map.
+MAP_BYTES_PER_PIXEL = {"pose": 0, "seg": 1, "depth": 4, "normal": 12}
+#: Any dense task adds the maps that decide which person owns each pixel (a float32 score and
+#: an int32 person index).
+_OWNER_BYTES_PER_PIXEL = 8
+
+
+def map_bytes_per_pixel(tasks: tuple[str, ...]) -> int:
+    """Bytes of dense maps per output pixel and frame for ``tasks`` (25 for all four)."""
+    dense = sum(MAP_BYTES_PER_PIXEL[t] for t in tasks)
+    return dense + _OWNER_BYTES_PER_PIXEL if dense else 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,12 +85,19 @@ class JobPlan:
 def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     """Stage settings for ``spec``; ``device`` overrides the automatic choice."""
     s = spec.sampling
+    limits = DecodeLimits(  # the maps' size follows ``JobPlan.out_size``
+        max_pixels=spec.limits.max_pixels,
+        max_map_bytes=spec.limits.max_map_bytes,
+        map_bytes_per_pixel=map_bytes_per_pixel(spec.tasks),
+        map_max_side=spec.max_side,
+    )
     decode = DecodeSpec(
         batch_size=spec.batch_size,
         stride=s.stride,
         target_fps=s.target_fps,
         start_s=s.start_s,
         end_s=s.end_s,
+        limits=limits,
     )
     m = spec.model
     infer = InferSpec(

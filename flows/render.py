@@ -2,11 +2,16 @@
 
 Each output frame is a panel ``[frame + skeletons | parts over frame | depth | normals]``,
 written as an H.264 mp4 (``.mp4``) or, for one frame, a PNG (``.png``).
+
+A store is data from elsewhere: the network URL it names as its source is never fetched unless
+the caller passes it again as ``source``; a local path it names is opened (the decoder checks
+that it is a readable regular file).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from actors.decode import DecodeSpec, DecodeWorker
+from actors.errors import SourceNotFoundError
 from flows.visualize import colorize_depth, colorize_normals, colorize_parts, draw_pose, panel
 from models.metadata import keypoint_set
 from storage import ResultReader, open_result
@@ -23,6 +29,8 @@ from storage import ResultReader, open_result
 __all__ = ["render"]
 
 logger = logging.getLogger(__name__)
+
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
 def _source_frames(reader: ResultReader, source: str) -> Iterator[tuple[int, np.ndarray]]:
@@ -89,14 +97,19 @@ def render(
     Args:
         store: result store path or URL.
         out: output file.
-        source: the source video (default: the URI recorded in the store).
+        source: the source video, path or URL. Default: the source recorded in the store if it
+            is a local path or ``file://`` URL; a network URL recorded there is not fetched,
+            and rendering fails (nothing is written) until it is passed here explicitly.
         height: panel height in pixels.
         frame: store frame to render as PNG.
         fps: mp4 frame rate (default: the source's, divided by the sampling stride).
+
+    Raises:
+        SourceNotFoundError: ``source`` is None and the store records a network URL.
     """
     reader = open_result(store)
     attrs = reader.attrs
-    source = source or attrs["source"]["uri"]
+    source = source or _recorded_source(store, attrs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".png":
@@ -126,6 +139,20 @@ def render(
             for packet in stream.encode():
                 container.mux(packet)
     return out
+
+
+def _recorded_source(store: str | Path, attrs: dict) -> str:
+    """The store's recorded source, if it is local; a network URL is left to the caller."""
+    uri = str(attrs["source"]["uri"])
+    match = _URL.match(uri)
+    if match and match.group(1).lower() != "file":
+        shown = re.sub(r"^([^:]+://)[^/@]*@", r"\1***@", uri)  # no credentials in messages
+        msg = (
+            f"store {str(store)!r} names a network source {shown!r}, which render does not "
+            "fetch on its own; pass the video (that URL or a local copy) with --source"
+        )
+        raise SourceNotFoundError(msg)
+    return uri
 
 
 def _rate(reader: ResultReader, attrs: dict) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import re
 import uuid
 from collections.abc import Mapping
@@ -11,7 +13,7 @@ from typing import Any
 from flows.errors import SpecError
 from models.spec import SIZES
 
-__all__ = ["DETECTORS", "JobSpec", "ModelChoice", "Sampling"]
+__all__ = ["DETECTORS", "JobSpec", "Limits", "ModelChoice", "Sampling"]
 
 TASK_NAMES = ("pose", "seg", "depth", "normal")
 DETECTORS = ("full-frame", "boxes", "rtdetr")
@@ -85,11 +87,35 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Resource limits, checked when the source's frame size is known (before any frame is
+    decoded for the job or reaches the Sapiens actor), the frame size again on every decoded
+    frame; a video over a limit fails its job alone with ``ResourceLimitError``.
+
+    Args:
+        max_pixels: most decoded pixels per frame, width x height before any downscale;
+            default 8K UHD (7680 x 4320).
+        max_map_bytes: most bytes of dense maps in one batch: output width x height (after
+            ``max_side``) x bytes per pixel of the tasks x ``batch_size``; default 8 GiB,
+            which admits 8K at the default tasks and batch size.
+    """
+
+    max_pixels: int = 7680 * 4320
+    max_map_bytes: int = 8 * 2**30
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "max_map_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"limits.{name} must be an int >= 1, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """One video job.
 
     Args:
-        source: a local path, http(s)/s3 URL or RTSP stream.
+        source: a local path or ``file://`` URL, an http(s) URL or an RTSP/RTMP stream.
         job_id: letters, digits, ``_.-`` (no path separators); generated when omitted.
         tasks: any of pose, seg, depth, normal.
         model: the model choice.
@@ -104,6 +130,7 @@ class JobSpec:
         placement: ``fused`` (heads inside the backbone actor) or ``split`` (head actors).
         batch_size: crops per backbone batch.
         priority: higher runs first when the queue is contended.
+        limits: resource limits (frame pixels, dense map bytes per batch).
     """
 
     source: str
@@ -119,6 +146,7 @@ class JobSpec:
     placement: str = "fused"
     batch_size: int = 8
     priority: int = 0
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -143,6 +171,9 @@ class JobSpec:
             raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_side is not None and self.max_side < 16:
             raise SpecError(f"max_side must be >= 16, got {self.max_side}")
+        if not isinstance(self.limits, Limits):
+            raise SpecError(f"limits: expected a Limits, got {type(self.limits).__name__}")
+        _check_output_root(self.output_root)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> JobSpec:
@@ -152,6 +183,8 @@ class JobSpec:
             data["model"] = ModelChoice(**_from_dict(ModelChoice, data["model"], "model"))
         if "sampling" in data:
             data["sampling"] = Sampling(**_from_dict(Sampling, data["sampling"], "sampling"))
+        if "limits" in data:
+            data["limits"] = Limits(**_from_dict(Limits, data["limits"], "limits"))
         if "tasks" in data:
             data["tasks"] = tuple(data["tasks"])
         if data.get("boxes") is not None:
@@ -187,3 +220,21 @@ def _parse_boxes(raw: Any) -> dict[int, tuple[tuple[float, float, float, float],
                 raise SpecError(f"boxes[{index}]: box {[x1, y1, x2, y2]} has no area")
         out[index] = parsed
     return out
+
+
+def _check_output_root(root: object) -> None:
+    """Refuse an output root that is empty or the filesystem root (lexically; no file I/O:
+    ``storage.check_output_root`` also resolves links when the root is used)."""
+    if not isinstance(root, str) or not root.strip():
+        raise SpecError("output_root is empty: give a directory or a URL for the result stores")
+    if "://" in root:
+        scheme, rest = root.split("://", 1)
+        if scheme != "file":
+            if not rest.strip("/"):
+                raise SpecError(f"output_root {root!r} names no bucket or path")
+            return
+        root = rest or "/"
+    if not os.path.normpath(os.path.abspath(root)).strip("/"):
+        raise SpecError(
+            f"output_root {root!r} is the filesystem root; give a directory for the stores"
+        )

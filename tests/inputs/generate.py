@@ -34,10 +34,12 @@ import numpy as np
 from actors.errors import (
     DecodeError,
     NoVideoStreamError,
+    ResourceLimitError,
     SourceNotFoundError,
     SourceUnreachableError,
     UnreadableMediaError,
 )
+from tests.inputs.mjpeg import mjpeg_mkv
 
 __all__ = ["Case", "NetworkServers", "clip_bytes", "generate", "image", "network_servers"]
 
@@ -74,6 +76,7 @@ class Case:
         spec: ``DecodeSpec`` overrides for the decode-level test (short network timeouts).
         service: part of the end-to-end run through the job service.
         max_seconds: longest the decode-level outcome may take.
+        max_bytes: largest size of the written file (inputs are kept small).
     """
 
     name: str
@@ -93,6 +96,7 @@ class Case:
     spec: dict[str, Any] = field(default_factory=dict)
     service: bool = True
     max_seconds: float = 10.0
+    max_bytes: int = 64 * 1024
 
     @property
     def expected_slots(self) -> int | None:
@@ -340,7 +344,9 @@ def generate(root: Path, net: NetworkServers | None = None) -> list[Case]:
     good = _write(root / "good.mkv")
     plain = Case(name="plain_clip", source=str(good), what="a valid clip (the control)",
                  frames=N, shape=(H, W), reference=_images(), service=False)  # fmt: skip
-    cases = [plain, *_unreadable(root, good), *_damaged(root, good), *_unusual(root)]
+    cases = [
+        plain, *_unreadable(root, good), *_damaged(root, good), *_unusual(root), *_over_limits(root)
+    ]  # fmt: skip
     if net is not None:
         cases += _network(net)
     names = [c.name for c in cases]
@@ -531,6 +537,20 @@ def _unusual(root: Path) -> list[Case]:
         Case(name="y4m_rawvideo", source=clip("raw.y4m", codec="rawvideo",
              fmt="yuv4mpegpipe", n=6), what="uncompressed Y4M", frames=6, shape=(H, W),
              reference=ref[:6], service=False),
+    ]  # fmt: skip
+
+
+def _over_limits(root: Path) -> list[Case]:
+    """Valid videos whose frames are over the default ``limits.max_pixels`` (8K UHD)."""
+    huge = (12000, 12000)
+    late = mjpeg_mkv(root / "grows_late.mkv", [(W, H)] * 20 + [huge])  # past the probe window
+    return [
+        Case(name="huge_frame_12000_mkv", source=str(mjpeg_mkv(root / "huge.mkv", [huge])),
+             what="one valid 12000x12000 MJPEG frame (a 550 KB file)", error=ResourceLimitError,
+             match=r"12000x12000.*limits\.max_pixels", max_bytes=1024 * 1024),
+        Case(name="frame_grows_past_limit_mid_stream", source=str(late),
+             what="20 frames of 64x48, then a 12000x12000 one", error=ResourceLimitError,
+             match=r"frame 20 is 12000x12000.*limits\.max_pixels", max_bytes=1024 * 1024),
     ]  # fmt: skip
 
 

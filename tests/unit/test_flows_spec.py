@@ -7,8 +7,11 @@ from contextlib import nullcontext as does_not_raise
 import msgpack
 import pytest
 
+from actors.errors import ResourceLimitError
+from actors.messages import VideoInfo
 from flows.errors import SpecError
-from flows.spec import JobSpec
+from flows.plan import plan_job
+from flows.spec import JobSpec, Limits
 
 
 def test_round_trip_through_msgpack() -> None:
@@ -74,3 +77,62 @@ def test_round_trip_through_msgpack() -> None:
 def test_validation(raw: dict, expectation: object) -> None:
     with expectation:  # type: ignore[attr-defined]
         JobSpec.from_dict(raw)
+
+
+def test_limits_round_trip_and_validation() -> None:
+    spec = JobSpec.from_dict({"source": "a.mp4", "limits": {"max_pixels": 1920 * 1080}})
+    assert spec.limits.max_pixels == 1920 * 1080 and spec.limits.max_map_bytes == 8 * 2**30
+    assert JobSpec.from_dict(msgpack.unpackb(msgpack.packb(spec.to_dict()))) == spec
+    assert JobSpec.from_dict({"source": "a.mp4"}).limits == Limits()
+    with pytest.raises(SpecError, match=r"limits: unknown key\(s\) \['max_frames'\]"):
+        JobSpec.from_dict({"source": "a.mp4", "limits": {"max_frames": 1}})
+    with pytest.raises(SpecError, match=r"limits\.max_map_bytes must be an int >= 1, got 0"):
+        JobSpec.from_dict({"source": "a.mp4", "limits": {"max_map_bytes": 0}})
+
+
+def _video(width: int, height: int) -> VideoInfo:
+    return VideoInfo(
+        source="v.mkv", container="matroska,webm", codec="hevc", source_width=width,
+        source_height=height, width=width, height=height, fps=25.0, time_base=None,
+        duration_s=None, frame_count_hint=None, rotation=0, mirrored=False, time_source="rate",
+        start_pts=None, seekable=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "video", "expectation"),
+    [
+        ({}, (7680, 4320), does_not_raise()),  # 8K at the default tasks and batch size
+        ({}, (12000, 12000), pytest.raises(ResourceLimitError, match="limits.max_pixels")),
+        ({}, (4320, 7680), does_not_raise()),  # portrait 8K
+        (
+            {"batch_size": 16},
+            (7680, 4320),
+            pytest.raises(ResourceLimitError, match=r"7680x4320 \(25 bytes per pixel\)"),
+        ),
+        ({"batch_size": 16, "max_side": 3840}, (7680, 4320), does_not_raise()),
+        ({"batch_size": 64, "tasks": ["pose"]}, (7680, 4320), does_not_raise()),
+        (
+            {"limits": {"max_pixels": 12000 * 12000, "max_map_bytes": 2**40}},
+            (12000, 12000),
+            does_not_raise(),
+        ),
+    ],
+)
+def test_plan_passes_the_limits_to_the_decoder(
+    raw: dict, video: tuple[int, int], expectation: object
+) -> None:
+    decode = plan_job(JobSpec.from_dict({"source": "a.mp4", **raw})).decode
+    with expectation:  # type: ignore[attr-defined]
+        decode.limits.check(_video(*video), decode.batch_size)
+
+
+@pytest.mark.parametrize("root", ["", "   ", "/", "//", "/tmp/..", "file:///", "s3://", "s3:///"])
+def test_an_output_root_that_is_empty_or_the_filesystem_root_is_refused(root: str) -> None:
+    with pytest.raises(SpecError, match="output_root"):
+        JobSpec.from_dict({"source": "a.mp4", "output_root": root})
+
+
+@pytest.mark.parametrize("root", ["out/results", "/data/out", "s3://bucket/out", "file:///d/o"])
+def test_ordinary_output_roots_are_accepted(root: str) -> None:
+    assert JobSpec.from_dict({"source": "a.mp4", "output_root": root}).output_root == root
