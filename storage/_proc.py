@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import re
 import signal
 import socket
 import time
@@ -24,18 +25,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pid_is_our_server(pid: int, conf: Path) -> bool:
-    """Whether ``pid`` is alive (not a zombie) and runs valkey-server with ``conf``."""
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP ``port`` (from /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+_SERVER_BINARY = re.compile(rb"(?:^|/)(?:valkey|redis)-server(?: |$)")
+
+
+def runs_here(pid: int, data_dir: Path) -> tuple[bytes, list[str]] | None:
+    """The command line and open fds of ``pid`` if it is a live (not zombie) valkey or redis
+    server of this user running in ``data_dir``, else None (Linux)."""
+    proc = Path(f"/proc/{pid}")
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+        mine = proc.stat().st_uid == os.getuid()
+        cwd = Path(os.readlink(proc / "cwd"))
+        fds = os.listdir(proc / "fd")
+    except (OSError, IndexError):
+        return None
+    if zombie or not mine or cwd != data_dir or not _SERVER_BINARY.search(title):
+        return None
+    return title, fds
+
+
+def is_our_server(pid: int, port: int, data_dir: Path) -> bool:
+    """Whether ``pid`` is the server of ``data_dir``, serving ``port``.
+
+    Linux: :func:`runs_here`, the command line (which the server rewrites to
+    ``<binary> 127.0.0.1:<port>``) names the port, and the pid holds the socket listening on
+    it. Elsewhere (no /proc) only liveness is checked; the authenticated PING decides.
+    """
+    if not Path("/proc/self").is_dir():
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    found = runs_here(pid, data_dir)
+    if found is None or f"127.0.0.1:{port}".encode() not in found[0].split():
         return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return any(part.endswith(b"valkey-server") for part in cmdline) and str(conf).encode() in (
-        cmdline
-    )
+    sockets = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    for fd in found[1]:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                return True
+    return False
 
 
 def set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec

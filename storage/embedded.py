@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import stat
@@ -45,7 +44,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from storage._proc import free_port, locked, set_pdeathsig, write_private
+from storage._proc import (
+    free_port,
+    is_our_server,
+    locked,
+    runs_here,
+    set_pdeathsig,
+    write_private,
+)
 from storage._store import check_output_root
 from storage.errors import EmbeddedServerError
 
@@ -159,62 +165,6 @@ def _private_dir(data_dir: Path) -> None:
                 raise EmbeddedServerError(msg)
 
 
-def _listening_inodes(port: int) -> set[str]:
-    """Socket inodes listening on TCP ``port`` (from /proc/net/tcp and tcp6)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(fields[9])
-    return inodes
-
-
-_SERVER_BINARY = re.compile(rb"(?:^|/)(?:valkey|redis)-server(?: |$)")
-
-
-def _runs_here(pid: int, data_dir: Path) -> tuple[bytes, list[str]] | None:
-    """The command line and open fds of ``pid`` if it is a live (not zombie) valkey or redis
-    server of this user running in ``data_dir``, else None (Linux)."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
-        mine = proc.stat().st_uid == os.getuid()
-        cwd = Path(os.readlink(proc / "cwd"))
-        fds = os.listdir(proc / "fd")
-    except (OSError, IndexError):
-        return None
-    if zombie or not mine or cwd != data_dir or not _SERVER_BINARY.search(title):
-        return None
-    return title, fds
-
-
-def _is_our_server(state: ServerState, data_dir: Path) -> bool:
-    """Whether ``state.pid`` is the server of ``data_dir``, serving ``state.port``.
-
-    Linux: :func:`_runs_here`, the command line (which the server rewrites to
-    ``<binary> 127.0.0.1:<port>``) names the port, and the pid holds the socket listening on
-    it. Elsewhere (no /proc) only liveness is checked; the authenticated PING decides.
-    """
-    if not Path("/proc/self").is_dir():
-        try:
-            os.kill(state.pid, 0)
-        except OSError:
-            return False
-        return True
-    found = _runs_here(state.pid, data_dir)
-    if found is None or f"127.0.0.1:{state.port}".encode() not in found[0].split():
-        return False
-    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(state.port)}
-    for fd in found[1]:
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{state.pid}/fd/{fd}") in sockets:
-                return True
-    return False
-
-
 def _config_text(data_dir: Path, port: int, password: str, fsync: str) -> str:
     quoted_dir = json.dumps(str(data_dir))
     lines = [
@@ -303,7 +253,7 @@ class EmbeddedServer:
         not this directory's server), so that a fresh server is started."""
         deadline = time.monotonic() + timeout_s
         while True:
-            if not _is_our_server(state, data_dir):
+            if not is_our_server(state.pid, state.port, data_dir):
                 logger.info("ignoring stale %s (pid %d)", data_dir / _STATE, state.pid)
                 return False
             status = _ping(state.port, state.password)
@@ -424,7 +374,7 @@ class EmbeddedServer:
                 self._process.wait(timeout=timeout_s)
             return
         deadline = time.monotonic() + timeout_s
-        while _runs_here(self.pid, self.data_dir) is not None:
+        while runs_here(self.pid, self.data_dir) is not None:
             if time.monotonic() > deadline:
                 os.kill(self.pid, signal.SIGTERM)
                 deadline += timeout_s
@@ -449,7 +399,7 @@ def stop_embedded(root: str | Path, timeout_s: float = 10.0) -> bool:
         return False
     _private_dir(data_dir)
     state = _read_state(data_dir)
-    if state is None or not _is_our_server(state, data_dir):
+    if state is None or not is_our_server(state.pid, state.port, data_dir):
         return False
     EmbeddedServer(state, process=None).stop(timeout_s)
     return True
