@@ -25,6 +25,7 @@ from models.heads import DenseHead, build_head
 from models.hub import HubRef, hub_ref, parse_hub_name
 from models.sapiens import CheckpointInfo, SapiensModel, build_model
 from models.spec import ARCHES, INPUT_SIZE, SIZES, TASKS, BackboneSpec, HeadSpec
+from models.weights_policy import WeightsPolicy
 
 __all__ = [
     "ARCHES",
@@ -42,6 +43,7 @@ __all__ = [
     "SapiensModel",
     "SapiensViT",
     "UnsafeCheckpointError",
+    "WeightsPolicy",
     "build_backbone",
     "build_head",
     "build_model",

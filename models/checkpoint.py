@@ -4,7 +4,8 @@ One entry point, :func:`load_checkpoint`, accepts an official ``.pth`` (read wit
 through a restricted unpickler), a Sapiens-lite ``_torchscript.pt2`` / ``_bfloat16.pt2``, a
 safetensors file with the official key names, or a hub name such as
 ``facebook/sapiens-pose-0.3b-torchscript``. Official key names are mapped onto this project's
-module names; loading is strict and every mismatch is named.
+module names; loading is strict and every mismatch is named. Nothing in a file is executed:
+TorchScript and ``torch.export`` archives are read as data (``models._formats``).
 """
 
 from __future__ import annotations

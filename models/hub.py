@@ -14,7 +14,7 @@ from pathlib import Path
 
 from models.errors import CheckpointNotFoundError
 
-__all__ = ["FORMATS", "HubRef", "download", "hub_ref", "parse_hub_name"]
+__all__ = ["FORMATS", "HubRef", "download", "hub_cache_dir", "hub_ref", "parse_hub_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,16 @@ def parse_hub_name(name: str) -> HubRef | None:
     if m is None:
         return None
     return hub_ref(m["task"], m["size"], m["fmt"] or "original")
+
+
+def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where :func:`download` keeps files: ``cache_dir``, else huggingface_hub's cache
+    (``HF_HUB_CACHE``, by default ``$HF_HOME/hub``)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def download(

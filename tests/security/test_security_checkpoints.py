@@ -10,8 +10,14 @@ Already covered in tests/unit/models/test_checkpoint.py:
 
 Added here: the legacy (non-zip) ``torch.save`` format, bare pickles of every protocol,
 Python-2 era global names, other code-running globals, ``__reduce__`` hidden in an OpenMMLab
-class, the RT-DETR weights loader (``weights_only=True``), and malformed pickles that run nothing
-but must still be a ``CheckpointError``.
+class, the RT-DETR weights loader (``weights_only=True``), malformed pickles that run nothing
+but must still be a ``CheckpointError``, and the numpy and codec globals a released file needs,
+accepted only with the arguments numpy and protocol 2 write.
+
+Elsewhere: TorchScript and ``torch.export`` archives that run code when torch loads them
+(``test_ckpt_code_execution.py``), allocation, nesting and truncation limits
+(``test_ckpt_resource_limits.py``), released-format stand-ins read exactly
+(``tests/unit/models/test_ckpt_released_formats.py``).
 """
 
 from __future__ import annotations
@@ -166,4 +172,96 @@ def test_malformed_pickles_of_allowed_names_are_checkpoint_errors(
     path = tmp_path / "odd.pth"
     path.write_bytes(_global_call(module, name, f"touch {marker}"))
     with pytest.raises(CheckpointError):
+        read_state_dict(path)
+
+
+def _pickle(body: bytes) -> bytes:
+    return b"\x80\x02" + body + b"."
+
+
+def _g(module: str, name: str) -> bytes:
+    return f"c{module}\n{name}\n".encode()
+
+
+def _s(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+_NDARRAY = _g("numpy", "ndarray")
+_EMPTY_ARRAY = _g("numpy._core.multiarray", "_reconstruct") + _NDARRAY + b"K\x00\x85C\x01b\x87R"
+_F8 = _g("numpy", "dtype") + _s("f8") + b"\x89\x88\x87R"
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (_g("_codecs", "encode") + _s("abc") + _s("utf-8") + b"\x86R", "_codecs.encode"),
+        (_g("_codecs", "encode") + b"C\x03abc" + _s("latin1") + b"\x86R", "_codecs.encode"),
+        (_g("builtins", "bytearray") + _s("abc") + _s("utf-8") + b"\x86R", "bytearray"),
+        (_g("numpy.core.multiarray", "_reconstruct") + _NDARRAY + b"K\x0a\x85C\x01b\x87R", "_rec"),
+        (
+            _g("numpy._core.multiarray", "_reconstruct")
+            + _g("collections", "OrderedDict")
+            + b"K\x00\x85C\x01b\x87R",
+            "_reconstruct",
+        ),
+        (_NDARRAY + b"K\x0a\x85R", "numpy.ndarray directly"),
+        (_NDARRAY + b")\x81", "not a type object"),  # NEWOBJ: the name resolves to no class
+        (_g("numpy", "dtype") + _g("numpy", "ndarray") + b"\x85R", "type code"),
+        (
+            _g("numpy", "dtype")
+            + _s("V8")
+            + b"\x89\x88\x87R(K\x03X\x01\x00\x00\x00|N"
+            + b"\x8c\x01a\x85}\x8c\x01a"
+            + _F8
+            + b"K\x00\x86sK\x08K\x01K\x10tb",
+            "dtype state",
+        ),
+        (_EMPTY_ARRAY + b"(K\x01K\x04\x85" + _F8 + b"\x89C\x08" + b"\x00" * 8 + b"tb", "bytes"),
+        (_EMPTY_ARRAY + b"(K\x01K\x04\x85" + _F8 + b"\x89]tb", "without 32 bytes"),
+        (_g("numpy.core.multiarray", "scalar") + _F8 + b"C\x04\x00\x00\x00\x00\x86R", "8 bytes"),
+        (_g("numpy._core.multiarray", "scalar") + _F8 + b"\x85R", "a dtype and a value"),
+        (_g("builtins", "set") + b")R}b", "sets the state of a set"),
+        (_g("collections", "OrderedDict") + b")R}X\x01\x00\x00\x00xK\x01sb", "OrderedDict"),
+        (
+            _g("numpy", "dtype")
+            + _s("f8")
+            + b"\x89\x88\x87R(K\x03X\x01\x00\x00\x00<"
+            + _F8
+            + b"K\x02\x85\x86NNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb",
+            "dtype state",
+        ),
+        (_g("builtins", "slice") + _g("builtins", "slice") + b"K\x01\x85RK\x02\x86R", "slice"),
+    ],
+    ids=[
+        "codecs-utf8",
+        "codecs-of-bytes",
+        "bytearray-utf8",
+        "reconstruct-shape",
+        "reconstruct-subtype",
+        "ndarray-call",
+        "ndarray-newobj",
+        "dtype-of-object",
+        "structured-dtype",
+        "array-of-wrong-size",
+        "array-of-a-list",
+        "scalar-short",
+        "scalar-no-value",
+        "build-set",
+        "build-ordereddict-attr",
+        "subarray-dtype",
+        "slice-of-slice",
+    ],
+)
+def test_allowed_names_accept_only_what_numpy_and_pickle_write(
+    tmp_path: Path, body: bytes, match: str
+) -> None:
+    """The numpy and codec globals a released file needs are allowed with the arguments numpy
+    and protocol 2 write, and nothing else (numpy's own checks come after allocation, or never:
+    an object array filled from a short list crashes the interpreter)."""
+    path = tmp_path / "odd.pth"
+    path.write_bytes(_pickle(body))
+    expected = CheckpointError if match == "not a type object" else UnsafeCheckpointError
+    with pytest.raises(expected, match=match):
         read_state_dict(path)
