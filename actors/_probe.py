@@ -83,9 +83,7 @@ def _decode_window(
     return window
 
 
-def _take(
-    window: _Window, frames: list[av.VideoFrame], max_pixels: int | None, name: str
-) -> None:
+def _take(window: _Window, frames: list[av.VideoFrame], max_pixels: int | None, name: str) -> None:
     for frame in frames:
         window.frames += 1
         window.pts.append(frame.pts)

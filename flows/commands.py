@@ -59,10 +59,13 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 
 def _coordinator(args: argparse.Namespace, *, detach: bool) -> Any:
-    from storage import Coordinator, connect
+    from storage import Coordinator, InvalidValueError, check_output_root, connect
     from storage.connection import redis_url_from_env
 
-    root = args.output_root
+    try:
+        root = check_output_root(args.output_root)
+    except InvalidValueError as e:
+        raise SpecError(str(e)) from e
     if "://" in root:  # object storage: no place for the embedded server's data
         if not (args.redis_url or redis_url_from_env()):
             raise SpecError(
@@ -75,6 +78,8 @@ def _coordinator(args: argparse.Namespace, *, detach: bool) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Run this job, and only this one: it is registered and started at once, outside the
+    queue, so neither this command nor a service runs any other job through it."""
     from flows.plan import plan_job
     from flows.pool import ScalePolicy
     from flows.service import JobService, default_worker_id
@@ -82,19 +87,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = _spec_from_args(args)
     coord = _coordinator(args, detach=False)
-    coord.submit(
+    worker_id = default_worker_id("run")
+    lease = coord.start_direct(
         spec.to_dict(),
         job_id=spec.job_id,
+        worker_id=worker_id,
         meta={"store": plan_job(spec).store_url, "submitted_by": "run"},
     )
-    service = JobService(
-        coord,
-        worker_id=default_worker_id("run"),
-        max_jobs=1,
-        device=args.device,
-        policy=ScalePolicy(actor_gpus=args.actor_gpus),
-    )
-    service.serve(until=_Progress(coord, spec.job_id, TERMINAL_STATES, quiet=args.quiet).done)
+    if isinstance(lease, tuple):
+        status, detail = lease
+        if status == "busy":
+            raise SpecError(f"job {spec.job_id!r} is running in {detail}; wait for it instead")
+        if status == "queued":
+            raise SpecError(
+                f"job {spec.job_id!r} was submitted to the queue ({detail}); a service runs "
+                f"it: use `sapiens-stream wait {spec.job_id}`"
+            )
+    else:
+        service = JobService(
+            coord,
+            worker_id=worker_id,
+            max_jobs=1,
+            device=args.device,
+            policy=ScalePolicy(actor_gpus=args.actor_gpus),
+            stall_s=args.stall_timeout_s or None,
+            trust_weights=True,
+        )
+        progress = _Progress(coord, spec.job_id, TERMINAL_STATES, quiet=args.quiet)
+        service.run_one(lease, tick=progress.done)
+        progress.done()
     record = coord.get(spec.job_id)
     out: dict[str, Any] = {"job_id": spec.job_id, "state": record.state, "error": record.error}
     if record.state == "succeeded":
@@ -164,6 +185,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise SpecError(f"serve: {e}") from e
+    from models import WeightsPolicy
+
+    weights = WeightsPolicy(
+        allowed_dirs=tuple(Path(d) for d in args.weights_dir),
+        allowed_hub_orgs=tuple(args.hub_org or ("facebook",)),
+    )
     coord = _coordinator(args, detach=True)
     JobService(
         coord,
@@ -172,12 +199,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         address=args.address,
         policy=policy,
         scale_interval_s=args.scale_interval_s,
+        stall_s=args.stall_timeout_s or None,
+        weights_policy=weights,
     ).serve()
     return EXIT_OK
 
 
 def _cmd_workers(args: argparse.Namespace) -> int:
-    _print(_coordinator(args, detach=True).workers())
+    _print(_coordinator(args, detach=False).workers())
     return EXIT_OK
 
 
@@ -200,14 +229,14 @@ def _record(coord: Any, job_id: str) -> dict[str, Any]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    _print(_record(_coordinator(args, detach=True), args.job_id))
+    _print(_record(_coordinator(args, detach=False), args.job_id))
     return EXIT_OK
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
     from storage import TERMINAL_STATES
 
-    coord = _coordinator(args, detach=True)
+    coord = _coordinator(args, detach=False)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while (state := coord.get(args.job_id).state) not in TERMINAL_STATES:
         if deadline is not None and time.monotonic() > deadline:
@@ -219,12 +248,12 @@ def _cmd_wait(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    print(_coordinator(args, detach=True).cancel(args.job_id))
+    print(_coordinator(args, detach=False).cancel(args.job_id))
     return EXIT_OK
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    coord = _coordinator(args, detach=True)
+    coord = _coordinator(args, detach=False)
     _print(
         [
             {
@@ -306,6 +335,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _stall_option(p: argparse.ArgumentParser) -> None:
+    from flows.watch import DEFAULT_STALL_S
+
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=DEFAULT_STALL_S,
+        help=f"fail a job that makes no progress for this long (default {DEFAULT_STALL_S:g}; "
+        "0: never)",
+    )
+
+
 def add_job_commands(sub: argparse._SubParsersAction) -> None:
     """Register the job commands on the CLI's subparsers."""
     specs = [
@@ -320,6 +361,7 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
         if name == "run":
             p.add_argument("--device", default=None, help="cpu|cuda (default: automatic)")
             p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+            _stall_option(p)
         else:
             p.add_argument("--client-key", default=None, help="idempotency key: same key, same job")
             p.add_argument(
@@ -353,6 +395,20 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
         "cluster whose GPU nodes start on demand)",
     )
     serve.add_argument("--scale-interval-s", type=float, default=2.0)
+    _stall_option(serve)
+    serve.add_argument(
+        "--weights-dir",
+        action="append",
+        default=[],
+        help="a directory jobs may load checkpoints from (repeatable; default: only the "
+        "local Hugging Face cache)",
+    )
+    serve.add_argument(
+        "--hub-org",
+        action="append",
+        default=None,
+        help="a hub organisation jobs may load checkpoints from (repeatable; default: facebook)",
+    )
     serve.set_defaults(func=_cmd_serve)
     workers = sub.add_parser("workers", help="live serve processes, their actors and load")
     _common(workers)
@@ -385,11 +441,13 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
 
 def handle_errors(fn: Any, args: argparse.Namespace) -> int:
     """Run a command; bad input is exit code 2 with a one-line error."""
+    from actors.errors import DecodeError
     from models.errors import ModelError
     from storage import StorageError
 
+    bad_input = (SpecError, StorageError, ModelError, DecodeError, FileNotFoundError)
     try:
         return int(fn(args))
-    except (SpecError, StorageError, ModelError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (*bad_input, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -12,7 +12,6 @@ written again.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
@@ -24,40 +23,27 @@ from actors.persons import PersonStage
 from actors.session import DecodeSession
 from actors.split import BackboneWorker, HeadWorker, PostWorker
 from actors.writer import WriterStage
+from flows.errors import one_line
 from flows.inline import JobOutcome, model_entries
 from flows.metrics import metric
 from flows.plan import JobPlan
 from flows.pool import ACTOR_CONCURRENCY, InferPool, detected_gpus
+from flows.raylocal import ensure_ray
+from flows.watch import (
+    DEFAULT_STALL_S,
+    JobCancelledError,
+    JobStalledError,
+    LeaseLostStop,
+    StopCheck,
+    Watchdog,
+)
 
 __all__ = ["JobCancelledError", "ensure_ray", "run_on_ray", "stage_name"]
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 OnVideo = Callable[[Any], None]
-ShouldStop = Callable[[], bool]
-
-
-class JobCancelledError(Exception):
-    """Raised inside the coordinating loop when the job was asked to stop."""
-
-
-def ensure_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster sized to this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    ray.init(
-        address="local",  # a new local cluster, even if another runs on this machine
-        num_cpus=max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        object_store_memory=256 * 2**20,
-        log_to_driver=False,
-    )
+ShouldStop = StopCheck
 
 
 def stage_name(job_id: str, stage: str, attempt: int) -> str:
@@ -80,35 +66,33 @@ def _bundles(plan: JobPlan, gpu: float, pooled: bool) -> dict[str, dict[str, flo
     return {k: {r: v for r, v in b.items() if v > 0} for k, b in out.items()}
 
 
-def _reserve(
-    plan: JobPlan, bundles: dict[str, dict[str, float]], should_stop: ShouldStop | None
-) -> Any:
+def _reserve(plan: JobPlan, bundles: dict[str, dict[str, float]], watch: Watchdog) -> Any:
     """One placement group holding every actor of the job, reserved all at once: a job either
     gets all its actors or waits whole, so jobs beyond the cluster's capacity queue instead of
-    each holding part of what it needs (which deadlocks them all). Polls ``should_stop``."""
+    each holding part of what it needs (which deadlocks them all). Honours the stop check."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
     pg = placement_group(list(bundles.values()), strategy="PACK")
     try:
-        _wait_ready(plan, pg.ready(), should_stop, "cluster resources")
+        _wait_ready(plan, pg.ready(), watch, "cluster resources")
     except JobCancelledError:
         remove_placement_group(pg)
         raise
     return pg
 
 
-def _wait_ready(plan: JobPlan, ref: Any, should_stop: ShouldStop | None, what: str) -> None:
-    """Wait for ``ref`` however long the cluster needs (an autoscaler may be adding a node),
-    polling ``should_stop`` every second."""
+def _wait_ready(plan: JobPlan, ref: Any, watch: Watchdog, what: str) -> None:
+    """Wait for ``ref`` however long the cluster needs (an autoscaler may be adding a node):
+    waiting for capacity is queueing, not a stall, so only the stop check bounds it."""
     import ray
 
     waited = 0
     while not ray.wait([ref], timeout=1.0)[0]:
         waited += 1
-        if should_stop is not None and should_stop():
-            raise JobCancelledError(plan.spec.job_id)
+        watch.check_stop()
         if waited % 30 == 0:
             logger.info("job %s: waiting %d s for %s", plan.spec.job_id, waited, what)
+    watch.progressed()
 
 
 def _actors(
@@ -117,7 +101,8 @@ def _actors(
     attempt: int,
     pool: InferPool | None,
     stages: dict[str, Any],
-    should_stop: ShouldStop | None = None,
+    watch: Watchdog,
+    fence: int | None = None,
 ) -> dict[str, Any]:
     """Create the job's stage actors into ``stages`` (filled as they are made, so a failure
     part-way still lets ``_release`` clean up)."""
@@ -134,9 +119,9 @@ def _actors(
         stages["infer"] = pool.acquire(plan.infer, spec.job_id)
         stages["pooled"] = True
         facts_ref = stages["infer"].model_facts.remote()
-        _wait_ready(plan, facts_ref, should_stop, "its Sapiens actor")
+        _wait_ready(plan, facts_ref, watch, "its Sapiens actor")
     bundles = _bundles(plan, gpu, pooled=pooled)
-    stages["pg"] = pg = _reserve(plan, bundles, should_stop)
+    stages["pg"] = pg = _reserve(plan, bundles, watch)
     index = {stage: i for i, stage in enumerate(bundles)}
 
     nonce = uuid.uuid4().hex[:8]
@@ -164,7 +149,7 @@ def _actors(
         )
     )
     stages["decode"] = decoder
-    info = ray.get(decoder.video_info.remote())
+    info = watch.get(decoder.video_info.remote(), "the video to open")
     from fractions import Fraction
 
     from actors.messages import VideoInfo  # the decode session's facts, rebuilt here
@@ -178,7 +163,7 @@ def _actors(
         .remote(
             plan.detector,
             plan.detector_options,
-            tracker_state=checkpoint["tracker"] if checkpoint else None,
+            tracker_state=None,
         )
     )
     stages["persons"] = persons
@@ -197,7 +182,9 @@ def _actors(
         infer = stages["infer"]
     stages["infer"] = infer
     stages["pooled"] = pooled
-    facts = ray.get(facts_ref if facts_ref is not None else infer.model_facts.remote())
+    facts = watch.get(
+        facts_ref if facts_ref is not None else infer.model_facts.remote(), "the Sapiens model"
+    )
     writer = (
         ray.remote(num_cpus=0.25)(WriterStage)
         .options(**named("writer"))
@@ -208,6 +195,7 @@ def _actors(
             source={"uri": spec.source, **info},
             models=model_entries(facts),
             resume=resume,
+            fence=fence,
         )
     )
     stages["writer"] = writer
@@ -253,18 +241,17 @@ def _drive(
     stages: dict[str, Any],
     max_in_flight: int,
     progress: Progress | None,
-    should_stop: ShouldStop | None,
+    watch: Watchdog,
 ) -> int:
     import ray
 
     writer = stages["writer"]
-    watermark = ray.get(writer.watermark.remote())
+    watermark = watch.get(writer.watermark.remote(), "the store's watermark")
     index, pending, done_frames = stages["first_index"], [], watermark
     while True:
-        if should_stop is not None and should_stop():
-            raise JobCancelledError(plan.spec.job_id)
+        watch.check_stop()
         meta_ref, batch_ref = stages["decode"].next.options(num_returns=2).remote()
-        meta = ray.get(meta_ref)
+        meta = watch.get(meta_ref, "the next decoded batch")
         tags = {"job": plan.spec.job_id}
         if meta.frames:
             metric("frames_decoded").inc(meta.frames, tags=tags)
@@ -278,7 +265,7 @@ def _drive(
                 pending.append(writer.add.remote(_infer(plan, stages, args), checkpoint))
             index += meta.frames
         while len(pending) > max_in_flight or (meta.is_last and pending):
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, pending = watch.wait(pending, "a batch to be analysed and committed")
             committed = max(done_frames, ray.get(ready[0]))
             if committed > done_frames:
                 metric("frames_committed").inc(committed - done_frames, tags=tags)
@@ -300,6 +287,8 @@ def run_on_ray(
     resume: bool = False,
     address: str | None = None,
     on_video: OnVideo | None = None,
+    stall_s: float | None = DEFAULT_STALL_S,
+    fence: int | None = None,
 ) -> JobOutcome:
     """Run ``plan``'s job to completion on Ray (local or ``address``).
 
@@ -308,11 +297,15 @@ def run_on_ray(
         max_in_flight: batches between decode and commit.
         retries: times a dead stage process is survived (the job resumes at its watermark).
         progress: called with (committed frames, decoded frames) as commits land.
-        should_stop: polled once per batch; True cancels the job.
+        should_stop: polled about once a second; "cancelled" (or True) cancels the job and
+            "lease lost" stops it without touching its store (a newer owner has it).
         pool: shared Sapiens actors (a service's); default: one private actor for this job.
         resume: continue an existing store of this job (after its previous owner died).
         address: Ray cluster to join.
         on_video: called with the source's ``VideoInfo`` once it is probed.
+        stall_s: the job fails when nothing progresses for this long (None: never).
+        fence: the claim's fencing token, recorded with the store and checked at every
+            commit, so a stale owner can never write to it (None: unfenced).
 
     An error raised by a stage (bad input, bad checkpoint) fails the job at once.
     """
@@ -324,24 +317,28 @@ def run_on_ray(
     if resume and (done := _completed_frames(plan)) is not None:
         # A previous owner finished the store but died before recording it: nothing to redo.
         return JobOutcome(job_id=job_id, state="succeeded", store_url=url, frames=done)
+    watch = Watchdog(job_id=job_id, stall_s=stall_s, should_stop=should_stop)
     for attempt in range(retries + 1):
         stages: dict[str, Any] = {}
         try:
+            watch.progressed()
             _actors(
                 plan,
                 resume=(resume or attempt > 0) and _store_exists(plan),
                 attempt=attempt,
                 pool=pool,
                 stages=stages,
-                should_stop=should_stop,
+                watch=watch,
+                fence=fence,
             )
             if on_video is not None:
                 on_video(stages["video"])
-            _drive(plan, stages, max_in_flight, progress, should_stop)
-            frames = _get(
+            _drive(plan, stages, max_in_flight, progress, watch)
+            frames = watch.get(
                 stages["writer"].finalize.remote(
                     {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}
-                )
+                ),
+                "the store to be finalized",
             )
             return JobOutcome(
                 job_id=job_id,
@@ -350,11 +347,19 @@ def run_on_ray(
                 frames=frames,
                 seconds={"total": time.perf_counter() - t0},
             )
+        except LeaseLostStop:
+            # Another owner runs the job now: its store is theirs, not ours to mark.
+            return JobOutcome(
+                job_id=job_id, state="lost", store_url=url, frames=0, error="lease lost"
+            )
         except JobCancelledError:
             _fail(stages, "cancelled")
             return JobOutcome(
                 job_id=job_id, state="cancelled", store_url=url, frames=0, error="cancelled"
             )
+        except JobStalledError as e:
+            _fail(stages, str(e))
+            return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0, error=str(e))
         except (RayTaskError, RayActorError) as e:
             cause = e.cause if isinstance(e, RayTaskError) and e.cause else e
             # A stage whose constructor raised (unreadable source, existing store, bad
@@ -367,7 +372,7 @@ def run_on_ray(
                     "job %s: a stage died (%s); resuming at the watermark", job_id, cause
                 )
                 continue
-            reason = _reason(cause)
+            reason = _reason(cause, stages)
             _fail(stages, reason)
             return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0, error=reason)
         finally:
@@ -380,21 +385,36 @@ def run_on_ray(
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _reason(cause: BaseException) -> str:
-    """One readable line for the job record. A stage whose constructor raised (unreadable
-    source, bad checkpoint) reaches us as Ray's creation-task traceback, which ends with the
-    original error ("DecodeError: ..."): keep that line."""
+def _reason(cause: BaseException, stages: dict[str, Any]) -> str:
+    """One readable line for the job record, without Ray's internals (pids, addresses, ids).
+
+    A stage whose constructor raised (unreadable source, bad checkpoint) reaches us as Ray's
+    creation-task traceback, which ends with the original error ("DecodeError: ..."): keep that
+    line. A stage whose process died is named, with the likely cause when Ray gives one.
+    """
+    from ray.exceptions import RayActorError
+
     text = _ANSI.sub("", str(cause))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if getattr(cause, "actor_init_failed", False):
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else type(cause).__name__
-    return f"{type(cause).__name__}: {text}"
+        line = lines[-1] if lines else type(cause).__name__
+    elif isinstance(cause, RayActorError):
+        stage = _stage_of(cause, stages)
+        why = "it ran out of memory" if "memory" in text.lower() else "it exited unexpectedly"
+        line = f"the {stage} process died ({why})"
+    else:
+        line = f"{type(cause).__name__}: {lines[0] if lines else ''}"
+    return one_line(line)
 
 
-def _get(ref: Any) -> Any:
-    import ray
-
-    return ray.get(ref)
+def _stage_of(error: BaseException, stages: dict[str, Any]) -> str:
+    """The name of the job's stage whose actor ``error`` is about ("a stage" if unknown)."""
+    actor_id = getattr(error, "actor_id", None)
+    for name, handle in stages.items():
+        own = getattr(handle, "_actor_id", None)
+        if actor_id is not None and own is not None and own.hex() == actor_id:
+            return "Sapiens" if name == "infer" else f"{name} stage"
+    return "a stage"
 
 
 def _release(stages: dict[str, Any]) -> None:

@@ -20,15 +20,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from actors.infer import InferSpec
-from flows.errors import SpecError
+from flows.errors import SpecError, one_line
 from flows.metrics import metric
 from flows.plan import plan_job
 from flows.pool import InferPool, ScalePolicy, desired_actors
 from flows.run import run_on_ray
 from flows.spec import JobSpec
+from flows.watch import DEFAULT_STALL_S, StopReason
+from models import CheckpointError, WeightsPolicy
 from storage import CoordinationError, Coordinator, HeartbeatThread, JobLease
 
 __all__ = ["JobService", "default_worker_id"]
@@ -61,6 +64,10 @@ class JobService:
         address: Ray cluster to join (default: ``RAY_ADDRESS`` or a local cluster).
         policy: sizes of the shared Sapiens actor pools (default: one actor per model).
         scale_interval_s: period of the pool sizing.
+        stall_s: a job that makes no progress for this long fails (None: never).
+        weights_policy: where jobs may load checkpoints from (default: the official hub
+            organisation and the local hub cache); a job naming another place fails.
+        trust_weights: skip that check (``run``: its user names their own files).
     """
 
     def __init__(
@@ -73,6 +80,9 @@ class JobService:
         address: str | None = None,
         policy: ScalePolicy | None = None,
         scale_interval_s: float = 2.0,
+        stall_s: float | None = DEFAULT_STALL_S,
+        weights_policy: WeightsPolicy | None = None,
+        trust_weights: bool = False,
     ) -> None:
         self.coord = coord
         self.worker_id = worker_id or default_worker_id()
@@ -81,20 +91,25 @@ class JobService:
         self.address = address
         self.pool = InferPool(policy)
         self.scale_interval_s = scale_interval_s
+        self.stall_s = stall_s
+        self.weights_policy = weights_policy or WeightsPolicy()
+        self.trust_weights = trust_weights
         self.retry_s = 120.0  # how long outcomes are retried while Redis is unreachable
         self.decisions: list[dict[str, Any]] = []  # pool size changes, newest last (bounded)
         self._running: dict[str, _Running] = {}
         self._seen_frames: list[int] = []  # expected sizes of recent jobs, for queued ones
         self._next_scale = 0.0
         self._threads: dict[str, threading.Thread] = {}
+        self._tokens: dict[str, int] = {}  # job -> token of its newest lease here
         ttl = coord.config.heartbeat_ttl_s
         self.heartbeat = HeartbeatThread(coord, self.worker_id, interval_s=ttl / 3)
 
     def serve(self, *, until: Callable[[], bool] | None = None, poll_ms: int = 500) -> None:
         """Claim and run jobs until ``until()`` is true (forever when None)."""
-        from flows.run import ensure_ray
+        from flows.raylocal import ensure_ray, exit_on_sigterm
 
         ensure_ray(self.address)
+        exit_on_sigterm()
         self.heartbeat.start()
         try:
             while until is None or not until():
@@ -119,34 +134,83 @@ class JobService:
             self.heartbeat.stop()
             self.pool.shutdown()
 
+    def run_one(self, lease: JobLease, *, tick: Callable[[], None] | None = None) -> None:
+        """Run the job of ``lease`` (from :meth:`Coordinator.start_direct`) to its end here,
+        heartbeating its lease, without claiming anything from the queue; ``tick`` is called
+        about twice a second meanwhile (progress display)."""
+        from flows.raylocal import ensure_ray, exit_on_sigterm
+
+        ensure_ray(self.address)
+        exit_on_sigterm()
+        self.heartbeat.start()
+        try:
+            self._start(lease)
+            thread = self._threads[lease.job_id]
+            while thread.is_alive():
+                thread.join(0.5)
+                if tick is not None:
+                    tick()
+        finally:
+            self.heartbeat.stop()
+            self.pool.shutdown()
+
     def _reap(self) -> None:
         for job_id, thread in list(self._threads.items()):
             if not thread.is_alive():
                 del self._threads[job_id]
 
     def _start(self, lease: JobLease) -> None:
+        # A job this service still runs can come back to it (its heartbeats failed for longer
+        # than the TTL, and its own claim loop reclaimed it). The new claim fenced the old
+        # lease: the old thread stops, and the new one starts only once it has ended, so one
+        # job never runs in two threads here.
+        previous = self._threads.get(lease.job_id)
+        self._tokens[lease.job_id] = lease.token
         self.heartbeat.hold(lease)
         thread = threading.Thread(
-            target=self._run, args=(lease,), name=f"job-{lease.job_id}", daemon=True
+            target=self._run, args=(lease, previous), name=f"job-{lease.job_id}", daemon=True
         )
         self._threads[lease.job_id] = thread
         thread.start()
 
-    def _run(self, lease: JobLease) -> None:
+    def _stop_reason(self, lease: JobLease) -> StopReason | None:
+        """Why the job of ``lease`` must stop now, if it must."""
+        if self.heartbeat.lost(lease.job_id) or self._tokens.get(lease.job_id) != lease.token:
+            return "lease lost"
         try:
+            return "cancelled" if self.coord.get(lease.job_id).cancel_requested else None
+        except Exception:  # Redis briefly away: keep going; the lease check above decides
+            logger.warning("job %s: could not read its cancel flag", lease.job_id)
+            return None
+
+    def _run(self, lease: JobLease, previous: threading.Thread | None = None) -> None:
+        try:
+            if previous is not None and previous.is_alive():
+                logger.warning(
+                    "job %s came back to this service; its old run stops first", lease.job_id
+                )
+                previous.join()
             self._run_job(lease)
         except Exception as e:  # a job's own failure must never take the service down
             logger.exception("job %s crashed the runner", lease.job_id)
-            self._safely(self.coord.fail, lease, f"{type(e).__name__}: {e}")
+            self._safely(self.coord.fail, lease, one_line(f"{type(e).__name__}: {e}"))
         finally:
             self.heartbeat.release(lease)
+            if self._tokens.get(lease.job_id) == lease.token:
+                del self._tokens[lease.job_id]
 
     def _run_job(self, lease: JobLease) -> None:
         try:
             spec = JobSpec.from_dict({**lease.spec, "job_id": lease.job_id})  # registry id wins
         except SpecError as e:
-            self.coord.fail(lease, f"invalid job spec: {e}")
+            self.coord.fail(lease, one_line(f"invalid job spec: {e}"))
             return
+        if not self.trust_weights:
+            try:
+                self._check_weights(spec.model.weights)
+            except CheckpointError as e:
+                self.coord.fail(lease, one_line(f"CheckpointError: {e}"))
+                return
         plan = plan_job(spec, device=self.device)
         running = _Running(infer=plan.infer if spec.placement != "split" else None)
         self._running[lease.job_id] = running
@@ -170,26 +234,22 @@ class JobService:
                 counters={"decoded_frames": new} if new else None,
             )
 
-        def should_stop() -> bool:
-            if self.heartbeat.lost(lease.job_id):
-                return True
-            try:
-                return self.coord.get(lease.job_id).cancel_requested
-            except Exception:  # Redis briefly away: keep going; the lease check above decides
-                logger.warning("job %s: could not read its cancel flag", lease.job_id)
-                return False
-
         try:
             outcome = run_on_ray(
                 plan,
                 progress=progress,
-                should_stop=should_stop,
+                should_stop=lambda: self._stop_reason(lease),
                 pool=self.pool,
                 resume=lease.attempt > 1,
                 on_video=on_video,
+                stall_s=self.stall_s,
+                fence=lease.token,
             )
         finally:
             self._running.pop(lease.job_id, None)
+        if outcome.state == "lost":
+            logger.warning("job %s: lease lost; another owner runs it now", lease.job_id)
+            return
         if outcome.state == "succeeded":
             self._retrying(self.coord.progress, lease, committed_frames=outcome.frames)
             result = {"frames": outcome.frames, "store": outcome.store_url}
@@ -200,6 +260,15 @@ class JobService:
         else:
             self._retrying(self.coord.fail, lease, outcome.error or "failed")
         logger.info("job %s %s (%d frames)", lease.job_id, outcome.state, outcome.frames)
+
+    def _check_weights(self, weights: str) -> None:
+        """A job's weights must come from the allow-list: the directory it names, and every
+        file in it (a link inside an allowed directory may point anywhere)."""
+        self.weights_policy.check(weights)
+        local = Path(weights.removeprefix("file://"))
+        if weights != "hub" and local.is_dir():
+            for entry in sorted(local.iterdir()):
+                self.weights_policy.check(str(entry))
 
     # -- pool sizing -----------------------------------------------------------------------------
     def autoscale(self) -> list[dict[str, Any]]:

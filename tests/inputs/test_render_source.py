@@ -53,11 +53,16 @@ def _store(path: Path, source_uri: str) -> Path:
     writer = Writer.create(path, spec, job={"job_id": "render"}, source={"uri": source_uri})
     writer.add(
         FrameResult(
-            index=0, source_index=0, pts=0, time_s=0.0, track_id=np.zeros(0, np.int64),
-            box_xyxy=np.zeros((0, 4), np.float32), score=np.zeros(0, np.float32),
+            index=0,
+            source_index=0,
+            pts=0,
+            time_s=0.0,
+            track_id=np.zeros(0, np.int64),
+            box_xyxy=np.zeros((0, 4), np.float32),
+            score=np.zeros(0, np.float32),
             keypoints_xy=np.zeros((0, 17, 2), np.float32),
             keypoint_score=np.zeros((0, 17), np.float32),
-        )  # fmt: skip
+        )
     )
     writer.finalize()
     return path

@@ -103,7 +103,7 @@ def _video(width: int, height: int) -> VideoInfo:
     ("raw", "video", "expectation"),
     [
         ({}, (7680, 4320), does_not_raise()),  # 8K at the default tasks and batch size
-        ({}, (12000, 12000), pytest.raises(ResourceLimitError, match="limits.max_pixels")),
+        ({}, (12000, 12000), pytest.raises(ResourceLimitError, match=r"limits\.max_pixels")),
         ({}, (4320, 7680), does_not_raise()),  # portrait 8K
         (
             {"batch_size": 16},

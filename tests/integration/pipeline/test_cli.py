@@ -38,6 +38,9 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 
 def test_run_query_status_render(shared_clip: Path, tmp_path: Path) -> None:
     root = str(tmp_path / "results")
+    # A job queued for a service on the same root: `run` must leave it alone.
+    queued = _cli("submit", str(shared_clip), "--job-id", "other", "--output-root", root)
+    assert queued.returncode == 0, queued.stderr[-2000:]
     run = _cli(
         "run",
         str(shared_clip),
@@ -59,6 +62,9 @@ def test_run_query_status_render(shared_clip: Path, tmp_path: Path) -> None:
     assert query["frame"] == 2 and len(query["track_id"]) == 1
     status = _cli("status", "cli", "--output-root", root)
     assert json.loads(status.stdout)["state"] == "succeeded"
+    other = json.loads(_cli("status", "other", "--output-root", root).stdout)
+    assert (other["state"], other["attempts"]) == ("queued", 0)
+    assert not Path(root, "other.zarr").exists()
     render = _cli("render", store, "--out", str(tmp_path / "v.mp4"), "--height", "96")
     assert render.returncode == 0 and (tmp_path / "v.mp4").stat().st_size > 0
 
@@ -69,3 +75,13 @@ def test_bad_input_is_exit_code_2_with_one_line(tmp_path: Path) -> None:
     assert bad.stderr.strip().startswith("error:") and "stride" in bad.stderr
     missing = _cli("status", "no-such-job", "--output-root", str(tmp_path))
     assert missing.returncode == 2 and "no-such-job" in missing.stderr
+
+
+def test_read_commands_leave_no_server_behind(tmp_path: Path) -> None:
+    """`list`, `status`, `workers` on a root with no server running start one to read the
+    registry, and stop it when they exit."""
+    root = str(tmp_path)
+    for argv in (("list",), ("workers",), ("status", "nope")):
+        out = _cli(*argv, "--output-root", root, timeout=60)
+        assert out.returncode in (0, 2), out.stderr[-2000:]
+        assert not stop_embedded(root), f"{argv[0]} left an embedded server running"
