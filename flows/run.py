@@ -163,7 +163,7 @@ def _actors(
         .remote(
             plan.detector,
             plan.detector_options,
-            tracker_state=None,
+            tracker_state=checkpoint["tracker"] if checkpoint else None,
         )
     )
     stages["persons"] = persons

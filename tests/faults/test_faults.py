@@ -1,7 +1,12 @@
 """kill -9 of every kind of process a job depends on, mid-job: each job still finishes, and its
-store equals a clean run's -- every sampled frame exactly once, the same persons with the same
-track ids. Model outputs are compared with the tolerances of ``_assert_same_store`` (fp32
-batch-composition effects: a resumed job batches its crops differently)."""
+store equals a clean run's bit for bit (``_assert_same_store``): every sampled frame exactly
+once, the same persons with the same track ids, the same keypoints and dense maps.
+
+The persons move, leave and arrive (``moving_boxes``), so a resume that lost the tracker's
+state would renumber them. A stage is killed together with the writer, both while the writer
+is frozen inside a commit (``tests/faults/_commits.py``) after the first block and its resume
+checkpoint were recorded, so every such resume starts from a checkpoint and meets a block that
+is on disk (in part, or whole up to its marker) but not covered by the watermark."""
 
 from __future__ import annotations
 
@@ -19,28 +24,33 @@ from typing import Any
 import pytest
 
 from flows.plan import plan_job
-from flows.run import run_on_ray, stage_name
+from flows.run import run_on_ray
 from flows.service import JobService
 from flows.spec import JobSpec
 from storage import TERMINAL_STATES, Coordinator, CoordinatorConfig, connect, open_result
+from tests.faults._commits import trap_stage
 from tests.faults._serve import TTL_S
-from tests.integration.pipeline.test_run import _assert_same_store
+from tests.integration.pipeline.test_run import (
+    _assert_same_store,
+    assert_restart_changes_ids,
+    moving_boxes,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 
 ROOT = Path(__file__).resolve().parents[2]
-STRIDE = 12  # 29 frames: several blocks of 8, so a kill lands mid-job
+STRIDE = 12  # 29 frames: blocks of 8 commit at watermarks 8, 16, 24 and 29
+CUT_AT = (8, 16)  # commits cut: a checkpoint is saved, and whole blocks remain to be done
 
 
 def _spec(clip: Path, root: Path, job_id: str, placement: str = "fused") -> JobSpec:
-    boxes = {str(i): [[100, 50, 500, 700], [600, 0, 1200, 700]] for i in range(0, 341, STRIDE)}
     return JobSpec.from_dict(
         {
             "source": str(clip),
             "job_id": job_id,
             "output_root": str(root),
             "detector": "boxes",
-            "boxes": boxes,
+            "boxes": moving_boxes(STRIDE),
             "sampling": {"stride": STRIDE},
             "max_side": 160,
             "batch_size": 4,
@@ -73,40 +83,43 @@ def clean(clean_runs) -> str:
     return clean_runs("fused")
 
 
-def _kill_actor(ray: Any, job_id: str, stage: str) -> int:
-    prefix = stage_name(job_id, stage, 0)
-    (name,) = [n for n in ray.util.list_named_actors() if n.startswith(prefix)]
-    actor = ray.get_actor(name)
-    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
-    os.kill(pid, signal.SIGKILL)  # kill -9, not a polite shutdown
-    return pid
+CUTS = {  # where in a commit the writer dies; the watermark never covers the block yet
+    "torn": lambda cut: cut.inside_commit,  # any of the block's files are on disk
+    "unrecorded": lambda cut: cut.unrecorded,  # its marker is, and nothing is mid-write
+}
 
 
 @pytest.mark.parametrize(
-    ("stage", "placement"),
+    ("stage", "placement", "cut_at"),
     [
-        ("decode", "fused"),
-        ("persons", "fused"),
-        ("infer", "fused"),
-        ("writer", "fused"),
-        ("backbone", "split"),
-        ("head-pose", "split"),
-        ("post", "split"),
+        ("decode", "fused", "torn"),
+        ("persons", "fused", "torn"),
+        ("infer", "fused", "torn"),
+        ("writer", "fused", "torn"),
+        ("writer", "fused", "unrecorded"),
+        ("backbone", "split", "torn"),
+        ("head-pose", "split", "torn"),
+        ("post", "split", "torn"),
     ],
 )
 def test_killing_a_stage_process_mid_job_still_gives_the_clean_store(
-    ray_cluster, clean_runs, shared_clip: Path, tmp_path: Path, stage: str, placement: str
+    ray_cluster,
+    clean_runs,
+    shared_clip: Path,
+    tmp_path: Path,
+    stage: str,
+    placement: str,
+    cut_at: str,
 ) -> None:
-    job_id = f"kill-{stage}"
-    killed: list[int] = []
-
-    def kill_once(done: int, seen: int) -> None:
-        if not killed and done >= 8:
-            killed.append(_kill_actor(ray_cluster, job_id, stage))
-
+    job_id = f"kill-{stage}-{cut_at}"
+    boxes = moving_boxes(STRIDE)
+    assert_restart_changes_ids(boxes, range(CUT_AT[0], len(boxes)))
     plan = plan_job(_spec(shared_clip, tmp_path, job_id, placement))
-    out = run_on_ray(plan, progress=kill_once)
-    assert killed, "the job ended before the kill"
+    trap = trap_stage(ray_cluster, job_id, stage, plan.store_url, CUT_AT, CUTS[cut_at])
+    out = run_on_ray(plan)
+    cut = trap.join()
+    assert cut is not None and CUTS[cut_at](cut), f"no kill inside a commit ({cut_at}): {cut}"
+    assert cut.checkpoint_frames >= CUT_AT[0], cut
     assert out.state == "succeeded", out.error
     assert open_result(out.store_url).attrs["timings"]["attempts"] == 2
     _assert_same_store(out.store_url, clean_runs(placement))
