@@ -19,6 +19,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 test: venv
+	$(BIN)/python -m pytest -q --doctest-modules storage media
 	$(BIN)/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
 
 test-all: venv
@@ -43,8 +44,11 @@ bench: venv
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/load.py
 
+# Style, formatting and the import contracts of pyproject.toml (the floors of the code base).
 lint: venv
-	$(BIN)/python -m ruff check models flows actors storage bench tests
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check models media flows actors storage bench tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

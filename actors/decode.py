@@ -1,9 +1,9 @@
 """Decode stage: a video file, URL or RTSP stream in, batches of upright RGB frames out.
 
 A plain class (no Ray here); ``flows/`` wraps it with ``ray.remote`` and streams its generator.
-Frames are numbered by a decode counter (0 = first decoded frame), never by container pts or
-frame counts, which AVI and others get wrong. Time, orientation and resume rules are in
-``_sampling``, ``_media`` and ``_seek``.
+Probing, frame numbering, sampling, orientation and exact resume are ``media``'s
+(:func:`~media.probe_video`, :class:`~media.VideoReader`); this stage validates its settings,
+checks the limits and packs the selected frames into :class:`FrameBatch` es.
 
 Resource limits (:class:`DecodeLimits`) are checked when the video's size is known: the frame
 size from the stream header before any frame is decoded, every decoded frame before it is
@@ -12,9 +12,8 @@ over a limit raises :class:`~actors.errors.ResourceLimitError` (one line naming 
 
 Retry safety: ``batches(job_id, source, start_index=k)`` yields exactly the frames with
 ``source_index >= k`` of a clean run, with equal pixels, indices, pts and times, so a retried or
-resumed job rewrites the same frame regions. One exception: on damaged input, FFmpeg's
-frame-threaded error concealment is timing-dependent, so the pixels of concealed frames may
-differ between runs (their indices do not); ``threads=1`` makes them repeatable.
+resumed job rewrites the same frame regions (see ``media``'s reader for the one exception, the
+concealed frames of damaged input).
 
 Example:
     >>> worker = DecodeWorker(DecodeSpec(batch_size=8, target_fps=5.0, max_side=640))
@@ -31,33 +30,27 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import av
 import numpy as np
 
-from actors._media import (
-    FrameReader,
-    check_frame_pixels,
-    display_name,
-    iter_packets,
-    open_container,
-    output_size,
-    to_rgb,
-    video_stream,
-)
-from actors._probe import orientation_from, probe_video
-from actors._sampling import Choice, FrameClock, Sampler
-from actors._seek import NoSeekPlan, SeekMismatch, plan_seek, seek_packets, verified
-from actors.errors import InvalidDecodeSpecError, ResourceLimitError, UnknownFrameRateError
+from actors.errors import InvalidDecodeSpecError, ResourceLimitError
 from actors.messages import FrameBatch, VideoInfo
+from media import (
+    MAX_PIXELS,
+    OPEN_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    DecodedFrame,
+    Sampler,
+    VideoReader,
+    check_frame_pixels,
+    output_size,
+    probe_video,
+)
 
 __all__ = ["MAX_PIXELS", "DecodeLimits", "DecodeSpec", "DecodeWorker"]
 
 logger = logging.getLogger(__name__)
 
 Source = str | os.PathLike[str]
-
-#: Default largest decoded frame: 8K UHD, 7680 x 4320 pixels.
-MAX_PIXELS = 7680 * 4320
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,8 +64,9 @@ class DecodeLimits:
         map_max_side: longer side of the maps: the frames' size scaled down to at most this
             (None: the frames' size).
 
-    The map bytes of a video are ``W' x H' x map_bytes_per_pixel x batch_size``, where
-    ``(W', H')`` is the emitted frame size scaled down to ``map_max_side``.
+    The map bytes of a video are ``H' x W' x map_bytes_per_pixel x batch_size``, where
+    ``(H', W')`` is the emitted frame size scaled down to ``map_max_side`` by
+    :func:`media.output_size` (the size ``JobPlan.out_size`` gives the maps).
     """
 
     max_pixels: int | None = MAX_PIXELS
@@ -96,7 +90,7 @@ class DecodeLimits:
         check_frame_pixels(info.source_width, info.source_height, self.max_pixels, info.source)
         if self.max_map_bytes is None or not self.map_bytes_per_pixel:
             return
-        width, height = output_size(info.width, info.height, self.map_max_side)
+        height, width = output_size(info.height, info.width, max_side=self.map_max_side)
         need = width * height * self.map_bytes_per_pixel * batch_size
         if need > self.max_map_bytes:
             msg = (
@@ -133,8 +127,8 @@ class DecodeSpec:
     end_s: float | None = None
     max_side: int | None = None
     threads: int = 0
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
+    open_timeout_s: float = OPEN_TIMEOUT_S
+    read_timeout_s: float = READ_TIMEOUT_S
     seek: bool = True
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
@@ -164,11 +158,6 @@ class DecodeSpec:
         if not isinstance(self.limits, DecodeLimits):
             msg = f"DecodeSpec.limits: expected a DecodeLimits, got {type(self.limits).__name__}"
             raise InvalidDecodeSpecError(msg)
-
-    @property
-    def uses_time(self) -> bool:
-        """Whether selection depends on frame times (target fps or a time range)."""
-        return self.target_fps is not None or self.start_s > 0 or self.end_s is not None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DecodeSpec:
@@ -264,6 +253,8 @@ class DecodeWorker:
 
         Raises:
             InvalidDecodeSpecError: empty ``job_id`` or negative ``start_index``.
+            UnknownFrameRateError: ``target_fps``/``start_s``/``end_s`` on a video without
+                frame times.
             DecodeError: unreadable source (see :meth:`probe`); network failures while
                 decoding raise :class:`~actors.errors.SourceUnreachableError` from the iterator.
         """
@@ -274,145 +265,62 @@ class DecodeWorker:
             msg = f"start_index: expected an int >= 0, got {start_index!r}"
             raise InvalidDecodeSpecError(msg)
         info = self.probe(source)
-        if self.spec.uses_time and info.time_source == "rate" and info.fps is None:
-            msg = (
-                f"{info.source!r}: target_fps/start_s/end_s need frame times, but the video has "
-                "neither increasing pts nor a frame rate; use stride instead"
-            )
-            raise UnknownFrameRateError(msg)
-        feed = _Feed(source, info, self.spec, start_index)
-        return _Batcher(job_id, info, self.spec, start_index).run(feed)
-
-
-class _Feed:
-    """Decoded frames (index, frame) of one call, from index 0 or from an exact seek point."""
-
-    def __init__(self, source: Source, info: VideoInfo, spec: DecodeSpec, start_index: int) -> None:
-        self._source, self._info, self._spec = source, info, spec
-        self._name = display_name(source)
-        self._start_index = start_index
-        self.clock = FrameClock(info.time_source, info.time_base, info.start_pts, info.fps)
-        self._reader: FrameReader | None = None
-
-    @property
-    def n_corrupt(self) -> int:
-        """Corrupt frames and failed packets so far (restarts at 0 after a failed seek)."""
-        return 0 if self._reader is None else self._reader.n_corrupt
-
-    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-        spec = self._spec
-        container = open_container(
-            self._source, open_timeout_s=spec.open_timeout_s, read_timeout_s=spec.read_timeout_s
+        s = self.spec
+        reader = VideoReader(
+            source,
+            info,
+            sampler=Sampler(
+                stride=s.stride, target_fps=s.target_fps, start_s=s.start_s, end_s=s.end_s
+            ),
+            start_index=start_index,
+            seek=s.seek,
+            threads=s.threads,
+            open_timeout_s=s.open_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            max_pixels=s.limits.max_pixels,
         )
-        try:
-            return container, video_stream(container, self._name, threads=spec.threads)
-        except BaseException:
-            container.close()
-            raise
-
-    def __iter__(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        skipping = self._start_index > 0 or self._spec.start_s > 0
-        if skipping and self._spec.seek and self._info.seekable:
-            try:
-                yield from self._from_seek()
-                return
-            except NoSeekPlan:
-                logger.debug("%s: no exact seek point; decoding from 0", self._name)
-            except SeekMismatch as e:
-                logger.info("%s: resume seek abandoned (%s); decoding from 0", self._name, e)
-        container, stream = self._open()
-        with container:
-            self._reader = FrameReader(
-                iter_packets(container, stream, self._name),
-                first_index=0,
-                name=self._name,
-                max_pixels=self._spec.limits.max_pixels,
-            )
-            yield from self._reader
-
-    def _from_seek(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        container, stream = self._open()
-        with container:
-            plan = plan_seek(
-                container,
-                stream,
-                start_index=self._start_index,
-                start_s=self._spec.start_s,
-                clock=self.clock,
-                name=self._name,
-            )
-            if plan is None:
-                raise NoSeekPlan(self._name)
-            packets = seek_packets(container, stream, plan, self._name)
-            logger.debug("%s: seeked to keyframe at decode index %d", self._name, plan.key.count)
-            self._reader = FrameReader(
-                packets,
-                first_index=plan.key.count,
-                name=self._name,
-                max_pixels=self._spec.limits.max_pixels,
-            )
-            yield from verified(self._reader, plan)
+        return _Batcher(job_id, info, s.batch_size, reader).run()
 
 
 class _Batcher:
-    """Selects frames from a feed and packs them into FrameBatches, one buffer at a time."""
+    """Packs the frames a reader selects into FrameBatches, one buffer at a time."""
 
-    def __init__(self, job_id: str, info: VideoInfo, spec: DecodeSpec, start_index: int) -> None:
-        self._job_id, self._info, self._start = job_id, info, start_index
-        self._size = spec.batch_size
-        self._sampler = Sampler(
-            stride=spec.stride, target_fps=spec.target_fps, start_s=spec.start_s, end_s=spec.end_s
-        )
-        self._orientation = orientation_from(info)
-        swap = self._orientation.swaps_axes
-        self._scaled = (info.height, info.width) if swap else (info.width, info.height)
+    def __init__(self, job_id: str, info: VideoInfo, size: int, reader: VideoReader) -> None:
+        self._job_id, self._info, self._size, self._reader = job_id, info, size, reader
         self._buffer: np.ndarray | None = None
         self._index: list[int] = []
         self._pts: list[int] = []
         self._time: list[float] = []
         self._batch_index = 0
-        self._corrupt_seen = 0
 
-    def run(self, feed: _Feed) -> Iterator[FrameBatch]:
+    def run(self) -> Iterator[FrameBatch]:
         """Yield batches; a full batch waits for the next kept frame so ``is_last`` is exact."""
-        last, emitted = -1, 0
-        for index, frame in feed:
-            if index <= last:  # the feed restarted from 0 after an abandoned seek
-                self._sampler = self._sampler.fresh()
-            last = index
-            choice = self._sampler.choose(index, feed.clock.time_of(index, frame.pts))
-            if choice is Choice.STOP:
-                break
-            if index < self._start:
-                self._corrupt_seen = feed.n_corrupt  # corrupt frames before the resume point
-                continue
-            if choice is Choice.SKIP:
-                continue
+        emitted = 0
+        for frame in self._reader:
             if len(self._index) == self._size:
-                yield self._flush(feed, is_last=False)
-            self._add(index, frame, feed.clock)
+                yield self._flush(is_last=False)
+            self._add(frame)
             emitted += 1
-        yield self._flush(feed, is_last=True)
+        yield self._flush(is_last=True)
         logger.info(
             "%s: job %s: emitted %d frames up to decode index %d, %d corrupt",
             self._info.source,
             self._job_id,
             emitted,
-            last,
-            feed.n_corrupt,
+            self._reader.last_index,
+            self._reader.n_corrupt,
         )
 
-    def _add(self, index: int, frame: av.VideoFrame, clock: FrameClock) -> None:
+    def _add(self, frame: DecodedFrame) -> None:
         if self._buffer is None:
             shape = (self._size, self._info.height, self._info.width, 3)
             self._buffer = np.empty(shape, dtype=np.uint8)
-        out = self._buffer[len(self._index)]
-        to_rgb(frame, out, size=self._scaled, orientation=self._orientation)
-        self._index.append(index)
+        frame.rgb(out=self._buffer[len(self._index)])
+        self._index.append(frame.index)
         self._pts.append(-1 if frame.pts is None else frame.pts)
-        self._time.append(clock.time_of(index, frame.pts))
+        self._time.append(frame.time_s)
 
-    def _flush(self, feed: _Feed, *, is_last: bool) -> FrameBatch:
+    def _flush(self, *, is_last: bool) -> FrameBatch:
         n = len(self._index)
         if self._buffer is None:
             frames = np.empty((0, self._info.height, self._info.width, 3), dtype=np.uint8)
@@ -426,7 +334,7 @@ class _Batcher:
             pts=np.asarray(self._pts, dtype=np.int64),
             time_s=np.asarray(self._time, dtype=np.float64),
             is_last=is_last,
-            n_corrupt=max(0, feed.n_corrupt - self._corrupt_seen),
+            n_corrupt=self._reader.take_corrupt(),
             info=self._info if self._batch_index == 0 else None,
         )
         logger.debug(
@@ -438,5 +346,4 @@ class _Batcher:
         )
         self._buffer, self._index, self._pts, self._time = None, [], [], []
         self._batch_index += 1
-        self._corrupt_seen = feed.n_corrupt
         return batch

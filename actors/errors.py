@@ -1,11 +1,23 @@
 """Errors raised by the actor layer.
 
-Every error derives from :class:`ActorError` and from the builtin that fits it, so callers can
-catch either the project type or the builtin (``except FileNotFoundError`` works for a missing
-video, ``except ValueError`` for a file that is not a video).
+Every error defined here derives from :class:`ActorError` and from the builtin that fits it, so
+callers can catch either the project type or the builtin. The decode errors (a missing video, a
+file that is not a video, a limit exceeded) are raised by ``media`` and derive from
+:class:`~media.errors.MediaError`; they are re-exported here for the stage's callers.
 """
 
 from __future__ import annotations
+
+from media.errors import (
+    DecodeError,
+    NoVideoStreamError,
+    ResourceLimitError,
+    SourceNotFoundError,
+    SourceNotReadableError,
+    SourceUnreachableError,
+    UnknownFrameRateError,
+    UnreadableMediaError,
+)
 
 __all__ = [
     "ActorError",
@@ -22,44 +34,8 @@ __all__ = [
 
 
 class ActorError(Exception):
-    """Base class of every error raised by ``actors``."""
+    """Base class of every error defined by ``actors``."""
 
 
 class InvalidDecodeSpecError(ActorError, ValueError):
     """A :class:`~actors.decode.DecodeSpec` field or a decode argument has an invalid value."""
-
-
-class DecodeError(ActorError, ValueError):
-    """A video source cannot be decoded; the message names the source and the cause."""
-
-
-class SourceNotFoundError(DecodeError, FileNotFoundError):
-    """A local video path does not exist (or is not a regular file), or a URL answers 404."""
-
-
-class SourceNotReadableError(DecodeError, PermissionError):
-    """A local video file exists but this process may not read it."""
-
-
-class SourceUnreachableError(DecodeError, ConnectionError):
-    """A network source refused the connection, did not answer in time, or stopped answering."""
-
-
-class UnreadableMediaError(DecodeError):
-    """The bytes are not a media container FFmpeg can read (empty, truncated header, not media)."""
-
-
-class NoVideoStreamError(DecodeError):
-    """The container opens but holds no video stream (audio only, subtitles, data)."""
-
-
-class UnknownFrameRateError(DecodeError):
-    """Time-based sampling was asked for but the video has neither usable pts nor a frame rate."""
-
-
-class ResourceLimitError(DecodeError):
-    """The video exceeds a resource limit (pixels per frame, bytes of a batch's dense maps).
-
-    Raised when the decoder learns the video's size, before any frame is decoded for the job
-    or sent on, and again for any later frame that is larger than the limit allows.
-    """

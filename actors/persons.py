@@ -16,6 +16,7 @@ import torch
 from actors.messages import FrameBatch
 from models.detect import Detections, build_detector
 from models.track import Tracker, TrackerConfig
+from storage import ResumeState
 
 __all__ = ["PersonStage"]
 
@@ -61,15 +62,13 @@ class PersonStage:
         self._next_source = int(batch.source_index[-1]) + 1
         return Detections.concat(parts), np.concatenate(ids).astype(np.int64)
 
-    def checkpoint(self) -> dict[str, Any]:
-        """Where a restarted job can pick up after the frames seen so far: ``frames`` (sampled
-        frames analysed = the store index reached), ``next_source_index`` (the decode index to
-        restart decoding at) and the tracker state."""
-        return {
-            "frames": self._step,
-            "next_source_index": self._next_source,
-            "tracker": self.tracker.state(),
-        }
+    def checkpoint(self) -> ResumeState:
+        """Where a restarted job can pick up after the frames seen so far: the sampled frames
+        analysed (the store index reached), the decode index to restart decoding at, and the
+        tracker state."""
+        return ResumeState(
+            frames=self._step, next_source_index=self._next_source, tracker=self.tracker.state()
+        )
 
     def state(self) -> dict[str, Any]:
         """The tracker state after the last processed frame (plain data)."""

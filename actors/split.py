@@ -29,6 +29,7 @@ from models.detect import Detections
 from models.preprocess import normalize
 from models.runtime import Predictor
 from models.sapiens import SapiensModel
+from models.spec import output_keypoints
 from storage import FrameResult
 
 __all__ = ["BackboneWorker", "FeatureBatch", "HeadWorker", "PostWorker"]
@@ -134,7 +135,7 @@ class PostWorker:
 
     def __init__(self, spec: InferSpec) -> None:
         self.spec = spec
-        self.num_keypoints = spec.num_keypoints if spec.size == "tiny" else 308
+        self.num_keypoints = output_keypoints(spec.size, spec.num_keypoints)
 
     def __call__(self, fb: FeatureBatch, *outputs: np.ndarray) -> list[FrameResult]:
         raw = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from storage import FrameResult, StoreSpec, Writer
+from storage import FrameResult, ResumeState, StoreSpec, Writer
 
 __all__ = ["WriterStage"]
 
@@ -15,7 +15,7 @@ class WriterStage:
 
     Args:
         url: store location.
-        spec: store layout as ``StoreSpec.to_dict()`` data (plain data crosses processes).
+        spec: the store's layout.
         job: job facts for the store's attributes.
         source: source video facts.
         models: model facts (name, task, checkpoint_sha256, random_weights).
@@ -27,7 +27,7 @@ class WriterStage:
     def __init__(
         self,
         url: str,
-        spec: Mapping[str, Any],
+        spec: StoreSpec,
         *,
         job: Mapping[str, Any],
         source: Mapping[str, Any],
@@ -36,24 +36,22 @@ class WriterStage:
         fence: int | None = None,
     ) -> None:
         self.url = url
-        self._checkpoints: list[dict[str, Any]] = []
+        self._checkpoints: list[ResumeState] = []
         if resume:
             self.writer = Writer.resume(url, fence=fence)
         else:
             self.writer = Writer.create(
-                url, StoreSpec.from_dict(spec), job=job, source=source, models=models, fence=fence
+                url, spec, job=job, source=source, models=models, fence=fence
             )
 
     def watermark(self) -> int:
         return self.writer.watermark
 
-    def checkpoint(self) -> dict[str, Any] | None:
+    def checkpoint(self) -> ResumeState | None:
         """The resume state saved with the store, or None."""
         return self.writer.checkpoint
 
-    def add(
-        self, results: Sequence[FrameResult], checkpoint: Mapping[str, Any] | None = None
-    ) -> int:
+    def add(self, results: Sequence[FrameResult], checkpoint: ResumeState | None = None) -> int:
         """Accept results in any order; returns the commit watermark (frames final).
 
         ``checkpoint``: the job's resume state once frames ``0 .. checkpoint["frames"] - 1``
@@ -62,14 +60,14 @@ class WriterStage:
         for r in results:
             self.writer.add(r)
         if checkpoint is not None:
-            self._checkpoints.append(dict(checkpoint))
-        ready = [c for c in self._checkpoints if c["frames"] <= self.writer.watermark]
+            self._checkpoints.append(checkpoint)
+        ready = [c for c in self._checkpoints if c.frames <= self.writer.watermark]
         if ready:
-            newest = max(ready, key=lambda c: c["frames"])
+            newest = max(ready, key=lambda c: c.frames)
             saved = self.writer.checkpoint
-            if saved is None or newest["frames"] > saved["frames"]:
+            if saved is None or newest.frames > saved.frames:
                 self.writer.save_checkpoint(newest)
-            self._checkpoints = [c for c in self._checkpoints if c["frames"] > newest["frames"]]
+            self._checkpoints = [c for c in self._checkpoints if c.frames > newest.frames]
         return self.writer.watermark
 
     def finalize(self, timings: Mapping[str, float] | None = None) -> int:

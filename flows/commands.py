@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.errors import SpecError
-from flows.spec import JobSpec
+from flows.spec import DENSE_MODES, DETECTORS, TASK_NAMES, JobSpec
+from models.spec import SIZES
 
 __all__ = ["add_job_commands"]
 
@@ -302,10 +303,10 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="JSON job spec; flags override it")
     p.add_argument("--spec-json", help="the JSON job spec itself (instead of --spec FILE)")
     p.add_argument("--job-id")
-    p.add_argument("--tasks", help="comma list of pose,seg,depth,normal")
-    p.add_argument("--model", help="tiny|0.3b|0.6b|1b|2b (tiny: random weights)")
+    p.add_argument("--tasks", help=f"comma list of {','.join(TASK_NAMES)}")
+    p.add_argument("--model", choices=SIZES, help="model size (tiny: random weights)")
     p.add_argument("--weights", help="'hub' or a directory of checkpoint files")
-    p.add_argument("--detector", help="full-frame|boxes|rtdetr")
+    p.add_argument("--detector", choices=DETECTORS)
     p.add_argument("--boxes", help="JSON file: {source frame index: [[x1,y1,x2,y2], ...]}")
     p.add_argument("--stride", type=int)
     p.add_argument("--fps", type=float)
@@ -314,7 +315,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-side", type=int, help="downscale dense outputs to this longer side")
     p.add_argument(
         "--dense-mode",
-        choices=("crop", "frame"),
+        choices=DENSE_MODES,
         help="seg/depth/normal on person crops (default) or on the whole frame",
     )
     p.add_argument("--batch-size", type=int)

@@ -1,25 +1,27 @@
 """A self-contained demo of the model stack on real video frames.
 
-Decode frames with PyAV, crop persons (Sapiens' top-down crop), run one backbone group with all
-four heads, decode the outputs into frame coordinates and save one picture per frame:
+Decode frames upright (``media``), crop persons (Sapiens' top-down crop), run one backbone group
+with all four heads, decode the outputs into frame coordinates and save one picture per frame:
 [frame + skeleton | body parts | depth | normals]. With ``--model tiny`` the weights are random,
 so the pictures show the plumbing, not a prediction; pass a checkpoint for real results.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from PIL import Image
 
+from flows.spec import TASK_NAMES
 from flows.visualize import colorize_depth, colorize_normals, colorize_parts, draw_pose, panel
+from media import read_frames
 from models import build_model
 from models.composite import crop_maps_to_frame
 from models.metadata import keypoint_set
@@ -30,7 +32,7 @@ from models.runtime import Predictor, RuntimeSpec
 __all__ = ["DemoResult", "decode_frames", "run_demo"]
 
 logger = logging.getLogger(__name__)
-TASKS = ("pose", "seg", "depth", "normal")
+TASKS = TASK_NAMES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,19 +62,10 @@ class DemoResult:
 
 def decode_frames(path: Path, *, count: int, stride: int) -> tuple[np.ndarray, list[int]]:
     """Every ``stride``-th frame (decode order) up to ``count`` frames: (F, H, W, 3) uint8 RGB."""
-    frames, indices = [], []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i % stride == 0:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                indices.append(i)
-                if len(frames) == count:
-                    break
-    if not frames:
+    read = list(itertools.islice(read_frames(path, stride=stride), count))
+    if not read:
         raise ValueError(f"{path}: no video frames could be decoded")
-    return np.stack(frames), indices
+    return np.stack([rgb for _, rgb in read]), [index for index, _ in read]
 
 
 def _predict(

@@ -36,7 +36,7 @@ def run_inline(plan: JobPlan) -> JobOutcome:
     worker = SapiensWorker(plan.infer)
     writer = WriterStage(
         plan.store_url,
-        plan.store_spec(info).to_dict(),
+        plan.store_spec(info),
         job=plan.job_facts(),
         source={"uri": spec.source, **info.to_dict()},
         models=model_entries(worker.model_facts()),

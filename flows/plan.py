@@ -11,6 +11,8 @@ from actors.decode import DecodeLimits, DecodeSpec
 from actors.infer import InferSpec
 from actors.messages import VideoInfo
 from flows.spec import JobSpec
+from media import output_size
+from models.spec import output_keypoints
 from storage import StoreSpec
 
 __all__ = ["MAP_BYTES_PER_PIXEL", "JobPlan", "map_bytes_per_pixel", "plan_job"]
@@ -44,12 +46,8 @@ class JobPlan:
         return f"{self.spec.output_root.rstrip('/')}/{self.spec.job_id}.zarr"
 
     def out_size(self, info: VideoInfo) -> tuple[int, int]:
-        """(H', W') of the dense maps: the source size, or downscaled to ``max_side``."""
-        h, w = info.height, info.width
-        if self.spec.max_side is None or max(h, w) <= self.spec.max_side:
-            return h, w
-        scale = self.spec.max_side / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
+        """(H', W') of the dense maps: the frames' size, or downscaled to ``max_side``."""
+        return output_size(info.height, info.width, max_side=self.spec.max_side)
 
     def expected_frames(self, info: VideoInfo) -> int | None:
         """Roughly how many frames the job will analyse (the container's own counts are not
@@ -71,7 +69,7 @@ class JobPlan:
         h, w = self.out_size(info)
         return StoreSpec(
             tasks=self.spec.tasks,
-            num_keypoints=self.infer.num_keypoints if self.spec.model.size == "tiny" else 308,
+            num_keypoints=output_keypoints(self.spec.model.size, self.infer.num_keypoints),
             height=h,
             width=w,
             source_height=info.height,

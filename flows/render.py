@@ -13,16 +13,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
-from actors.decode import DecodeSpec, DecodeWorker
-from actors.errors import SourceNotFoundError
 from flows.visualize import colorize_depth, colorize_normals, colorize_parts, draw_pose, panel
+from media import VideoWriter, read_frames
+from media.errors import SourceNotFoundError
 from models.metadata import keypoint_set
 from storage import ResultReader, open_result
 
@@ -39,11 +37,10 @@ def _source_frames(reader: ResultReader, source: str) -> Iterator[tuple[int, np.
     if not wanted:
         return
     last = max(wanted)
-    for batch in DecodeWorker(DecodeSpec(batch_size=8)).batches("render", source):
-        for row, s in enumerate(batch.source_index.tolist()):
-            if s in wanted:
-                yield wanted[s], batch.frames[row]
-        if len(batch) and int(batch.source_index[-1]) >= last:
+    for index, rgb in read_frames(source):
+        if index in wanted:
+            yield wanted[index], rgb
+        if index >= last:
             return
 
 
@@ -119,25 +116,9 @@ def render(
                 Image.fromarray(_tile(reader, index, rgb, height)).save(out)
                 return out
         raise ValueError(f"{store}: frame {target} is not committed")
-    rate = fps or _rate(reader, attrs)
-    with av.open(str(out), "w") as container:
-        stream = None
+    with VideoWriter(out, fps=fps or _rate(reader, attrs)) as sink:
         for index, rgb in _source_frames(reader, source):
-            tile = _tile(reader, index, rgb, height)
-            if stream is None:
-                stream = container.add_stream(
-                    "libx264", rate=Fraction(rate).limit_denominator(1000)
-                )
-                stream.width, stream.height, stream.pix_fmt = (
-                    tile.shape[1],
-                    tile.shape[0],
-                    "yuv420p",
-                )
-            for packet in stream.encode(av.VideoFrame.from_ndarray(tile, format="rgb24")):
-                container.mux(packet)
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
+            sink.write(_tile(reader, index, rgb, height))
     return out
 
 

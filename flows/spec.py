@@ -7,19 +7,37 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from flows.errors import SpecError
+from media import MAX_PIXELS
+from models.detect import DetectorKind
 from models.spec import SIZES
+from storage.schema import TASKS, Task
 
-__all__ = ["DETECTORS", "JobSpec", "Limits", "ModelChoice", "Sampling"]
+__all__ = [
+    "DENSE_MODES",
+    "DETECTORS",
+    "PLACEMENTS",
+    "TASK_NAMES",
+    "DenseMode",
+    "JobSpec",
+    "Limits",
+    "ModelChoice",
+    "Placement",
+    "Sampling",
+]
 
-TASK_NAMES = ("pose", "seg", "depth", "normal")
-DETECTORS = ("full-frame", "boxes", "rtdetr")
-#: ``frame`` (dense tasks on the whole frame, as the official demos) is planned; until the
-#: pipeline implements it, asking for it is an error rather than a silent fallback to crops.
-DENSE_MODES = ("crop", "frame")
-PLACEMENTS = ("fused", "split")
+# The vocabulary of a job, defined once: the tasks are the store schema's, the detectors the
+# detector module's; JobSpec validates against these and the CLI offers them as choices.
+TASK_NAMES: tuple[Task, ...] = TASKS
+DETECTORS: tuple[DetectorKind, ...] = get_args(DetectorKind)
+DenseMode = Literal["crop", "frame"]
+"""``crop``: dense tasks on the person crops; ``frame``: on the whole frame (official demos)."""
+DENSE_MODES: tuple[DenseMode, ...] = get_args(DenseMode)
+Placement = Literal["fused", "split"]
+"""``fused``: heads inside the backbone actor; ``split``: head actors on fractional GPUs."""
+PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # the registry's ids (storage/_keys)
 
 
@@ -99,7 +117,7 @@ class Limits:
             which admits 8K at the default tasks and batch size.
     """
 
-    max_pixels: int = 7680 * 4320
+    max_pixels: int = MAX_PIXELS
     max_map_bytes: int = 8 * 2**30
 
     def __post_init__(self) -> None:
@@ -134,15 +152,15 @@ class JobSpec:
 
     source: str
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    tasks: tuple[str, ...] = TASK_NAMES
+    tasks: tuple[Task, ...] = TASK_NAMES
     model: ModelChoice = field(default_factory=ModelChoice)
-    detector: str = "full-frame"
+    detector: DetectorKind = "full-frame"
     boxes: Mapping[int, tuple[tuple[float, float, float, float], ...]] | None = None
     sampling: Sampling = field(default_factory=Sampling)
     output_root: str = "out/results"
     max_side: int | None = None
-    dense_mode: str = "crop"
-    placement: str = "fused"
+    dense_mode: DenseMode = "crop"
+    placement: Placement = "fused"
     batch_size: int = 8
     priority: int = 0
     limits: Limits = field(default_factory=Limits)

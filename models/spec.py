@@ -23,6 +23,7 @@ __all__ = [
     "Task",
     "backbone_spec",
     "head_spec",
+    "output_keypoints",
 ]
 
 Size = Literal["tiny", "0.3b", "0.6b", "1b", "2b"]
@@ -179,3 +180,9 @@ def head_spec(task: str, size: str, *, num_keypoints: int = 308, num_classes: in
         conv_dims=convs,
         out_dim=out,
     )
+
+
+def output_keypoints(size: str, configured: int) -> int:
+    """Keypoints a pose model of ``size`` outputs: the random-weight ``tiny`` model's
+    ``configured`` count, 308 (Goliath) for every released checkpoint."""
+    return configured if size == "tiny" else 308

@@ -39,8 +39,9 @@ from storage.jobs import (
     JobState,
     SubmitResult,
 )
-from storage.reader import ResultReader, open_result
+from storage.reader import ResultReader, StoreState, open_result, store_state
 from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
+from storage.resume import ResumeState
 from storage.schema import SCHEMA_VERSION, TASKS, StoreSpec, Task, ZarrLayout, output_size
 from storage.writer import BlockWriter, Writer
 
@@ -72,11 +73,13 @@ __all__ = [
     "Persons",
     "RedisConnection",
     "ResultReader",
+    "ResumeState",
     "SchemaMismatchError",
     "StaleOwnerError",
     "StorageError",
     "StoreNotFoundError",
     "StoreSpec",
+    "StoreState",
     "StoreSummary",
     "SubmitResult",
     "Task",
@@ -91,4 +94,5 @@ __all__ = [
     "redacted",
     "redis_url_from_env",
     "stop_embedded",
+    "store_state",
 ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,18 +35,49 @@ import zarr
 
 from storage import _store
 from storage._encode import PTS_UNKNOWN, decode_normal
-from storage.errors import FrameNotCommittedError, SchemaMismatchError
+from storage.errors import FrameNotCommittedError, SchemaMismatchError, StoreNotFoundError
 from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
+from storage.resume import ResumeState
 from storage.schema import StoreSpec, Task, ZarrLayout
 
 if TYPE_CHECKING:
     import xarray
 
-__all__ = ["ResultReader", "open_result"]
+__all__ = ["ResultReader", "StoreState", "open_result", "store_state"]
 
 logger = logging.getLogger(__name__)
 
 _TABLE_FIELDS = ("source_index", "pts", "time_s", "person_offset", "person_count")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreState:
+    """What a job's runner needs to know of its store, from one read of its metadata.
+
+    Attributes:
+        status: ``running``, ``complete`` or ``failed``.
+        frames: committed frames (the watermark).
+        checkpoint: the job's resume state saved with the store, or None.
+    """
+
+    status: str
+    frames: int
+    checkpoint: ResumeState | None
+
+
+def store_state(path_or_url: str | Path) -> StoreState | None:
+    """The state of the store at ``path_or_url``; None when there is none (or its creation
+    never finished)."""
+    try:
+        reader = ResultReader(path_or_url)
+    except StoreNotFoundError:
+        return None
+    checkpoint = reader.attrs.get("checkpoint")
+    return StoreState(
+        status=reader.status,
+        frames=reader.num_frames,
+        checkpoint=ResumeState.from_dict(checkpoint) if checkpoint else None,
+    )
 
 
 def open_result(path_or_url: str | Path) -> ResultReader:

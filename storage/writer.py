@@ -47,6 +47,7 @@ from storage import _store
 from storage._encode import EncodedFrame, assemble_block, encode_frame
 from storage.errors import InvalidValueError, SchemaMismatchError, StaleOwnerError, StorageError
 from storage.frame import FrameResult
+from storage.resume import ResumeState
 from storage.schema import SCHEMA_VERSION, StoreSpec, ZarrLayout
 
 __all__ = ["BlockWriter", "Writer"]
@@ -338,21 +339,20 @@ class Writer:
         return self._watermark
 
     @property
-    def checkpoint(self) -> dict[str, Any] | None:
+    def checkpoint(self) -> ResumeState | None:
         """The job's last saved resume state (see :meth:`save_checkpoint`), or None."""
         cp = self._meta.get("checkpoint")
-        return dict(cp) if cp else None
+        return ResumeState.from_dict(cp) if cp else None
 
-    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Record the job's resume state: plain JSON data whose ``frames`` (the frames it
-        covers) must not exceed the watermark, so a resumed job can start there instead of at
-        frame 0 (e.g. a tracker's state after frame ``frames - 1``)."""
-        frames = int(state["frames"])
+    def save_checkpoint(self, state: ResumeState) -> None:
+        """Record the job's resume state, whose ``frames`` (the frames it covers) must not
+        exceed the watermark, so a resumed job can start there instead of at frame 0."""
+        frames = state.frames
         if not 0 <= frames <= self._watermark:
             msg = f"checkpoint at {frames} frames is past the watermark {self._watermark}"
             raise StorageError(msg)
         with self._owning():
-            self._meta["checkpoint"] = dict(state)
+            self._meta["checkpoint"] = state.to_dict()
             self._write_meta()
 
     @property

@@ -21,11 +21,11 @@ import av
 import numpy as np
 import pytest
 
-from actors._media import display_name
 from actors.decode import DecodeSpec
-from actors.errors import ActorError, DecodeError
 from actors.messages import FrameBatch, VideoInfo
 from actors.session import DecodeSession
+from media import display_name
+from media.errors import DecodeError, MediaError
 from tests.inputs.generate import Case
 
 CASE_NAMES = [
@@ -100,7 +100,7 @@ def _assert_clear_error(case: Case) -> None:
     error = raised.value
     message = str(error)
     assert type(error) is case.error, f"{case.name}: {type(error).__name__}: {message}"
-    assert isinstance(error, ActorError) and not isinstance(error, av.error.FFmpegError)
+    assert isinstance(error, MediaError) and not isinstance(error, av.error.FFmpegError)
     assert display_name(case.source) in message, f"the message must name the source: {message}"
     assert re.search(case.match, message, re.IGNORECASE), f"{case.match!r} not in {message!r}"
     assert "Traceback" not in message and "\n" not in message

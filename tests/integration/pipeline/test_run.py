@@ -118,6 +118,7 @@ def test_run_writes_every_sampled_frame_once_and_equals_one_process(
     _assert_same_store(out.store_url, ref.store_url)
 
 
+@pytest.mark.slow  # CI runs the same kill, and every other stage's, in tests/faults
 def test_killing_the_inference_process_mid_job_resumes_to_an_equal_store(
     ray_cluster, shared_clip: Path, tmp_path: Path
 ) -> None:

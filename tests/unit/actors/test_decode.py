@@ -22,7 +22,6 @@ import av
 import numpy as np
 import pytest
 
-from actors import decode
 from actors.decode import DecodeSpec, DecodeWorker
 from actors.errors import (
     DecodeError,
@@ -33,6 +32,7 @@ from actors.errors import (
     UnreadableMediaError,
 )
 from actors.messages import FrameBatch
+from media import _reader
 
 H264 = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 N = 72  # frames per generated clip
@@ -184,7 +184,7 @@ def test_resume_equals_clean_run(
 ) -> None:  # fmt: skip
     """Seeking needs a closed-GOP keyframe before the target and 16 packets after it."""
     clean = _cat(_run(clips[kind], batch_size=5, **spec))
-    caplog.set_level(logging.DEBUG, logger="actors")
+    caplog.set_level(logging.DEBUG, logger="media")
     resumed = _cat(_run(clips[kind], start, batch_size=5, **spec))
     keep = clean[1] >= start
     for want, have in zip(clean, resumed, strict=True):
@@ -202,14 +202,14 @@ def test_resume_fallbacks_match(
     clean = _cat(_run(clips["mp4"], threads=1))
     for other in (_run(clips["mp4"], 40, seek=False), _run(clips["mp4"], 40, threads=3)):
         np.testing.assert_array_equal(_cat(other)[0], clean[0][40:])
-    real = decode.plan_seek  # a plan whose pts check fails: the feed restarts from index 0
+    real = _reader.plan_seek  # a plan whose pts check fails: the feed restarts from index 0
 
     def wrong(*args: Any, **kwargs: Any) -> Any:
         plan = real(*args, **kwargs)
         return replace(plan, expected_pts=tuple(p + 1 for p in plan.expected_pts))
 
-    monkeypatch.setattr(decode, "plan_seek", wrong)
-    caplog.set_level(logging.INFO, logger="actors")
+    monkeypatch.setattr(_reader, "plan_seek", wrong)
+    caplog.set_level(logging.INFO, logger="media")
     np.testing.assert_array_equal(_cat(_run(clips["mp4"], 40, stride=2))[0], clean[0][40::2])
     assert "resume seek abandoned" in caplog.text
 

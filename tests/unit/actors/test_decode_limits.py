@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from actors import _probe, decode
 from actors.decode import DecodeLimits, DecodeSpec, DecodeWorker
 from actors.errors import InvalidDecodeSpecError, ResourceLimitError
 from actors.session import DecodeSession
+from media import _probe, _reader
 from tests.inputs.mjpeg import mjpeg_mkv
 
 SMALL = (64, 48)
@@ -57,13 +57,13 @@ def test_a_frame_over_the_limit_mid_stream_raises_before_conversion(
     """Frame 20 is past the probe's window: the decode itself must refuse it."""
     path = mjpeg_mkv(tmp_path / "grows.mkv", [SMALL] * 20 + [(128, 96)])
     converted: list[tuple[int, int]] = []
-    to_rgb = decode.to_rgb
+    to_rgb = _reader.to_rgb
 
     def recording(frame: Any, out: Any, **kwargs: Any) -> None:
         converted.append((frame.width, frame.height))
         to_rgb(frame, out, **kwargs)
 
-    monkeypatch.setattr(decode, "to_rgb", recording)
+    monkeypatch.setattr(_reader, "to_rgb", recording)
     spec = DecodeSpec(batch_size=4, limits=DecodeLimits(max_pixels=64 * 48))
     batches = DecodeWorker(spec).batches("job", path)
     emitted = []

@@ -57,8 +57,8 @@ def test_resuming_from_a_checkpoint_gives_the_same_ids() -> None:
     first = PersonStage("boxes", options)
     _ids(first, batches[:2])
     cp = first.checkpoint()
-    assert cp["frames"] == 8 and cp["next_source_index"] == 7 * STRIDE + 1
-    resumed = PersonStage("boxes", options, tracker_state=cp["tracker"])
+    assert cp.frames == 8 and cp.next_source_index == 7 * STRIDE + 1
+    resumed = PersonStage("boxes", options, tracker_state=dict(cp.tracker))
     rest = _ids(resumed, batches[2:])
     for a, b in zip(clean[2:], rest, strict=True):
         assert np.array_equal(a, b)

@@ -17,6 +17,7 @@ from zarr.storage import FsspecStore
 
 from storage import (
     InvalidValueError,
+    ResumeState,
     SchemaMismatchError,
     StaleOwnerError,
     StorageError,
@@ -115,7 +116,7 @@ def test_a_refused_writer_refuses_every_later_call(memory_url: str) -> None:
     calls: list[Callable[[], object]] = [
         lambda: a.add(frame(1)),
         lambda: a.ensure_capacity(64),
-        lambda: a.save_checkpoint({"frames": 0}),
+        lambda: a.save_checkpoint(ResumeState(frames=0, next_source_index=0)),
         lambda: a.commit_block(0, [frame(i) for i in range(8)]),
         lambda: a.finalize(),
         lambda: a.mark_failed("x"),

@@ -15,7 +15,7 @@ the plan comes from a demux-only scan of the packets before the target (reading,
 
 What the scan cannot see: a packet before the keyframe, past the probe's window, that decodes
 to zero or two frames (a packet that fails to decode keeps its slot, see ``FrameReader``, so
-it does not shift the numbering). ``DecodeSpec(seek=False)`` always decodes from the start.
+it does not shift the numbering). A reader with ``seek=False`` always decodes from the start.
 """
 
 from __future__ import annotations
@@ -27,23 +27,16 @@ from dataclasses import dataclass
 
 import av
 
-from actors._media import FrameReader, iter_packets
-from actors._sampling import FrameClock
+from media._sampling import FrameClock
+from media._stream import FrameReader, iter_packets
+from media.errors import SeekMismatch
 
-__all__ = ["NoSeekPlan", "SeekMismatch", "SeekPlan", "plan_seek", "seek_packets", "verified"]
+__all__ = ["SeekPlan", "plan_seek", "seek_packets", "verified"]
 
 logger = logging.getLogger(__name__)
 
 _MARGIN = 16  # packets scanned past the target: more than any B-frame reordering depth
 _MAX_SKIPPED = 10_000  # packets read after a seek while looking for the keyframe packet
-
-
-class SeekMismatch(RuntimeError):
-    """The seek did not land where the plan says; the caller decodes from the start."""
-
-
-class NoSeekPlan(SeekMismatch):
-    """No keyframe qualifies (or the target is near the end); the caller decodes from 0."""
 
 
 @dataclass(frozen=True, slots=True)

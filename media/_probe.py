@@ -14,27 +14,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
 import av
 
-from actors._media import (
-    Orientation,
-    check_frame_pixels,
-    display_name,
-    finite_or_none,
-    is_live,
-    iter_packets,
-    open_container,
-    orientation_of,
-    output_size,
-    video_stream,
-)
-from actors.errors import UnreadableMediaError
-from actors.messages import VideoInfo
+from media._image import Orientation, orientation_of, output_size
+from media._info import VideoInfo
+from media._source import display_name, is_live, open_container
+from media._stream import check_frame_pixels, iter_packets, video_stream
+from media.errors import UnreadableMediaError
 
-__all__ = ["PROBE_FRAMES", "probe_video"]
+__all__ = ["PROBE_FRAMES", "orientation_from", "probe_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +113,7 @@ def probe_video(
         max_pixels: largest frame (width x height) accepted, or None for no limit.
 
     Returns:
-        The :class:`VideoInfo` the decode stage works with.
+        The :class:`VideoInfo` that readers and the decode stage work with.
 
     Raises:
         ResourceLimitError: the stream's header or a frame of the window is above
@@ -165,9 +157,9 @@ def _describe(
     time_base = stream.time_base
     time_source = "pts" if time_base and _strictly_increasing(window.pts) else "rate"
     orientation = orientation_of(first, stream)
-    width, height = output_size(first.width, first.height, max_side)
+    height, width = output_size(first.height, first.width, max_side=max_side)
     if orientation.swaps_axes:
-        width, height = height, width
+        height, width = width, height
     codec = stream.codec_context.name
     one_to_one = window.errors == 0 and window.frames == window.packets
     return VideoInfo(
@@ -200,7 +192,7 @@ def orientation_from(info: VideoInfo) -> Orientation:
 def _frame_rate(stream: av.video.stream.VideoStream) -> float | None:
     for rate in (stream.guessed_rate, stream.average_rate):
         if rate:
-            return finite_or_none(float(rate))
+            return _finite_or_none(float(rate))
     return None
 
 
@@ -208,7 +200,12 @@ def _duration(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> float | None:
     if stream.duration and stream.time_base:
-        return finite_or_none(float(stream.duration * stream.time_base))
+        return _finite_or_none(float(stream.duration * stream.time_base))
     if container.duration:
-        return finite_or_none(container.duration / av.time_base)
+        return _finite_or_none(container.duration / av.time_base)
     return None
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """``value`` if it is a finite positive number, else None."""
+    return value if value is not None and math.isfinite(value) and value > 0 else None

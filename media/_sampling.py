@@ -1,4 +1,4 @@
-"""Frame times and frame selection (stride, target fps, time range) for the decode stage.
+"""Frame times and frame selection (stride, target fps, time range) of a video reader.
 
 Both are pure functions of the decode index, the pts and the previous good frame's time, so a
 resumed run that decodes at least one frame before its start selects exactly the frames of a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from fractions import Fraction
 
-from actors.messages import TimeSource
+from media._info import TimeSource
 
 __all__ = ["Choice", "FrameClock", "Sampler"]
 
@@ -80,6 +80,16 @@ class Sampler:
         self._start = start_s
         self._end = end_s
         self._prev_tick: float = -math.inf
+
+    @property
+    def start_s(self) -> float:
+        """First second of the range (inclusive)."""
+        return self._start
+
+    @property
+    def uses_time(self) -> bool:
+        """Whether selection depends on frame times (target fps or a time range)."""
+        return self._fps is not None or self._start > 0 or self._end is not None
 
     def fresh(self) -> Sampler:
         """A sampler with the same settings and no history (for a feed that restarts at 0)."""
