@@ -7,10 +7,9 @@ and returns one batch per :meth:`next` call; the caller's pace is the backpressu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from actors.decode import DecodeSpec, DecodeWorker
-from actors.messages import FrameBatch
+from actors.messages import FrameBatch, VideoInfo
 
 __all__ = ["BatchMeta", "DecodeSession"]
 
@@ -39,8 +38,9 @@ class DecodeSession:
         self.info = worker.probe(source)
         self._batches = worker.batches(job_id, source, start_index=start_index)
 
-    def video_info(self) -> dict[str, Any]:
-        return self.info.to_dict()
+    def video_info(self) -> VideoInfo:
+        """The source's facts (crosses Ray as the dataclass itself)."""
+        return self.info
 
     def next(self) -> tuple[BatchMeta, FrameBatch]:
         """The next batch and its summary. The batch with ``is_last`` ends the session; it is

@@ -13,7 +13,6 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from actors.infer import SapiensWorker
@@ -224,9 +223,7 @@ def _build(
             checkpoint.next_source_index if checkpoint else 0,
         )
     )
-    info = watch.get(decoder.video_info.remote(), "the video to open")
-    time_base = info["time_base"]
-    video = VideoInfo(**{**info, "time_base": None if time_base is None else Fraction(time_base)})
+    video: VideoInfo = watch.get(decoder.video_info.remote(), "the video to open")
     made["persons"] = persons = (
         ray.remote(num_cpus=0.5)(PersonStage)
         .options(**named("persons"))
@@ -260,7 +257,7 @@ def _build(
             plan.store_url,
             plan.store_spec(video),
             job=plan.job_facts(),
-            source={"uri": spec.source, **info},
+            source={"uri": spec.source, **video.to_dict()},
             models=model_entries(facts),
             resume=resume,
             fence=fence,

@@ -29,8 +29,8 @@ from storage import Coordinator, CoordinatorConfig, connect, open_result
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.timeout(1200)]
 
-JOBS, MAX_JOBS, FRAMES = 50, 4, 8
-#: All 50 jobs must be done within this (measured on 2 cores: 127 s idle, 222 s busy).
+JOBS, MAX_JOBS, FRAMES = 24, 4, 8  # the first and last 10 jobs are apart; `make soak` runs 200
+#: All jobs must be done within this (50 jobs took 127 s idle, 222-255 s busy, on 2 cores).
 WALL_LIMIT_S = 600.0
 MIB = 2**20
 
