@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -25,3 +26,11 @@ def memory_url() -> Iterator[str]:
     fs = fsspec.filesystem("memory")
     if fs.exists(f"/{name}"):
         fs.rm(f"/{name}", recursive=True)
+
+
+@pytest.fixture(params=["local", "memory"])
+def place(request: pytest.FixtureRequest, tmp_path: Path, memory_url: str) -> Callable[[str], str]:
+    """Store locations of one backend, local or memory: ``place(name)``."""
+    if request.param == "local":
+        return lambda name: str(tmp_path / f"{name}.zarr")
+    return lambda name: memory_url.replace("store.zarr", f"{name}.zarr")

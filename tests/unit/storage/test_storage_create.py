@@ -32,13 +32,6 @@ class Interrupted(Exception):
     """Stands for the process dying in the middle of creating a store."""
 
 
-@pytest.fixture(params=["local", "memory"])
-def place(request: pytest.FixtureRequest, tmp_path: Path, memory_url: str) -> Callable[[str], str]:
-    if request.param == "local":
-        return lambda name: str(tmp_path / f"{name}.zarr")
-    return lambda name: memory_url.replace("store.zarr", f"{name}.zarr")
-
-
 def _group(url: str) -> zarr.Group:
     store = FsspecStore.from_url(url, read_only=True) if "://" in url else url
     return zarr.open_group(store, mode="r", use_consolidated=False)

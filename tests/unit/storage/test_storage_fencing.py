@@ -36,14 +36,6 @@ def frame(i: int, seed: int = 0) -> Any:
     return synthetic_frame(SPEC, i, n_persons=(i * 7) % 4, seed=seed)
 
 
-@pytest.fixture(params=["local", "memory"])
-def place(request: pytest.FixtureRequest, tmp_path: Path, memory_url: str) -> Callable[[str], str]:
-    """Store locations of one backend: ``place(name)``."""
-    if request.param == "local":
-        return lambda name: str(tmp_path / f"{name}.zarr")
-    return lambda name: memory_url.replace("store.zarr", f"{name}.zarr")
-
-
 def _group(url: str) -> zarr.Group:
     store = FsspecStore.from_url(url, read_only=True) if "://" in url else url
     return zarr.open_group(store, mode="r", use_consolidated=False)
