@@ -29,7 +29,7 @@ from storage import Coordinator, CoordinatorConfig, connect, open_result
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.timeout(1200)]
 
-JOBS, MAX_JOBS, FRAMES = 24, 4, 8  # the first and last 10 jobs are apart; `make soak` runs 200
+JOBS, MAX_JOBS, FRAMES = 20, 4, 8  # the first and last 10 jobs are apart; `make soak` runs 200
 #: All jobs must be done within this (50 jobs took 127 s idle, 222-255 s busy, on 2 cores).
 WALL_LIMIT_S = 600.0
 MIB = 2**20
