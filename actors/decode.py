@@ -258,6 +258,12 @@ class DecodeWorker:
             DecodeError: unreadable source (see :meth:`probe`); network failures while
                 decoding raise :class:`~actors.errors.SourceUnreachableError` from the iterator.
         """
+        return self.open(job_id, source, start_index=start_index)[1]
+
+    def open(
+        self, job_id: str, source: Source, *, start_index: int = 0
+    ) -> tuple[VideoInfo, Iterator[FrameBatch]]:
+        """:meth:`batches`, with the probed facts of the source beside the iterator."""
         if not isinstance(job_id, str) or not job_id:
             msg = f"job_id: expected a non-empty str, got {job_id!r}"
             raise InvalidDecodeSpecError(msg)
@@ -279,7 +285,7 @@ class DecodeWorker:
             read_timeout_s=s.read_timeout_s,
             max_pixels=s.limits.max_pixels,
         )
-        return _Batcher(job_id, info, s.batch_size, reader).run()
+        return info, _Batcher(job_id, info, s.batch_size, reader).run()
 
 
 class _Batcher:

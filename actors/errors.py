@@ -30,6 +30,7 @@ __all__ = [
     "SourceUnreachableError",
     "UnknownFrameRateError",
     "UnreadableMediaError",
+    "WriterSessionError",
 ]
 
 
@@ -39,3 +40,7 @@ class ActorError(Exception):
 
 class InvalidDecodeSpecError(ActorError, ValueError):
     """A :class:`~actors.decode.DecodeSpec` field or a decode argument has an invalid value."""
+
+
+class WriterSessionError(ActorError, LookupError):
+    """A pooled writer was asked to write for a job attempt whose store it has not opened."""

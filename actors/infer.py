@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.messages import FrameBatch
+from actors.messages import FrameBatch, PersonBatch
 from models import build_model, load_checkpoint
 from models.analyze import Analyzer, PersonResults
 from models.batching import DynamicBatcher
-from models.detect import Detections
 from models.hub import hub_ref
 from models.metadata import keypoint_set
 from models.runtime import Predictor, RuntimeSpec
@@ -29,7 +28,6 @@ from models.spec import INPUT_SIZE
 from storage.frame import FrameResult
 
 __all__ = [
-    "BatchPersons",
     "FrameMeta",
     "InferSpec",
     "SapiensWorker",
@@ -176,6 +174,9 @@ class SapiensWorker:
         )
         self._lock = threading.Lock()
         self._counts = {"calls": 0, "frames": 0, "persons": 0, "in_flight": 0, "call_s": 0.0}
+        # Wall-clock time with at least one call in flight: the actor's working time, cropping,
+        # decoding and waiting for its forwards included (what its capacity is measured by).
+        self._active_s, self._active_since = 0.0, 0.0
         self._jobs: set[str] = set()
         logger.info(
             "sapiens worker: size=%s tasks=%s device=%s",
@@ -193,13 +194,15 @@ class SapiensWorker:
         the batcher's (forwards, fill, busy fraction of the device)."""
         with self._lock:
             counts: dict[str, Any] = {**self._counts, "jobs": len(self._jobs)}
+            counts["active_s"] = self._active_s + (
+                time.perf_counter() - self._active_since if self._counts["in_flight"] else 0.0
+            )
         return {**counts, "device": self.spec.resolved_device, **self.batcher.stats().to_dict()}
 
     def __call__(
         self,
         batch: FrameBatch,
-        detections: Detections,
-        track_ids: np.ndarray,
+        persons: PersonBatch,
         first_index: int,
         out_size: tuple[int, int],
         job: str = "",
@@ -208,20 +211,19 @@ class SapiensWorker:
 
         Args:
             batch: decoded frames.
-            detections: persons of the batch (``frame`` = row in the batch); persons whose
-                track id is -1 (too weak to track) are dropped.
-            track_ids: (N,) track id per detection.
+            persons: the batch's tracked persons (``frame`` = row in the batch).
             first_index: store index of the batch's first frame.
             out_size: (H', W') of the dense maps.
             job: the calling job (batches take crops from jobs in turn).
         """
         t0 = time.perf_counter()
         with self._lock:
+            if self._counts["in_flight"] == 0:
+                self._active_since = t0
             self._counts["in_flight"] += 1
             self._jobs.add(job)
         try:
             with self.batcher.session(job) as forward:
-                persons = BatchPersons.from_detections(detections, track_ids)
                 frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
                 res = self.analyzer(
                     frames,
@@ -236,35 +238,12 @@ class SapiensWorker:
             with self._lock:
                 c = self._counts
                 c["in_flight"] -= 1
+                if c["in_flight"] == 0:
+                    self._active_s += time.perf_counter() - self._active_since
                 c["calls"] += 1
                 c["frames"] += len(batch)
-                c["persons"] += int((track_ids >= 0).sum())
+                c["persons"] += len(persons)
                 c["call_s"] += time.perf_counter() - t0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchPersons:
-    """The tracked persons of a batch, grouped by frame (numpy, aligned on axis 0).
-
-    Detections whose track id is -1 (too weak to track) are left out.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    frame: np.ndarray
-    track_id: np.ndarray
-
-    @classmethod
-    def from_detections(cls, detections: Detections, track_ids: np.ndarray) -> BatchPersons:
-        keep = track_ids >= 0
-        frame = detections.frame[keep]
-        order = np.lexsort((np.arange(len(frame)), frame))  # by frame, stable
-        return cls(
-            boxes=detections.boxes_xyxy[keep][order],
-            scores=detections.scores[keep][order],
-            frame=frame[order],
-            track_id=track_ids[keep][order],
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,12 +268,12 @@ class FrameMeta:
         return len(self.source_index)
 
 
-def frame_records(meta: FrameMeta, persons: BatchPersons, res: PersonResults) -> list[FrameResult]:
+def frame_records(meta: FrameMeta, persons: PersonBatch, res: PersonResults) -> list[FrameResult]:
     """One storage record per frame of the batch."""
     return [_record(meta, persons, res, f) for f in range(len(meta))]
 
 
-def _record(meta: FrameMeta, persons: BatchPersons, res: PersonResults, f: int) -> FrameResult:
+def _record(meta: FrameMeta, persons: PersonBatch, res: PersonResults, f: int) -> FrameResult:
     rows = persons.frame == f
     pts = int(meta.pts[f])
     fields: dict[str, Any] = {

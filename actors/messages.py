@@ -13,7 +13,7 @@ import numpy as np
 
 from media import TimeSource, VideoInfo
 
-__all__ = ["FrameBatch", "TimeSource", "VideoInfo"]
+__all__ = ["FrameBatch", "PersonBatch", "TimeSource", "VideoInfo"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,13 +71,61 @@ class FrameBatch:
         return int(self.frames.shape[0])
 
 
-def _check_array(name: str, value: object, dtype: type[np.generic], ndim: int) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersonBatch:
+    """The tracked persons of one :class:`FrameBatch`, grouped by frame, in the order the
+    person stage found them within a frame. Detections too weak to track are left out.
+
+    Args:
+        boxes: (N, 4) float32 ``x1, y1, x2, y2`` in frame pixels.
+        scores: (N,) float32 detector confidence.
+        frame: (N,) int64 row of the person's frame in the batch, non-decreasing.
+        track_id: (N,) int64 track id (>= 0), stable across the job's batches.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    frame: np.ndarray
+    track_id: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_array("boxes", self.boxes, np.float32, 2, "PersonBatch")
+        n = self.boxes.shape[0]
+        if self.boxes.shape[1:] != (4,):
+            msg = f"PersonBatch.boxes: expected shape (N, 4), got {self.boxes.shape}"
+            raise ValueError(msg)
+        for name, dtype in (("scores", np.float32), ("frame", np.int64), ("track_id", np.int64)):
+            array = getattr(self, name)
+            _check_array(name, array, dtype, 1, "PersonBatch")
+            if array.shape[0] != n:
+                msg = f"PersonBatch.{name}: expected shape ({n},) to match boxes, got {array.shape}"
+                raise ValueError(msg)
+        if n and (np.any(np.diff(self.frame) < 0) or np.any(self.track_id < 0)):
+            msg = "PersonBatch: frame must be non-decreasing and track_id >= 0"
+            raise ValueError(msg)
+
+    @classmethod
+    def empty(cls) -> PersonBatch:
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros(0, np.float32),
+            frame=np.zeros(0, np.int64),
+            track_id=np.zeros(0, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def _check_array(
+    name: str, value: object, dtype: type[np.generic], ndim: int, owner: str = "FrameBatch"
+) -> None:
     if not isinstance(value, np.ndarray):
-        msg = f"FrameBatch.{name}: expected a numpy array, got {type(value).__name__}"
+        msg = f"{owner}.{name}: expected a numpy array, got {type(value).__name__}"
         raise TypeError(msg)
     if value.dtype != dtype or value.ndim != ndim:
         msg = (
-            f"FrameBatch.{name}: expected a {ndim}-d {np.dtype(dtype)} array, "
+            f"{owner}.{name}: expected a {ndim}-d {np.dtype(dtype)} array, "
             f"got {value.ndim}-d {value.dtype}"
         )
         raise ValueError(msg)

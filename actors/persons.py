@@ -1,24 +1,31 @@
-"""``PersonStage``: detect persons in a frame batch and give them stable track ids.
+"""Detect persons in a frame batch and give them stable track ids.
 
-One instance per job (tracking is sequential in frame order). The tracker counts in sampled
-frames (its ``max_age`` and motion model see one step per analysed frame, whatever the stride or
-target fps). Its state is plain data, so a restarted job can continue with the same ids.
+``PersonStage`` is one job's detector and tracker (tracking is sequential in frame order);
+``PersonWorker`` is the pooled actor that serves every job: the detector is built once per
+setting, and each call brings the job's tracker state and returns the next one. The tracker
+counts in sampled frames (its ``max_age`` and motion model see one step per analysed frame,
+whatever the stride or target fps). Its state is plain data, so a restarted job can continue
+with the same ids.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from actors.messages import FrameBatch
-from models.detect import Detections, build_detector
+from actors.messages import FrameBatch, PersonBatch
+from models.detect import Detections, DetectorKind, PersonDetector, build_detector
 from models.track import Tracker, TrackerConfig
 from storage import ResumeState
 
-__all__ = ["PersonStage"]
+__all__ = ["PersonRequest", "PersonStage", "PersonWorker"]
 
 
 class PersonStage:
@@ -38,8 +45,9 @@ class PersonStage:
         *,
         tracker_state: Mapping[str, Any] | None = None,
         tracker_config: TrackerConfig | None = None,
+        built: PersonDetector | None = None,
     ) -> None:
-        self.detector = build_detector(detector, **dict(detector_options or {}))  # type: ignore[arg-type]
+        self.detector = built or build_detector(detector, **dict(detector_options or {}))  # type: ignore[arg-type]
         self.tracker = (
             Tracker.from_state(dict(tracker_state)) if tracker_state else Tracker(tracker_config)
         )
@@ -62,6 +70,17 @@ class PersonStage:
         self._next_source = int(batch.source_index[-1]) + 1
         return Detections.concat(parts), np.concatenate(ids).astype(np.int64)
 
+    def tracked(self, batch: FrameBatch) -> PersonBatch:
+        """The batch's tracked persons (detections too weak to track left out)."""
+        found, ids = self(batch)
+        keep = ids >= 0
+        return PersonBatch(
+            boxes=np.ascontiguousarray(found.boxes_xyxy[keep], np.float32),
+            scores=np.ascontiguousarray(found.scores[keep], np.float32),
+            frame=np.ascontiguousarray(found.frame[keep], np.int64),
+            track_id=ids[keep],
+        )
+
     def checkpoint(self) -> ResumeState:
         """Where a restarted job can pick up after the frames seen so far: the sampled frames
         analysed (the store index reached), the decode index to restart decoding at, and the
@@ -73,3 +92,68 @@ class PersonStage:
     def state(self) -> dict[str, Any]:
         """The tracker state after the last processed frame (plain data)."""
         return self.tracker.state()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersonRequest:
+    """What a job asks of the person stage: its detector and tracker settings.
+
+    Args:
+        detector: ``full-frame``, ``boxes`` or ``rtdetr``.
+        options: that detector's constructor options.
+        tracker: tracker thresholds (None: the pipeline's).
+    """
+
+    detector: DetectorKind
+    options: Mapping[str, Any] = field(default_factory=dict)
+    tracker: TrackerConfig | None = None
+
+
+# Detectors whose construction is costly (weights) are kept per setting; the others are built
+# per call, since their options are the job's own data (given boxes).
+_CACHED_DETECTORS = ("rtdetr",)
+
+
+class PersonWorker:
+    """The pooled person stage: detection and tracking for every job, state in the messages.
+
+    Args:
+        max_detectors: detector settings kept built at once (least recently used goes).
+    """
+
+    def __init__(self, max_detectors: int = 4) -> None:
+        self._detectors: OrderedDict[str, PersonDetector] = OrderedDict()
+        self._max = max_detectors
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, batch: FrameBatch, request: PersonRequest, state: ResumeState | None
+    ) -> tuple[PersonBatch, ResumeState]:
+        """Track ``batch``'s persons continuing from ``state`` (None: the job's first batch);
+        returns them and the job's state after the batch."""
+        stage = PersonStage(
+            request.detector,
+            tracker_state=dict(state.tracker) if state is not None else None,
+            tracker_config=request.tracker,
+            built=self._detector(request),
+        )
+        persons = stage.tracked(batch)
+        if len(batch) == 0 and state is not None:
+            return persons, state
+        return persons, stage.checkpoint()
+
+    def _detector(self, request: PersonRequest) -> PersonDetector:
+        options = dict(request.options)
+        if request.detector not in _CACHED_DETECTORS:
+            return build_detector(request.detector, **options)
+        key = json.dumps([request.detector, options], sort_keys=True, default=str)
+        with self._lock:
+            if key in self._detectors:
+                self._detectors.move_to_end(key)
+                return self._detectors[key]
+        built = build_detector(request.detector, **options)
+        with self._lock:
+            self._detectors[key] = built
+            while len(self._detectors) > self._max:
+                self._detectors.popitem(last=False)
+        return built

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from actors.infer import (
-    BatchPersons,
     FrameMeta,
     InferSpec,
     build_groups,
@@ -23,9 +22,8 @@ from actors.infer import (
     model_facts,
     runtime_spec,
 )
-from actors.messages import FrameBatch
+from actors.messages import FrameBatch, PersonBatch
 from models.analyze import Analyzer, decode_outputs
-from models.detect import Detections
 from models.preprocess import normalize
 from models.runtime import Predictor
 from models.sapiens import SapiensModel
@@ -49,7 +47,7 @@ class FeatureBatch:
     """
 
     meta: FrameMeta
-    persons: BatchPersons
+    persons: PersonBatch
     features: tuple[np.ndarray, ...]
     center: np.ndarray
     scale: np.ndarray
@@ -78,12 +76,10 @@ class BackboneWorker:
     def __call__(
         self,
         batch: FrameBatch,
-        detections: Detections,
-        track_ids: np.ndarray,
+        persons: PersonBatch,
         first_index: int,
         out_size: tuple[int, int],
     ) -> FeatureBatch:
-        persons = BatchPersons.from_detections(detections, track_ids)
         frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
         crop = self.analyzer.crop(
             frames, torch.from_numpy(persons.frame), torch.from_numpy(persons.boxes)

@@ -1,13 +1,21 @@
-"""``WriterStage``: the single writer of one job's result store (wraps ``storage.Writer``)."""
+"""The single writer of a job's result store (wraps ``storage.Writer``).
+
+``WriterStage`` writes one job's store; ``WriterWorker`` is the pooled actor that serves every
+job, one ``WriterStage`` per job attempt. The commit state that matters (watermark, resume
+state, fencing token) is in the store itself, so a job whose writer member died resumes on
+another member from the store.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from storage import FrameResult, ResumeState, StoreSpec, Writer
+from actors._sessions import SessionCache
+from actors.errors import WriterSessionError
+from storage import FrameResult, ModelProvenance, ResumeState, StoreSpec, Writer
 
-__all__ = ["WriterStage"]
+__all__ = ["WriterSessionError", "WriterStage", "WriterWorker"]
 
 
 class WriterStage:
@@ -18,7 +26,7 @@ class WriterStage:
         spec: the store's layout.
         job: job facts for the store's attributes.
         source: source video facts.
-        models: model facts (name, task, checkpoint_sha256, random_weights).
+        models: the model's provenance, one entry per checkpointed part.
         resume: continue an existing running store instead of creating one.
         fence: the job claim's fencing token; the store refuses this writer once a claim
             with a larger token resumed it (``StaleOwnerError``). None: unfenced (local use).
@@ -31,7 +39,7 @@ class WriterStage:
         *,
         job: Mapping[str, Any],
         source: Mapping[str, Any],
-        models: Sequence[Mapping[str, Any]],
+        models: Sequence[ModelProvenance | Mapping[str, Any]],
         resume: bool = False,
         fence: int | None = None,
     ) -> None:
@@ -76,3 +84,65 @@ class WriterStage:
 
     def fail(self, reason: str) -> None:
         self.writer.mark_failed(reason)
+
+
+class WriterWorker:
+    """The pooled writer: one open store per job attempt (``key``), each used under its lock,
+    so the commits of different jobs run side by side."""
+
+    def __init__(self) -> None:
+        self._stores: SessionCache[WriterStage] = SessionCache()
+
+    def open(
+        self,
+        key: str,
+        url: str,
+        spec: StoreSpec,
+        *,
+        job: Mapping[str, Any],
+        source: Mapping[str, Any],
+        models: Sequence[ModelProvenance | Mapping[str, Any]],
+        resume: bool = False,
+        fence: int | None = None,
+    ) -> int:
+        """Create (or resume) the store of the attempt ``key``; returns its watermark."""
+        with self._stores.session(key) as entry:
+            entry.value = WriterStage(
+                url, spec, job=job, source=source, models=models, resume=resume, fence=fence
+            )
+            return entry.value.watermark()
+
+    def add(
+        self, key: str, results: Sequence[FrameResult], checkpoint: ResumeState | None = None
+    ) -> int:
+        """:meth:`WriterStage.add` for the attempt ``key``."""
+        with self._stores.session(key) as entry:
+            return self._stage(key, entry.value).add(results, checkpoint)
+
+    def finalize(self, key: str, timings: Mapping[str, float] | None = None) -> int:
+        """Commit the tail and mark the store complete; the attempt's session ends."""
+        with self._stores.session(key) as entry:
+            frames = self._stage(key, entry.value).finalize(timings)
+            entry.value = None
+            return frames
+
+    def fail(self, key: str, reason: str) -> None:
+        """Mark the attempt's store failed (a no-op when this member never opened it)."""
+        with self._stores.session(key) as entry:
+            if entry.value is not None:
+                entry.value.fail(reason)
+
+    def close(self, key: str) -> None:
+        """Forget the attempt ``key`` (whatever state it is in)."""
+        self._stores.pop(key)
+
+    def sessions(self) -> int:
+        """Job attempts with an open store here."""
+        return len(self._stores)
+
+    @staticmethod
+    def _stage(key: str, stage: WriterStage | None) -> WriterStage:
+        if stage is None:
+            msg = f"writer session {key!r} is not open on this writer"
+            raise WriterSessionError(msg)
+        return stage

@@ -9,7 +9,8 @@ sampled from /proc. Prints one JSON object:
 
 * ``jobs_per_s``, ``frames_per_s``: over the span first submit -> last success;
 * ``latency_s``: submit -> succeeded per job (p50, p95, mean, max); ``run_s``: start ->
-  succeeded; ``queue_wait_s``: submit -> start;
+  succeeded; ``queue_wait_s``: submit -> start; ``start_latency_s``: start (claimed) -> the
+  job is running (bound to its pooled stages, its source probed, its store created);
 * ``start_order_max_displacement``: how far (in jobs) the start order strays from the submit
   order (FIFO gives at most ``max_jobs``);
 * ``memory_mib``: peak RSS while the first and while the last 10 jobs finished, per process
@@ -248,6 +249,7 @@ def run_load(coord: Any, root: Path, clip: Path, scenario: LoadScenario) -> dict
         up = time.monotonic() + 60
         while not coord.worker_alive("load-serve") and time.monotonic() < up:
             time.sleep(0.1)
+        service.stages.wait_warm()  # its pooled stage actors are up
         time.sleep(1.0)
         t_submit = time.time()
         for job_id in ids:
@@ -264,10 +266,15 @@ def run_load(coord: Any, root: Path, clip: Path, scenario: LoadScenario) -> dict
     finally:
         halt(60.0 if len(finished) == len(ids) else 2.0)
         sampler.stop()
+    from storage import open_result
+
     records, events = {}, {}
     for job_id in ids:
         records[job_id] = coord.get(job_id)
         events[job_id] = {e.type: e.time_ms / 1000 for e in coord.events(job_id, count=1000)}
+        store = (records[job_id].result or {}).get("store") if records[job_id].result else None
+        if store:  # the job started running when its store was created
+            events[job_id]["store_created"] = float(open_result(store).attrs["created_at"])
     return {
         "ids": ids,
         "records": records,
@@ -277,6 +284,7 @@ def run_load(coord: Any, root: Path, clip: Path, scenario: LoadScenario) -> dict
         "t_submit": t_submit,
         "t_done": t_done,
         "pool_created": service.pool.created,
+        "stages_created": service.stages.created,
         "scenario": scenario,
     }
 
@@ -312,6 +320,7 @@ def per_job(raw: dict[str, Any]) -> list[dict[str, Any]]:
                 "frames": rec.committed_frames,
                 "submitted": ev.get("submitted", rec.created_ms / 1000),
                 "started": ev.get("started"),
+                "store_created": ev.get("store_created"),
                 "succeeded": ev.get("succeeded"),
             }
         )
@@ -327,6 +336,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     latency = [j["succeeded"] - j["submitted"] for j in done]
     run = [j["succeeded"] - j["started"] for j in done if j["started"] is not None]
     wait = [j["started"] - j["submitted"] for j in started]
+    # Claimed -> bound to its stages, source probed and store open: the job is running.
+    start = [j["store_created"] - j["started"] for j in done if j["store_created"] and j["started"]]
     # Start order vs submit order: rank of each job's start time (ties share the lower rank).
     start_times = sorted(j["started"] for j in started)
     displacement = max(
@@ -372,10 +383,12 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         "frames_per_s": frames / span if span else 0.0,
         "latency_s": _stats(latency),
         "run_s": _stats(run),
+        "start_latency_s": _stats(start),
         "queue_wait_s": _stats(wait),
         "start_order_max_displacement": displacement,
         "start_order_inversions_beyond_slack": inversions,
         "sapiens_actors_created": raw["pool_created"],
+        "stage_actors_created": raw["stages_created"],
         "memory_mib": memory,
     }
 

@@ -1,11 +1,21 @@
 """Model throughput: crops/s per size and task, achieved TFLOP/s and model FLOPs utilisation.
 
 Prints one JSON object. On a GPU the defaults are the production setting (0.3b and 1b, bf16,
-1024x768 crops); on a CPU they are a smoke-sized run (tiny and 0.3b at 256x192, fp32), since a
-single 0.3b crop at full resolution is ~2.5 TFLOP.
+1024x768 crops); on a CPU they are a smoke-sized run (tiny and 0.3b at 256x192, fp32), since one
+0.3b crop at full resolution is heavy. Counted with FlopCounterMode at 1024x768: the 0.3b
+backbone is 2.79 TFLOP per crop, its heads 0.45 (pose), 1.94 (seg), 1.72 (depth) and 1.93
+(normal); one backbone feeding all four heads is 8.83 TFLOP per crop, the four released task
+models (four backbones) 17.20.
+
+Rows per size: the backbone alone, each task alone, all tasks on one shared backbone
+(``layout: shared``) and all tasks as the released checkpoints run them, one backbone group per
+task (``layout: released``). ``--compile both`` gives every row with and without
+``torch.compile``. The dense bf16 peaks used for MFU are in ``PEAK_BF16`` (bench/gpu.py uses
+the same table).
 
     python bench/models.py                       # defaults for the machine
     python bench/models.py --sizes 0.3b,1b --batch 16 --compile --out bench/results/h100.json
+    python bench/models.py --compile both        # each row eager and compiled
 """
 
 from __future__ import annotations
@@ -25,8 +35,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import build_model
 from models.runtime import Predictor, RuntimeSpec
 
-#: Dense bf16 tensor-core peaks (FLOP/s) by device-name substring, from the vendors' datasheets.
-PEAK_BF16 = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
+#: Dense bf16 tensor-core peaks (FLOP/s) by a substring of ``torch.cuda.get_device_name``,
+#: most specific first (the first match wins: "A100" before "A10", "L40S" before "L40" before
+#: "L4", the H100 variants named one by one so that a PCIe card is not taken for an SXM one).
+#: Source: vendor datasheet, dense (no sparsity). The A10G (an A10 variant made for one cloud
+#: provider) has no public datasheet of its own: 70e12 is the figure commonly quoted for it,
+#: about half the A10's 125e12; treat its MFU as approximate.
+PEAK_BF16: dict[str, float] = {
+    "H100 80GB HBM3": 989.4e12,  # H100 SXM5 (its device name)
+    "H100 SXM": 989.4e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "GH200": 989.4e12,
+    "H200 NVL": 835e12,
+    "H200": 989.4e12,  # H200 SXM
+    "A100": 312e12,  # SXM and PCIe alike
+    "A10G": 70e12,
+    "A10": 125e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "L4": 121e12,
+    "4090": 165e12,
+}
+
+
+def peak_entry(name: str) -> tuple[str, float] | None:
+    """The ``PEAK_BF16`` entry (key, FLOP/s) whose key is in the device name ``name``, or None."""
+    return next(((k, v) for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def peak_for_name(name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of the device called ``name``, or None when it is not listed."""
+    entry = peak_entry(name)
+    return None if entry is None else entry[1]
 
 
 def count_flops(tasks: tuple[str, ...], size: str, hw: tuple[int, int]) -> int:
@@ -37,48 +78,84 @@ def count_flops(tasks: tuple[str, ...], size: str, hw: tuple[int, int]) -> int:
     return int(counter.get_total_flops())
 
 
+def count_layout_flops(
+    tasks: tuple[str, ...], size: str, hw: tuple[int, int], layout: str = "shared"
+) -> int:
+    """FLOPs of one crop: ``shared`` = one backbone and every head, ``released`` = one backbone
+    group per task (the released checkpoints each carry their own backbone)."""
+    if layout == "released":
+        return sum(count_flops((t,), size, hw) for t in tasks)
+    return count_flops(tasks, size, hw)
+
+
+def build_layout(
+    tasks: tuple[str, ...],
+    size: str,
+    layout: str = "shared",
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> list[torch.nn.Module]:
+    """Random-weight backbone groups: one for ``shared``, one per task for ``released``."""
+    if layout == "released":
+        return [build_model((t,), size, device=device, dtype=dtype) for t in tasks]
+    if layout != "shared":
+        raise ValueError(f"layout must be 'shared' or 'released', got {layout!r}")
+    return [build_model(tasks, size, device=device, dtype=dtype)]
+
+
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+    return peak_for_name(torch.cuda.get_device_name(device))
 
 
-def time_predictor(pred: Predictor, x: torch.Tensor, iters: int, warmup: int) -> float:
-    """Seconds per call of ``pred(x)``, after ``warmup`` calls, synchronised on CUDA."""
-    sync = torch.cuda.synchronize if pred.device.type == "cuda" else (lambda: None)
+def time_predictors(preds: list[Predictor], x: torch.Tensor, iters: int, warmup: int) -> float:
+    """Seconds per round of ``pred(x)`` for every predictor, after ``warmup`` rounds,
+    synchronised on CUDA."""
+    sync = torch.cuda.synchronize if preds[0].device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
-        pred(x)
+        for pred in preds:
+            pred(x)
     sync()
     start = time.perf_counter()
     for _ in range(iters):
-        pred(x)
+        for pred in preds:
+            pred(x)
     sync()
     return (time.perf_counter() - start) / iters
 
 
-def bench_one(size: str, tasks: tuple[str, ...], args: argparse.Namespace) -> dict[str, object]:
+def bench_one(
+    size: str,
+    tasks: tuple[str, ...],
+    args: argparse.Namespace,
+    *,
+    layout: str = "shared",
+    compile: bool = False,
+) -> dict[str, object]:
     hw = (args.height, args.width)
-    spec = RuntimeSpec(
-        device=args.device, dtype=args.dtype, compile=args.compile, batch_size=args.batch
-    )
-    model = build_model(tasks, size, device=args.device, dtype=spec.torch_dtype)
-    pred = Predictor(model, spec)
+    spec = RuntimeSpec(device=args.device, dtype=args.dtype, compile=compile, batch_size=args.batch)
+    groups = build_layout(tasks, size, layout, device=args.device, dtype=spec.torch_dtype)
+    preds = [Predictor(model, spec) for model in groups]
     x = torch.randn(args.batch, 3, *hw, device=args.device)
-    seconds = time_predictor(pred, x, args.iters, args.warmup)
-    flops = count_flops(tasks, size, hw)
+    seconds = time_predictors(preds, x, args.iters, args.warmup)
+    flops = count_layout_flops(tasks, size, hw, layout)
     achieved = flops * args.batch / seconds
-    peak = peak_flops(pred.device)
+    peak = peak_flops(preds[0].device)
     row: dict[str, object] = {
         "size": size,
         "tasks": list(tasks) or ["backbone"],
+        "layout": layout,
+        "groups": len(groups),
+        "compile": compile,
         "crops_per_s": args.batch / seconds,
         "ms_per_batch": seconds * 1e3,
         "gflop_per_crop": flops / 1e9,
         "achieved_tflops": achieved / 1e12,
         "mfu": None if peak is None else achieved / peak,
     }
-    del pred, model
+    del preds, groups
     if args.device.startswith("cuda"):
         row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.empty_cache()
@@ -98,15 +175,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--batch", type=int, default=16 if gpu else 2)
     p.add_argument("--iters", type=int, default=10 if gpu else 2)
     p.add_argument("--warmup", type=int, default=3 if gpu else 1)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=("off", "on", "both"),
+        help="torch.compile the groups: off (default), on (bare --compile) or both (a row each)",
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    tasks = tuple(args.tasks.split(","))
+    settings = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
     rows = []
     for size in args.sizes.split(","):
-        rows.append(bench_one(size, (), args))
-        rows.extend(bench_one(size, (task,), args) for task in args.tasks.split(","))
-        rows.append(bench_one(size, tuple(args.tasks.split(",")), args))
+        for comp in settings:
+            rows.append(bench_one(size, (), args, compile=comp))
+            rows.extend(bench_one(size, (task,), args, compile=comp) for task in tasks)
+            rows.append(bench_one(size, tasks, args, compile=comp))
+            if len(tasks) > 1:
+                rows.append(bench_one(size, tasks, args, layout="released", compile=comp))
     result = {
         "bench": "models",
         "device": torch.cuda.get_device_name()
@@ -117,6 +206,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "input_hw": [args.height, args.width],
         "batch": args.batch,
         "compile": args.compile,
+        "peak_bf16": peak_entry(torch.cuda.get_device_name())
+        if gpu and args.device.startswith("cuda")
+        else None,
         "threads": torch.get_num_threads(),
         "results": rows,
     }

@@ -10,150 +10,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flows.cmdutil import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    coordinator_for,
+    print_json,
+    spec_from_args,
+)
 from flows.errors import SpecError
-from flows.spec import DENSE_MODES, DETECTORS, TASK_NAMES, JobSpec
+from flows.runcmd import run_command
+from flows.spec import DENSE_MODES, DETECTORS, TASK_NAMES
 from models.spec import SIZES
 
 __all__ = ["add_job_commands"]
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def _print(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def _spec_from_args(args: argparse.Namespace) -> JobSpec:
-    raw: dict[str, Any] = json.loads(Path(args.spec).read_text()) if args.spec else {}
-    if args.spec_json:
-        raw = json.loads(args.spec_json)
-    raw["source"] = args.video
-    raw.setdefault("output_root", args.output_root)
-    for key, value in (
-        ("job_id", args.job_id),
-        ("detector", args.detector),
-        ("max_side", args.max_side),
-        ("dense_mode", args.dense_mode),
-        ("batch_size", args.batch_size),
-    ):
-        if value is not None:
-            raw[key] = value
-    if args.tasks:
-        raw["tasks"] = args.tasks.split(",")
-    model = raw.setdefault("model", {})
-    for key, value in (("size", args.model), ("weights", args.weights)):
-        if value is not None:
-            model[key] = value
-    sampling = raw.setdefault("sampling", {})
-    for key, value in (
-        ("stride", args.stride),
-        ("target_fps", args.fps),
-        ("start_s", args.start),
-        ("end_s", args.end),
-    ):
-        if value is not None:
-            sampling[key] = value
-    if args.boxes:
-        raw["boxes"] = json.loads(Path(args.boxes).read_text())
-        raw.setdefault("detector", "boxes")
-    return JobSpec.from_dict(raw)
-
-
-def _coordinator(args: argparse.Namespace, *, detach: bool) -> Any:
-    from storage import Coordinator, InvalidValueError, check_output_root, connect
-    from storage.connection import redis_url_from_env
-
-    try:
-        root = check_output_root(args.output_root)
-    except InvalidValueError as e:
-        raise SpecError(str(e)) from e
-    if "://" in root:  # object storage: no place for the embedded server's data
-        if not (args.redis_url or redis_url_from_env()):
-            raise SpecError(
-                f"output root {root!r} is remote: give --redis-url or SAPIENS_STREAM_REDIS_URL "
-                "(the embedded Redis keeps its data under a local output root)"
-            )
-    else:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    return Coordinator(connect(args.redis_url, root=root, detach=detach).client)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    """Run this job, and only this one: it is registered and started at once, outside the
-    queue, so neither this command nor a service runs any other job through it."""
-    from flows.plan import plan_job
-    from flows.pool import ScalePolicy
-    from flows.service import JobService, default_worker_id
-    from storage import TERMINAL_STATES, open_result
-
-    spec = _spec_from_args(args)
-    coord = _coordinator(args, detach=False)
-    worker_id = default_worker_id("run")
-    lease = coord.start_direct(
-        spec.to_dict(),
-        job_id=spec.job_id,
-        worker_id=worker_id,
-        meta={"store": plan_job(spec).store_url, "submitted_by": "run"},
-    )
-    if isinstance(lease, tuple):
-        status, detail = lease
-        if status == "busy":
-            raise SpecError(f"job {spec.job_id!r} is running in {detail}; wait for it instead")
-        if status == "queued":
-            raise SpecError(
-                f"job {spec.job_id!r} was submitted to the queue ({detail}); a service runs "
-                f"it: use `sapiens-stream wait {spec.job_id}`"
-            )
-    else:
-        service = JobService(
-            coord,
-            worker_id=worker_id,
-            max_jobs=1,
-            device=args.device,
-            policy=ScalePolicy(actor_gpus=args.actor_gpus),
-            stall_s=args.stall_timeout_s or None,
-            trust_weights=True,
-        )
-        progress = _Progress(coord, spec.job_id, TERMINAL_STATES, quiet=args.quiet)
-        service.run_one(lease, tick=progress.done)
-        progress.done()
-    record = coord.get(spec.job_id)
-    out: dict[str, Any] = {"job_id": spec.job_id, "state": record.state, "error": record.error}
-    if record.state == "succeeded":
-        out["summary"] = open_result(plan_job(spec).store_url).summary().as_dict()
-    _print(out)
-    return EXIT_OK if record.state == "succeeded" else EXIT_FAILED
-
-
-class _Progress:
-    """Polled by ``run`` between claims: reports progress on stderr, says when the job ended."""
-
-    def __init__(self, coord: Any, job_id: str, terminal: Any, *, quiet: bool) -> None:
-        self.coord, self.job_id, self.terminal, self.quiet = coord, job_id, terminal, quiet
-        self.t0, self.last = time.monotonic(), (-1, -1)
-
-    def done(self) -> bool:
-        record = self.coord.get(self.job_id)
-        now = (record.committed_frames, int(record.counters.get("decoded_frames", 0)))
-        if not self.quiet and now != self.last:
-            print(
-                f"\r{self.job_id}: {now[1]} frames decoded, {now[0]} committed "
-                f"({time.monotonic() - self.t0:.0f}s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.last = now
-        finished = record.state in self.terminal
-        if finished and not self.quiet:
-            print(file=sys.stderr)
-        return finished
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from flows.plan import plan_job
 
-    spec = _spec_from_args(args)
+    spec = spec_from_args(args)
     if args.address:
         from flows.remote import submit_ray_job
 
@@ -161,7 +37,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             submit_ray_job(args.address, spec, redis_url=args.redis_url, actor_gpus=args.actor_gpus)
         )
         return EXIT_OK
-    coord = _coordinator(args, detach=True)
+    coord = coordinator_for(args, detach=True)
     sub = coord.submit(
         spec.to_dict(),
         job_id=spec.job_id,
@@ -173,13 +49,14 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from flows.pool import ScalePolicy
+    from flows.pool import ScalePolicy, serve_defaults
     from flows.service import JobService
 
+    max_jobs, max_actors = serve_defaults(args.max_jobs, args.max_actors)
     try:
         policy = ScalePolicy(
             min_actors=args.min_actors,
-            max_actors=args.max_actors,
+            max_actors=max_actors,
             idle_s=args.actor_idle_s,
             target_drain_s=args.target_drain_s,
             actor_gpus=args.actor_gpus,
@@ -192,10 +69,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allowed_dirs=tuple(Path(d) for d in args.weights_dir),
         allowed_hub_orgs=tuple(args.hub_org or ("facebook",)),
     )
-    coord = _coordinator(args, detach=True)
+    coord = coordinator_for(args, detach=True)
     JobService(
         coord,
-        max_jobs=args.max_jobs,
+        max_jobs=max_jobs,
         device=args.device,
         address=args.address,
         policy=policy,
@@ -207,12 +84,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_workers(args: argparse.Namespace) -> int:
-    _print(_coordinator(args, detach=False).workers())
+    print_json(coordinator_for(args, detach=False).workers())
     return EXIT_OK
 
 
-def _record(coord: Any, job_id: str) -> dict[str, Any]:
-    r = coord.get(job_id)
+def _record(coord: Any, job_id: str, output_root: str | None = None) -> dict[str, Any]:
+    """The job's registry record; for a job the registry never saw (one ``run`` drove), what
+    its store under ``output_root`` says."""
+    from storage import JobNotFoundError, store_state
+
+    try:
+        r = coord.get(job_id)
+    except JobNotFoundError:
+        store = f"{(output_root or '').rstrip('/')}/{job_id}.zarr"
+        state = store_state(store) if output_root else None
+        if state is None:
+            raise
+        states = {"complete": "succeeded", "failed": "failed", "running": "running"}
+        return {
+            "job_id": job_id,
+            "state": states.get(state.status, state.status),
+            "committed_frames": state.frames,
+            "store": store,
+            "registry": False,
+        }
     return {
         "job_id": r.job_id,
         "state": r.state,
@@ -230,32 +125,32 @@ def _record(coord: Any, job_id: str) -> dict[str, Any]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    _print(_record(_coordinator(args, detach=False), args.job_id))
+    print_json(_record(coordinator_for(args, detach=False), args.job_id, args.output_root))
     return EXIT_OK
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
     from storage import TERMINAL_STATES
 
-    coord = _coordinator(args, detach=False)
+    coord = coordinator_for(args, detach=False)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while (state := coord.get(args.job_id).state) not in TERMINAL_STATES:
         if deadline is not None and time.monotonic() > deadline:
             print(f"error: job {args.job_id} still {state} after {args.timeout}s", file=sys.stderr)
             return EXIT_FAILED
         time.sleep(0.5)
-    _print(_record(coord, args.job_id))
+    print_json(_record(coord, args.job_id))
     return EXIT_OK if state == "succeeded" else EXIT_FAILED
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    print(_coordinator(args, detach=False).cancel(args.job_id))
+    print(coordinator_for(args, detach=False).cancel(args.job_id))
     return EXIT_OK
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    coord = _coordinator(args, detach=False)
-    _print(
+    coord = coordinator_for(args, detach=False)
+    print_json(
         [
             {
                 "job_id": r.job_id,
@@ -275,7 +170,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     reader = open_result(args.store)
     if args.frame is not None:
         f = reader.persons(args.frame, args.frame + 1)
-        _print(
+        print_json(
             {
                 "frame": args.frame,
                 "track_id": f.track_id.tolist(),
@@ -285,9 +180,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
         )
     elif args.track is not None:
         t = reader.track(args.track)
-        _print({"track_id": args.track, "frames": t.frames.tolist()})
+        print_json({"track_id": args.track, "frames": t.frames.tolist()})
     else:
-        _print(reader.summary().as_dict())
+        print_json(reader.summary().as_dict())
     return EXIT_OK
 
 
@@ -351,7 +246,7 @@ def _stall_option(p: argparse.ArgumentParser) -> None:
 def add_job_commands(sub: argparse._SubParsersAction) -> None:
     """Register the job commands on the CLI's subparsers."""
     specs = [
-        ("run", "run one job end to end and print its summary", _cmd_run, True),
+        ("run", "run one job end to end here and print its summary", run_command, True),
         ("submit", "queue a job for a running `serve`; prints the job id", _cmd_submit, True),
     ]
     for name, help_text, fn, job in specs:
@@ -362,6 +257,12 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
         if name == "run":
             p.add_argument("--device", default=None, help="cpu|cuda (default: automatic)")
             p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+            p.add_argument(
+                "--registry",
+                action="store_true",
+                help="register the job in Redis and heartbeat it (what `submit --address` runs "
+                "on the cluster); default: no Redis, the store is the job's state",
+            )
             _stall_option(p)
         else:
             p.add_argument("--client-key", default=None, help="idempotency key: same key, same job")
@@ -374,11 +275,21 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=fn)
     serve = sub.add_parser("serve", help="consume the queue, run jobs on Ray")
     _common(serve)
-    serve.add_argument("--max-jobs", type=int, default=2, help="jobs run at once")
+    serve.add_argument(
+        "--max-jobs",
+        type=int,
+        default=None,
+        help="jobs run at once (default: 8 per GPU of this machine, at least 4)",
+    )
     serve.add_argument("--device", default=None, help="cpu|cuda (default: where each actor runs)")
     serve.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS/local)")
     serve.add_argument("--min-actors", type=int, default=0, help="Sapiens actors kept per model")
-    serve.add_argument("--max-actors", type=int, default=1, help="most Sapiens actors per model")
+    serve.add_argument(
+        "--max-actors",
+        type=int,
+        default=None,
+        help="most Sapiens actors per model (default: the GPUs of this machine, at least 1)",
+    )
     serve.add_argument(
         "--actor-idle-s", type=float, default=300.0, help="remove actors idle this long"
     )

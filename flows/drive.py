@@ -21,10 +21,11 @@ Progress = Callable[[int, int], None]
 """Called with (committed frames, decoded frames) as commits land."""
 
 
-def _infer(plan: JobPlan, actors: JobActors, args: tuple[Any, ...]) -> Any:
-    """Reference to one batch's frame results: one fused call, or backbone -> heads -> post."""
+def _infer(plan: JobPlan, actors: JobActors, infer: Any, args: tuple[Any, ...]) -> Any:
+    """Reference to one batch's frame results: one fused call on ``infer``, or backbone ->
+    heads -> post."""
     if actors.post is None:
-        return actors.infer.__call__.remote(*args, job=plan.spec.job_id)
+        return infer.__call__.remote(*args, job=plan.spec.job_id)
     features = actors.infer.__call__.remote(*args)
     outputs = [actors.heads[t].__call__.remote(features) for t in plan.spec.tasks]
     return actors.post.__call__.remote(features, *outputs)
@@ -40,27 +41,38 @@ def drive(
 ) -> int:
     """Run the attempt's batches through its actors until the source ends; returns the frames
     decoded. Frames below the store's watermark are decoded and tracked (the tracker needs
-    them) but neither analysed nor written again."""
+    them) but neither analysed nor written again.
+
+    The job's state travels with its calls: each decode request carries the next decode index,
+    and each person call takes the tracker state the previous one returned (by reference, so
+    it never passes through this process) and returns the next, which the writer saves with
+    the store once the watermark reaches it.
+    """
     import ray
 
-    writer = actors.writer
-    watermark = watch.get(writer.watermark.remote(), "the store's watermark")
+    writer, key = actors.writer, actors.key
+    watermark = actors.watermark
     index, pending, done_frames = actors.first_index, [], watermark
+    request, state, infer = actors.decode_from, actors.resume, actors.infer
     tags = {"job": plan.spec.job_id}
     while True:
         watch.check_stop()
-        meta_ref, batch_ref = actors.decode.next.options(num_returns=2).remote()
+        meta_ref, batch_ref = actors.decode.next.options(num_returns=2).remote(key, request)
         meta = watch.get(meta_ref, "the next decoded batch")
+        request = request.after(meta)
         if meta.frames:
             metric("frames_decoded").inc(meta.frames, tags=tags)
         if meta.n_corrupt:
             metric("frames_corrupt").inc(meta.n_corrupt, tags=tags)
         if meta.frames:
-            det_ref, ids_ref = actors.persons.__call__.options(num_returns=2).remote(batch_ref)
+            persons_ref, state = actors.persons.__call__.options(num_returns=2).remote(
+                batch_ref, actors.person_request, state
+            )
             if index + meta.frames > watermark:
-                args = (batch_ref, det_ref, ids_ref, index, actors.out_size)
-                checkpoint = actors.persons.checkpoint.remote()
-                pending.append(writer.add.remote(_infer(plan, actors, args), checkpoint))
+                if actors.reroute is not None:
+                    infer = actors.reroute(infer)
+                args = (batch_ref, persons_ref, index, actors.out_size)
+                pending.append(writer.add.remote(key, _infer(plan, actors, infer, args), state))
             index += meta.frames
         while len(pending) > max_in_flight or (meta.is_last and pending):
             ready, pending = watch.wait(pending, "a batch to be analysed and committed")

@@ -10,6 +10,7 @@ from actors.infer import SapiensWorker
 from actors.persons import PersonStage
 from actors.writer import WriterStage
 from flows.plan import JobPlan
+from storage import ModelProvenance
 
 __all__ = ["JobOutcome", "model_entries", "run_inline"]
 
@@ -46,9 +47,9 @@ def run_inline(plan: JobPlan) -> JobOutcome:
     for batch in decoder.batches(spec.job_id, spec.source):
         busy["decode"] += time.perf_counter() - mark
         mark = _tick(busy, "persons", mark)
-        dets, ids = persons(batch)
+        tracked = persons.tracked(batch)
         mark = _tick(busy, "persons", mark)
-        results = worker(batch, dets, ids, index, plan.out_size(info))
+        results = worker(batch, tracked, index, plan.out_size(info))
         mark = _tick(busy, "infer", mark)
         writer.add(results)
         mark = _tick(busy, "write", mark)
@@ -66,17 +67,15 @@ def _tick(busy: dict[str, float], stage: str, mark: float) -> float:
     return now
 
 
-def model_entries(facts: dict) -> list[dict]:
+def model_entries(facts: dict) -> list[ModelProvenance]:
     """One store model entry per checkpointed part."""
-    entries = []
-    for part, info in facts["checkpoints"].items():
-        entries.append(
-            {
-                "name": f"sapiens-{facts['size']}",
-                "task": part,
-                "checkpoint_sha256": info.get("sha256"),
-                "random_weights": bool(info.get("random_weights")),
-                "source": info.get("source"),
-            }
+    return [
+        ModelProvenance(
+            name=f"sapiens-{facts['size']}",
+            task=part,
+            checkpoint_sha256=info.get("sha256"),
+            random_weights=bool(info.get("random_weights")),
+            source=info.get("source"),
         )
-    return entries
+        for part, info in facts["checkpoints"].items()
+    ]

@@ -44,6 +44,6 @@ def mark_store_failed(actors: JobActors | None, reason: str) -> None:
     if actors is None:
         return
     try:
-        ray.get(actors.writer.fail.remote(reason), timeout=30)
+        ray.get(actors.writer.fail.remote(actors.key, reason), timeout=30)
     except Exception:  # the writer may be the stage that died; the caller reports anyway
         logger.warning("could not record the failure in the store", exc_info=True)

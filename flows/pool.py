@@ -1,8 +1,9 @@
 """The shared Sapiens actors of a service, sized from the backlog.
 
 ``InferPool`` keeps, per model setting (``InferSpec``), a set of Sapiens actors that every
-running job shares: a job is bound to the member with the fewest jobs for its whole run, and
-the crops of all jobs bound to one member meet in that member's dynamic batcher.
+running job shares: a job is bound to the member with the fewest jobs, moves to another member
+when that one has at least two jobs fewer (``rebalance``, asked before every batch), and the
+crops of all jobs bound to one member meet in that member's dynamic batcher.
 
 ``ScalePolicy`` / ``desired_actors`` decide how many members a setting should have: enough to
 drain the backlog (frames still to analyse, of running and queued jobs) within a target time at
@@ -24,7 +25,15 @@ from typing import Any
 
 from actors.infer import InferSpec, SapiensWorker
 
-__all__ = ["ACTOR_CONCURRENCY", "InferPool", "ScalePolicy", "desired_actors", "detected_gpus"]
+__all__ = [
+    "ACTOR_CONCURRENCY",
+    "InferPool",
+    "ScalePolicy",
+    "desired_actors",
+    "detected_gpus",
+    "move_to",
+    "serve_defaults",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +97,16 @@ def desired_actors(
     return max(policy.min_actors, min(policy.max_actors, need))
 
 
+def move_to(loads: list[int], mine: int) -> int | None:
+    """Index of the member (jobs per member in ``loads``) a job on a member with ``mine`` jobs
+    should move to, or None: the least loaded one, when it has at least two jobs fewer (a move
+    between members one job apart would only swap their loads)."""
+    if not loads:
+        return None
+    best = min(range(len(loads)), key=loads.__getitem__)
+    return best if loads[best] <= mine - 2 else None
+
+
 @dataclass(slots=True, eq=False)
 class _Member:
     handle: Any
@@ -142,6 +161,34 @@ class InferPool:
                     member.jobs.discard(job_id)
                     if not member.jobs:
                         member.idle_since = time.monotonic()
+
+    def rebalance(self, spec: InferSpec, job_id: str, handle: Any) -> Any:
+        """The member ``job_id`` sends its next batch to: ``handle``, its member now, unless a
+        ready member of the same model has at least two jobs fewer (one added by the autoscaler
+        after the job started, say); then the job moves there. Calls are stateless, so a job may
+        change members between any two batches."""
+        with self._lock:
+            members = self._members.get(spec, [])
+            self._poll_ready(members)
+            mine = next((m for m in members if m.handle is handle), None)
+            if mine is None:
+                return handle
+            ready = [m for m in members if m.ready]
+            target = move_to([len(m.jobs) for m in ready], len(mine.jobs))
+            if target is None:
+                return handle
+            best = ready[target]
+            mine.jobs.discard(job_id)
+            best.jobs.add(job_id)
+            if not mine.jobs:
+                mine.idle_since = time.monotonic()
+            logger.info("pool: job %s moves from %s to %s", job_id, mine.name, best.name)
+            return best.handle
+
+    def handles(self, spec: InferSpec) -> list[Any]:
+        """The members of ``spec``."""
+        with self._lock:
+            return [m.handle for m in self._members.get(spec, [])]
 
     def invalidate(self, spec: InferSpec, handle: Any) -> None:
         """Forget ``handle`` (it died); its jobs get another member when they retry."""
@@ -201,7 +248,8 @@ class InferPool:
         self._requested = total
 
     def throughput(self, spec: InferSpec) -> float | None:
-        """Mean measured frames/s of the setting's members (busy time only), or None."""
+        """Mean measured frames/s of the setting's members, over the wall-clock time they had a
+        call in flight (idle time left out), or None before any measurement."""
         with self._lock:
             rates = [m.fps for m in self._members.get(spec, []) if m.fps]
         return sum(rates) / len(rates) if rates else None
@@ -229,7 +277,9 @@ class InferPool:
             prev, member.last_stats = member.last_stats, stats
             if prev is not None:
                 frames = stats["frames"] - prev["frames"]
-                busy = stats["busy_s"] - prev["busy_s"]
+                # Wall-clock working time (cropping, decoding, waiting included), not forward
+                # time alone, which would overstate what a member can take.
+                busy = stats["active_s"] - prev["active_s"]
                 if frames > 0 and busy > 0:
                     rate = frames / busy
                     member.fps = rate if member.fps is None else 0.7 * member.fps + 0.3 * rate
@@ -292,6 +342,19 @@ class InferPool:
         for member in waiting:
             if member.ready_ref in done:
                 member.ready = True
+
+
+def serve_defaults(max_jobs: int | None, max_actors: int | None) -> tuple[int, int]:
+    """``serve``'s ``--max-jobs`` and ``--max-actors`` where not given: one Sapiens actor per
+    GPU of this machine, and 8 jobs per GPU (at least 4), so crops of several jobs fill each
+    actor's batches; a job starts no process of its own, so a running job costs little."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return (
+        max_jobs if max_jobs is not None else max(4, 8 * gpus),
+        max_actors if max_actors is not None else max(1, gpus),
+    )
 
 
 def detected_gpus() -> float:

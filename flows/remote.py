@@ -1,10 +1,10 @@
 """Submitting a job to a remote cluster through the Ray Jobs API.
 
-The Ray job's entrypoint is ``sapiens-stream run`` with the whole ``JobSpec`` inline: the job
-runs on the cluster (its driver joins the cluster, its Sapiens actors take the cluster's GPUs)
-and registers itself in the cluster's Redis like any other job, so ``status``/``wait`` against
-that Redis, ``ray job status``/``ray job logs`` and the dashboard all see it. The project must be
-installed on the cluster (deploy/Dockerfile, ray_cluster.yaml).
+The Ray job's entrypoint is ``sapiens-stream run --registry`` with the whole ``JobSpec``
+inline: the job runs on the cluster (its driver joins the cluster, its Sapiens actors take the
+cluster's GPUs) and registers itself in the cluster's Redis like any other job, so
+``status``/``wait`` against that Redis, ``ray job status``/``ray job logs`` and the dashboard
+all see it. The project must be installed on the cluster (deploy/Dockerfile, ray_cluster.yaml).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def submit_ray_job(
     argv = [
         "sapiens-stream",
         "run",
+        "--registry",
         spec.source,
         "--spec-json",
         json.dumps(spec.to_dict(), separators=(",", ":")),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from flows.drive import Progress, drive
@@ -21,7 +22,8 @@ from flows.outcome import failure_reason, mark_store_failed
 from flows.plan import JobPlan
 from flows.pool import InferPool
 from flows.raylocal import ensure_ray
-from flows.topology import JobActors, build_actors, private_gpus, stage_name
+from flows.stagepool import StagePolicy, StagePool, is_dead, stage_name
+from flows.topology import JobActors, build_actors, private_gpus
 from flows.watch import (
     DEFAULT_STALL_S,
     JobCancelledError,
@@ -51,6 +53,7 @@ def run_on_ray(
     on_video: OnVideo | None = None,
     stall_s: float | None = DEFAULT_STALL_S,
     fence: int | None = None,
+    stages: StagePool | None = None,
 ) -> JobOutcome:
     """Run ``plan``'s job to completion on Ray (local or ``address``).
 
@@ -68,11 +71,11 @@ def run_on_ray(
         stall_s: the job fails when nothing progresses for this long (None: never).
         fence: the claim's fencing token, recorded with the store and checked at every
             commit, so a stale owner can never write to it (None: unfenced).
+        stages: the pooled decode, person and writer actors (a service's); default: a pool of
+            one member each, made for this job and removed when it ends.
 
     An error raised by a stage (bad input, bad checkpoint) fails the job at once.
     """
-    from ray.exceptions import RayActorError, RayTaskError
-
     from storage import store_state
 
     ensure_ray(address)
@@ -83,6 +86,36 @@ def run_on_ray(
         # A previous owner finished the store but died before recording it: nothing to redo.
         return JobOutcome(job_id=job_id, state="succeeded", store_url=url, frames=state.frames)
     watch = Watchdog(job_id=job_id, stall_s=stall_s, should_stop=should_stop)
+    own_stages = stages is None
+    if stages is None:
+        stages = StagePool(StagePolicy(min_actors=0, max_actors=1), owner=job_id)
+    try:
+        return _attempts(
+            plan, stages, watch, t0, max_in_flight, retries, progress, pool, resume, on_video, fence
+        )
+    finally:
+        if own_stages:
+            stages.shutdown()
+
+
+def _attempts(
+    plan: JobPlan,
+    stages: StagePool,
+    watch: Watchdog,
+    t0: float,
+    max_in_flight: int,
+    retries: int,
+    progress: Progress | None,
+    pool: InferPool | None,
+    resume: bool,
+    on_video: OnVideo | None,
+    fence: int | None,
+) -> JobOutcome:
+    from ray.exceptions import RayActorError, RayTaskError
+
+    from storage import store_state
+
+    job_id, url = plan.spec.job_id, plan.store_url
     pooled = pool is not None and plan.spec.placement != "split"
     gpu = pool.actor_gpus if pool is not None else private_gpus(plan)
     for attempt in range(retries + 1):
@@ -97,17 +130,20 @@ def run_on_ray(
                 attempt=attempt,
                 watch=watch,
                 gpu=gpu,
+                stages=stages,
                 shared_infer=shared,
                 checkpoint=state.checkpoint if state is not None else None,
                 resume=state is not None,
                 fence=fence,
             )
+            if shared is not None and pool is not None:
+                actors = replace(actors, reroute=_rerouter(pool, plan, job_id))
             if on_video is not None:
                 on_video(actors.video)
             drive(plan, actors, max_in_flight=max_in_flight, progress=progress, watch=watch)
             frames = watch.get(
                 actors.writer.finalize.remote(
-                    {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}
+                    actors.key, {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}
                 ),
                 "the store to be finalized",
             )
@@ -133,11 +169,12 @@ def run_on_ray(
             return JobOutcome(job_id=job_id, state="failed", store_url=url, frames=0, error=str(e))
         except (RayTaskError, RayActorError) as e:
             cause = e.cause if isinstance(e, RayTaskError) and e.cause else e
-            # A stage whose constructor raised (unreadable source, existing store, bad
-            # checkpoint) did not die by accident: retrying cannot help.
+            # A stage whose constructor raised (bad checkpoint) did not die by accident:
+            # retrying cannot help. Neither can an error a stage raised (unreadable source,
+            # existing store): only a process that died is worth another attempt.
             died = isinstance(cause, RayActorError) and not cause.actor_init_failed
-            if died and shared is not None:
-                pool.invalidate(plan.infer, shared)
+            if died:
+                _drop_dead(stages, pool, plan, actors, shared)
             if died and attempt < retries:
                 logger.warning(
                     "job %s: a stage died (%s); resuming at the watermark", job_id, cause
@@ -152,3 +189,25 @@ def run_on_ray(
             if shared is not None:  # also when setup failed after the member was acquired
                 pool.release(plan.infer, job_id)
     raise AssertionError("unreachable")
+
+
+def _rerouter(pool: InferPool, plan: JobPlan, job_id: str) -> Callable[[Any], Any]:
+    """The pool's choice of Sapiens member for each batch of ``job_id``."""
+    return lambda handle: pool.rebalance(plan.infer, job_id, handle)
+
+
+def _drop_dead(
+    stages: StagePool,
+    pool: InferPool | None,
+    plan: JobPlan,
+    actors: JobActors | None,
+    shared: Any,
+) -> None:
+    """After a stage died: drop whichever pooled members are dead (only those: the other jobs
+    on a live member go on), so the retry is bound to live ones."""
+    if actors is not None:
+        stages.drop_dead(actors.pooled_stages())
+    if shared is not None and pool is not None:  # the job may have moved between members
+        for handle in pool.handles(plan.infer):
+            if is_dead(handle):
+                pool.invalidate(plan.infer, handle)

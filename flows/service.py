@@ -30,6 +30,7 @@ from flows.plan import plan_job
 from flows.pool import InferPool, ScalePolicy, desired_actors
 from flows.run import run_on_ray
 from flows.spec import JobSpec
+from flows.stagepool import StagePolicy, StagePool
 from flows.watch import DEFAULT_STALL_S, StopReason
 from models import CheckpointError, WeightsPolicy
 from storage import CoordinationError, Coordinator, HeartbeatThread, JobLease
@@ -63,6 +64,7 @@ class JobService:
         device: force ``cpu``/``cuda`` for the Sapiens actors (default: automatic).
         address: Ray cluster to join (default: ``RAY_ADDRESS`` or a local cluster).
         policy: sizes of the shared Sapiens actor pools (default: one actor per model).
+        stage_policy: sizes of the pooled decode, person and writer actors.
         scale_interval_s: period of the pool sizing.
         stall_s: a job that makes no progress for this long fails (None: never).
         weights_policy: where jobs may load checkpoints from (default: the official hub
@@ -79,6 +81,7 @@ class JobService:
         device: str | None = None,
         address: str | None = None,
         policy: ScalePolicy | None = None,
+        stage_policy: StagePolicy | None = None,
         scale_interval_s: float = 2.0,
         stall_s: float | None = DEFAULT_STALL_S,
         weights_policy: WeightsPolicy | None = None,
@@ -90,6 +93,7 @@ class JobService:
         self.device = device
         self.address = address
         self.pool = InferPool(policy)
+        self.stages = StagePool(stage_policy)
         self.scale_interval_s = scale_interval_s
         self.stall_s = stall_s
         self.weights_policy = weights_policy or WeightsPolicy()
@@ -101,6 +105,7 @@ class JobService:
         self._next_scale = 0.0
         self._threads: dict[str, threading.Thread] = {}
         self._tokens: dict[str, int] = {}  # job -> token of its newest lease here
+        self._slot_freed = threading.Event()
         ttl = coord.config.heartbeat_ttl_s
         self.heartbeat = HeartbeatThread(coord, self.worker_id, interval_s=ttl / 3)
 
@@ -112,13 +117,18 @@ class JobService:
         exit_on_sigterm()
         self.heartbeat.start()
         try:
+            self.stages.warm()
             while until is None or not until():
                 self._reap()
                 if time.monotonic() >= self._next_scale:
                     self._next_scale = time.monotonic() + self.scale_interval_s
                     self._safely(self.autoscale)
                 if len(self._threads) >= self.max_jobs:
-                    time.sleep(poll_ms / 1000)
+                    # Woken as soon as a job ends, so its slot goes to the next job at once.
+                    if self._slot_freed.wait(poll_ms / 1000):
+                        self._slot_freed.clear()
+                        for thread in list(self._threads.values()):
+                            thread.join(0.01)  # the one that signalled is returning
                     continue
                 try:
                     lease = self.coord.claim(self.worker_id, block_ms=poll_ms)
@@ -133,11 +143,12 @@ class JobService:
         finally:
             self.heartbeat.stop()
             self.pool.shutdown()
+            self.stages.shutdown()
 
-    def run_one(self, lease: JobLease, *, tick: Callable[[], None] | None = None) -> None:
+    def run_one(self, lease: JobLease) -> None:
         """Run the job of ``lease`` (from :meth:`Coordinator.start_direct`) to its end here,
-        heartbeating its lease, without claiming anything from the queue; ``tick`` is called
-        about twice a second meanwhile (progress display)."""
+        heartbeating its lease, without claiming anything from the queue (a job submitted to
+        a cluster through its Jobs API runs so)."""
         from flows.raylocal import ensure_ray, exit_on_sigterm
 
         ensure_ray(self.address)
@@ -145,14 +156,11 @@ class JobService:
         self.heartbeat.start()
         try:
             self._start(lease)
-            thread = self._threads[lease.job_id]
-            while thread.is_alive():
-                thread.join(0.5)
-                if tick is not None:
-                    tick()
+            self._threads[lease.job_id].join()
         finally:
             self.heartbeat.stop()
             self.pool.shutdown()
+            self.stages.shutdown()
 
     def _reap(self) -> None:
         for job_id, thread in list(self._threads.items()):
@@ -198,6 +206,7 @@ class JobService:
             self.heartbeat.release(lease)
             if self._tokens.get(lease.job_id) == lease.token:
                 del self._tokens[lease.job_id]
+            self._slot_freed.set()
 
     def _run_job(self, lease: JobLease) -> None:
         try:
@@ -244,6 +253,7 @@ class JobService:
                 on_video=on_video,
                 stall_s=self.stall_s,
                 fence=lease.token,
+                stages=self.stages,
             )
         finally:
             self._running.pop(lease.job_id, None)
@@ -322,6 +332,7 @@ class JobService:
                 )
             metric("actors").set(self.pool.size(spec), tags={"model": _model_tag(spec)})
             metric("actors_target").set(target, tags={"model": _model_tag(spec)})
+        self.stages.scale()
         self.decisions = [*self.decisions, *changes][-100:]
         self.pool.request_resources()
         actors = self.pool.poll_stats()

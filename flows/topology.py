@@ -1,10 +1,11 @@
-"""The actors of one job's run on Ray: what they are, how they are made, how they go.
+"""The actors of one job attempt on Ray: which it uses, how it gets them, how it lets them go.
 
-A job runs on its own decode, person (detect + track) and writer actors, and on a Sapiens actor
-that is either shared (a service's pool) or its own; split placement adds a backbone, one head
-actor per task and a post-processing actor. All of a job's own actors are reserved at once in
-one placement group, so a job either gets everything it needs or waits whole: jobs beyond the
-cluster's capacity queue instead of each holding part of what it needs (which deadlocks them).
+A job is bound to pooled decode, person (detect + track) and writer members
+(:mod:`flows.stagepool`) and to a Sapiens actor that is either shared (a service's pool) or its
+own; split placement adds a backbone, one head actor per task and a post-processing actor. The
+job's own actors (if any) are reserved at once in one placement group, so a job either gets
+everything it needs or waits whole: jobs beyond the cluster's capacity queue instead of each
+holding part of what it needs (which deadlocks them).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any
 
 from actors.infer import SapiensWorker
 from actors.messages import VideoInfo
-from actors.persons import PersonStage
-from actors.session import DecodeSession
+from actors.persons import PersonRequest
+from actors.session import DecodeRequest
 from actors.split import BackboneWorker, HeadWorker, PostWorker
-from actors.writer import WriterStage
 from flows.inline import model_entries
 from flows.plan import JobPlan
 from flows.pool import ACTOR_CONCURRENCY, detected_gpus
+from flows.stagepool import STAGE_KINDS, StagePool, stage_name
 from flows.watch import Watchdog
 from storage import ResumeState
 
@@ -32,28 +33,32 @@ __all__ = ["JobActors", "build_actors", "stage_name"]
 logger = logging.getLogger(__name__)
 
 
-def stage_name(job_id: str, stage: str, attempt: int) -> str:
-    """Prefix of the Ray actor name of a job's stage (lets operators and tests find a job's
-    processes); a random suffix keeps a quickly re-run job from meeting its dying actors."""
-    return f"sapiens-stream/{job_id}/{stage}/{attempt}/"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobActors:
-    """One attempt's actors of a job, and what the drive loop needs to know of the video.
+    """One attempt's actors of a job, and what the drive loop needs to start it.
 
     Attributes:
-        decode, persons, writer: the job's own stage actors.
+        key: the attempt's session key on the pooled members (unique per attempt).
+        decode, persons, writer: the pooled stage members the job is bound to.
         infer: the fused Sapiens actor, or the split backbone.
         heads: split placement: task -> head actor (empty when fused).
         post: split placement's post-processing actor (None when fused).
         pooled: ``infer`` belongs to a service's pool (never killed with the job).
-        pg: the placement group holding the job's own actors.
+        pg: the placement group holding the job's own GPU actors (None: it has none).
+        stages: the pool ``decode``, ``persons`` and ``writer`` belong to.
         video: the source's facts.
         out_size: (height, width) of the dense outputs.
+        decode_from: the first decode request (at the checkpoint's source frame).
+        person_request: the job's detector and tracker settings.
+        resume: the resume state tracking continues from (None: a fresh tracker).
+        watermark: the store's watermark when the attempt opened it.
         first_index: the first frame index this attempt produces (its checkpoint's frames).
+        reroute: given the Sapiens member a batch would go to, the one it goes to (a pool's
+            rebalancing); None: always ``infer``.
     """
 
+    key: str
+    job_id: str
     decode: Any
     persons: Any
     writer: Any
@@ -62,9 +67,15 @@ class JobActors:
     post: Any | None = None
     pooled: bool = False
     pg: Any = None
+    stages: StagePool
     video: VideoInfo
     out_size: tuple[int, int]
+    decode_from: DecodeRequest
+    person_request: PersonRequest
+    resume: ResumeState | None = None
+    watermark: int = 0
     first_index: int = 0
+    reroute: Callable[[Any], Any] | None = None
 
     def stage_of(self, actor_id: str | None) -> str:
         """The name of the stage whose actor has ``actor_id`` ("a stage" if none)."""
@@ -77,12 +88,28 @@ class JobActors:
                 return name if name == "Sapiens" else f"{name} stage"
         return "a stage"
 
+    def pooled_stages(self) -> list[Any]:
+        """The pooled members this attempt used."""
+        return [self.decode, self.persons, self.writer]
+
     def release(self) -> None:
-        """Kill the job's own actors and free its placement group (a pooled actor stays)."""
-        own = [self.decode, self.persons, self.writer, *self.heads.values(), self.post]
+        """End the attempt's sessions on the pooled members, unbind the job from them, and kill
+        the job's own actors (a pooled actor stays)."""
+        _release_sessions(self.stages, self.job_id, self.key, self.decode, self.writer)
+        own = [*self.heads.values(), self.post]
         if not self.pooled:
             own.append(self.infer)
         _kill([h for h in own if h is not None], self.pg)
+
+
+def _release_sessions(stages: StagePool, job_id: str, key: str, decode: Any, writer: Any) -> None:
+    """Close the attempt's reader and store on their members (without waiting: a dead member
+    has nothing to close) and unbind the job."""
+    for handle in (decode, writer):
+        if handle is not None:
+            handle.close.remote(key)
+    for kind in STAGE_KINDS:
+        stages.release(kind, job_id)
 
 
 def _kill(handles: list[Any], pg: Any) -> None:
@@ -97,8 +124,9 @@ def _kill(handles: list[Any], pg: Any) -> None:
 
 
 def _bundles(plan: JobPlan, gpu: float, pooled: bool) -> dict[str, dict[str, float]]:
-    """Resources of each of the job's own actors (the pool's Sapiens actors are not the job's)."""
-    out: dict[str, dict[str, float]] = {"decode": {"CPU": 0.5}, "persons": {"CPU": 0.5}}
+    """Resources of each of the job's own actors: a private Sapiens actor, or the split
+    placement's backbone, heads and post-processing (the pooled stages are not the job's)."""
+    out: dict[str, dict[str, float]] = {}
     if plan.spec.placement == "split":
         out["backbone"] = {"CPU": 0.5, "GPU": 0.5 * gpu}
         for t in plan.spec.tasks:
@@ -106,7 +134,6 @@ def _bundles(plan: JobPlan, gpu: float, pooled: bool) -> dict[str, dict[str, flo
         out["post"] = {"CPU": 0.5}
     elif not pooled:
         out["infer"] = {"CPU": 1.0, "GPU": gpu}
-    out["writer"] = {"CPU": 0.25}
     return {k: {r: v for r, v in b.items() if v > 0} for k, b in out.items()}
 
 
@@ -152,37 +179,48 @@ def build_actors(
     attempt: int,
     watch: Watchdog,
     gpu: float,
+    stages: StagePool,
     shared_infer: Any = None,
     checkpoint: ResumeState | None = None,
     resume: bool = False,
     fence: int | None = None,
 ) -> JobActors:
-    """Make one attempt's actors; on any failure part-way, kill what was made and re-raise.
+    """Bind one attempt to pooled stage members and make its own actors; on any failure
+    part-way, undo what was done and re-raise.
 
     Args:
         plan: the job.
-        attempt: the attempt number (in the actors' names).
+        attempt: the attempt number (in the own actors' names and the session key).
         watch: bounds every wait (stall timeout, stop check).
         gpu: GPUs of the job's own Sapiens actor or split actors.
+        stages: the decode, person and writer pool.
         shared_infer: the pooled Sapiens actor to use (None: the job makes its own).
         checkpoint: the resume state saved with the store: decoding restarts at its source
             frame and tracking from its saved state, not at frame 0.
         resume: continue the existing store instead of creating it.
         fence: the claim's fencing token, recorded with the store.
     """
+    spec = plan.spec
+    key = f"{spec.job_id}/{attempt}/{uuid.uuid4().hex[:8]}"
     made: dict[str, Any] = {}
     try:
-        return _build(plan, attempt, watch, gpu, shared_infer, checkpoint, resume, fence, made)
+        return _build(
+            plan, key, attempt, watch, gpu, stages, shared_infer, checkpoint, resume, fence, made
+        )
     except BaseException:
-        _kill([h for k, h in made.items() if k != "pg"], made.get("pg"))
+        _release_sessions(stages, spec.job_id, key, made.get("decode"), made.get("writer"))
+        own = [h for k, h in made.items() if k not in ("pg", "decode", "persons", "writer")]
+        _kill(own, made.get("pg"))
         raise
 
 
 def _build(
     plan: JobPlan,
+    key: str,
     attempt: int,
     watch: Watchdog,
     gpu: float,
+    stages: StagePool,
     shared_infer: Any,
     checkpoint: ResumeState | None,
     resume: bool,
@@ -195,12 +233,23 @@ def _build(
     spec = plan.spec
     facts_ref = None
     if shared_infer is not None:
-        # The shared actor first: were the job's own actors reserved before it, jobs could take
-        # every CPU and leave the actor they all wait for pending.
         facts_ref = shared_infer.model_facts.remote()
         wait_ready(plan, facts_ref, watch, "its Sapiens actor")
+    for kind in STAGE_KINDS:
+        made[kind] = stages.acquire(kind, spec.job_id)
+    request = DecodeRequest(
+        job_id=spec.job_id,
+        source=spec.source,
+        spec=plan.decode,
+        start_index=checkpoint.next_source_index if checkpoint else 0,
+    )
+    video_ref = made["decode"].probe.remote(key, request)
+    wait_ready(plan, video_ref, watch, "its decode actor")
+    video: VideoInfo = watch.get(video_ref, "the video to open")
     bundles = _bundles(plan, gpu, pooled=shared_infer is not None)
-    made["pg"] = pg = _reserve(plan, bundles, watch)
+    pg = None
+    if bundles:
+        made["pg"] = pg = _reserve(plan, bundles, watch)
     index = {stage: i for i, stage in enumerate(bundles)}
     nonce = uuid.uuid4().hex[:8]
 
@@ -213,26 +262,6 @@ def _build(
             "scheduling_strategy": strategy,
         }
 
-    made["decode"] = decoder = (
-        ray.remote(num_cpus=0.5)(DecodeSession)
-        .options(**named("decode"))
-        .remote(
-            plan.decode,
-            spec.job_id,
-            spec.source,
-            checkpoint.next_source_index if checkpoint else 0,
-        )
-    )
-    video: VideoInfo = watch.get(decoder.video_info.remote(), "the video to open")
-    made["persons"] = persons = (
-        ray.remote(num_cpus=0.5)(PersonStage)
-        .options(**named("persons"))
-        .remote(
-            plan.detector,
-            plan.detector_options,
-            tracker_state=dict(checkpoint.tracker) if checkpoint else None,
-        )
-    )
     heads: dict[str, Any] = {}
     post = None
     if spec.placement == "split":
@@ -250,30 +279,37 @@ def _build(
     facts = watch.get(
         facts_ref if facts_ref is not None else infer.model_facts.remote(), "the Sapiens model"
     )
-    made["writer"] = writer = (
-        ray.remote(num_cpus=0.25)(WriterStage)
-        .options(**named("writer"))
-        .remote(
-            plan.store_url,
-            plan.store_spec(video),
-            job=plan.job_facts(),
-            source={"uri": spec.source, **video.to_dict()},
-            models=model_entries(facts),
-            resume=resume,
-            fence=fence,
-        )
+    opened = made["writer"].open.remote(
+        key,
+        plan.store_url,
+        plan.store_spec(video),
+        job=plan.job_facts(),
+        source={"uri": spec.source, **video.to_dict()},
+        models=model_entries(facts),
+        resume=resume,
+        fence=fence,
     )
+    watermark = watch.get(opened, "the store to open")
     return JobActors(
-        decode=decoder,
-        persons=persons,
-        writer=writer,
+        key=key,
+        job_id=spec.job_id,
+        decode=made["decode"],
+        persons=made["persons"],
+        writer=made["writer"],
         infer=infer,
         heads=heads,
         post=post,
         pooled=shared_infer is not None,
         pg=pg,
+        stages=stages,
         video=video,
         out_size=plan.out_size(video),
+        decode_from=request,
+        person_request=PersonRequest(
+            detector=plan.detector, options=dict(plan.detector_options or {})
+        ),
+        resume=checkpoint,
+        watermark=watermark,
         first_index=checkpoint.frames if checkpoint else 0,
     )
 

@@ -73,11 +73,23 @@ def heatmap_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return locations, scores, valid
 
 
+def _band_matrix(n: int, kernel: Tensor) -> Tensor:
+    """(n, n) matrix ``B`` with ``B @ x`` = ``x`` correlated with ``kernel`` along its first
+    axis, zero-padded by ``len(kernel) // 2`` on both ends (a truncated Toeplitz band)."""
+    size = kernel.shape[0]
+    index = torch.arange(n, device=kernel.device)
+    tap = index[None, :] - index[:, None] + size // 2  # kernel tap joining output i, input j
+    inside = (tap >= 0) & (tap < size)
+    return torch.where(inside, kernel[tap.clamp(0, size - 1)], torch.zeros((), dtype=kernel.dtype))
+
+
 def blur_preserving_max(maps: Tensor, kernel_size: int) -> Tensor:
     """Gaussian-blur each map with a zero border, then rescale it to its original maximum.
 
     Matches mmpose's ``gaussian_blur``: cv2.GaussianBlur on a copy zero-padded by
-    ``kernel_size // 2``, which equals a zero-padded convolution; run here as two 1-D convs.
+    ``kernel_size // 2``, which equals a zero-padded separable convolution. The two 1-D passes
+    run as products with banded matrices (``B_h @ map @ B_w^T``): one batched matrix product
+    per pass instead of a single-channel convolution per map, several times faster on a CPU.
 
     Args:
         maps: Single-channel maps, (M, 1, h, w), floating point.
@@ -87,9 +99,8 @@ def blur_preserving_max(maps: Tensor, kernel_size: int) -> Tensor:
         Blurred maps with each map's maximum equal to the input's, (M, 1, h, w).
     """
     kernel = cv2_gaussian_kernel(kernel_size, device=maps.device, dtype=maps.dtype)
-    pad = kernel_size // 2
-    blurred = F.conv2d(maps, kernel.view(1, 1, -1, 1), padding=(pad, 0))
-    blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1), padding=(0, pad))
+    h, w = maps.shape[-2:]
+    blurred = _band_matrix(h, kernel) @ maps @ _band_matrix(w, kernel).T
     original_max = maps.amax(dim=(-2, -1), keepdim=True)
     blurred_max = blurred.amax(dim=(-2, -1), keepdim=True)
     return blurred * (original_max / blurred_max)

@@ -39,9 +39,11 @@ from storage.jobs import (
     JobState,
     SubmitResult,
 )
+from storage.provenance import ModelProvenance
 from storage.reader import ResultReader, StoreState, open_result, store_state
 from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
 from storage.resume import ResumeState
+from storage.runlock import JobRunLock, StoreBusyError
 from storage.schema import SCHEMA_VERSION, TASKS, StoreSpec, Task, ZarrLayout, output_size
 from storage.writer import BlockWriter, Writer
 
@@ -68,8 +70,10 @@ __all__ = [
     "JobLease",
     "JobNotFoundError",
     "JobRecord",
+    "JobRunLock",
     "JobState",
     "LeaseLostError",
+    "ModelProvenance",
     "Persons",
     "RedisConnection",
     "ResultReader",
@@ -77,6 +81,7 @@ __all__ = [
     "SchemaMismatchError",
     "StaleOwnerError",
     "StorageError",
+    "StoreBusyError",
     "StoreNotFoundError",
     "StoreSpec",
     "StoreState",

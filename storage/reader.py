@@ -36,6 +36,7 @@ import zarr
 from storage import _store
 from storage._encode import PTS_UNKNOWN, decode_normal
 from storage.errors import FrameNotCommittedError, SchemaMismatchError, StoreNotFoundError
+from storage.provenance import ModelProvenance
 from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
 from storage.resume import ResumeState
 from storage.schema import StoreSpec, Task, ZarrLayout
@@ -140,6 +141,18 @@ class ResultReader:
     def status(self) -> str:
         """``running``, ``complete`` or ``failed``."""
         return str(self._meta["status"])
+
+    @property
+    def models(self) -> list[ModelProvenance]:
+        """Which model made the results: one entry per checkpointed part.
+
+        Raises:
+            SchemaMismatchError: an entry of the store is not a valid provenance.
+        """
+        raw = self._meta.get("models", [])
+        if not isinstance(raw, list):
+            raise SchemaMismatchError("store attribute 'models': expected a list")
+        return [ModelProvenance.from_dict(m) for m in raw]
 
     @property
     def attrs(self) -> dict[str, Any]:

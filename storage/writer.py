@@ -47,6 +47,7 @@ from storage import _store
 from storage._encode import EncodedFrame, assemble_block, encode_frame
 from storage.errors import InvalidValueError, SchemaMismatchError, StaleOwnerError, StorageError
 from storage.frame import FrameResult
+from storage.provenance import ModelProvenance
 from storage.resume import ResumeState
 from storage.schema import SCHEMA_VERSION, StoreSpec, ZarrLayout
 
@@ -62,21 +63,19 @@ def _initial_meta(
     spec: StoreSpec,
     job: Mapping[str, Any],
     source: Mapping[str, Any] | None,
-    models: Sequence[Mapping[str, Any]],
+    models: Sequence[ModelProvenance | Mapping[str, Any]],
     fence: int | None,
 ) -> dict[str, Any]:
-    """Root attributes of a new store; model entries must carry the provenance keys."""
-    for m in models:
-        missing = {"name", "task", "checkpoint_sha256", "random_weights"} - set(m)
-        if missing:
-            msg = f"model entry {dict(m)!r} lacks keys {sorted(missing)}"
-            raise SchemaMismatchError(msg)
+    """Root attributes of a new store; every model entry must be a valid provenance."""
+    entries = [
+        m if isinstance(m, ModelProvenance) else ModelProvenance.from_dict(m) for m in models
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
         "layout": spec.to_dict(),
         "job": dict(job),
         "source": dict(source or {}),
-        "models": [dict(m) for m in models],
+        "models": [m.to_dict() for m in entries],
         "status": "running",
         "committed_frames": 0,
         "person_rows": 0,
@@ -204,7 +203,7 @@ class Writer:
         *,
         job: Mapping[str, Any],
         source: Mapping[str, Any] | None = None,
-        models: Sequence[Mapping[str, Any]] = (),
+        models: Sequence[ModelProvenance | Mapping[str, Any]] = (),
         capacity_frames: int = 0,
         on_commit: CommitHook | None = None,
         fence: int | None = None,
@@ -218,13 +217,14 @@ class Writer:
             spec: What the store holds.
             job: Job facts (id, resolved spec); must be JSON-serialisable.
             source: Source video facts (uri, size, fps, ...).
-            models: One mapping per model: name, task, checkpoint hash, random_weights flag.
+            models: One :class:`~storage.provenance.ModelProvenance` (or its ``to_dict``) per
+                checkpointed part of the model.
             capacity_frames: Expected frame count, to size arrays once; they grow when needed.
             on_commit: Hook called with each new watermark before it is recorded.
             fence: The job claim's fencing token, recorded as the store's owner.
 
         Raises:
-            SchemaMismatchError: If a model entry lacks the required keys.
+            SchemaMismatchError: If a model entry is not a valid provenance.
             StorageError: If a store already exists at the location.
             StaleOwnerError: If an unfinished store there records a larger token.
             InvalidValueError: If the location is the filesystem root or ``fence`` is not a
@@ -506,7 +506,12 @@ class Writer:
                 arrays["frames/person_count"][last]
             )
         sizes = {"frame": n_frames, "person": persons, "block": n_blocks}
+        resized = False
         for a in layout.arrays:
-            arrays[a.path].resize(a.shape(sizes[a.axis]))
+            shape = a.shape(sizes[a.axis])
+            if tuple(arrays[a.path].shape) != tuple(shape):
+                arrays[a.path].resize(shape)
+                resized = True
         self._meta["person_rows"] = persons
-        self._blocks.reopen()
+        if resized:
+            self._blocks.reopen()

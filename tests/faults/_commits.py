@@ -191,8 +191,9 @@ class CommitTrap:
                     return  # the writer is gone: the job ended or died otherwise
                 try:
                     self.looks += 1
-                    cut = read_cut(self.store)
-                    if cut.watermark in self.watermarks and self.when(cut):
+                    # A pooled writer exists before the job's store does.
+                    cut = read_cut(self.store) if (self.store / "zarr.json").exists() else None
+                    if cut and cut.watermark in self.watermarks and self.when(cut):
                         if before_kill is not None:
                             before_kill()
                         os.kill(pid, signal.SIGKILL)
@@ -203,7 +204,7 @@ class CommitTrap:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGCONT)
                 # Inside a commit, let the writer run only a moment between looks.
-                time.sleep(0.0002 if cut.inside_commit else 0.002)
+                time.sleep(0.0002 if cut and cut.inside_commit else 0.002)
         except BaseException as e:  # reported by join()
             self._error = e
 

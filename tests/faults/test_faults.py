@@ -136,9 +136,9 @@ def _wait(coord: Coordinator, job_id: str, until: Callable[[Any], bool], timeout
 
 
 @contextmanager
-def _serving(coord: Coordinator, worker_id: str) -> Iterator[JobService]:
+def _serving(coord: Coordinator, worker_id: str, max_jobs: int = 1) -> Iterator[JobService]:
     stop = threading.Event()
-    service = JobService(coord, worker_id=worker_id, max_jobs=1, device="cpu")
+    service = JobService(coord, worker_id=worker_id, max_jobs=max_jobs, device="cpu")
     thread = threading.Thread(target=service.serve, kwargs={"until": stop.is_set}, daemon=True)
     thread.start()
     try:
@@ -209,3 +209,43 @@ def test_killing_a_shared_sapiens_actor_of_serve_mid_job(
         assert service.pool.created == 2  # the dead member was replaced
     assert record.state == "succeeded", record.error
     _assert_same_store(plan_job(spec).store_url, clean)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        pytest.param("decode", marks=pytest.mark.slow),
+        pytest.param("persons", marks=pytest.mark.slow),
+        "writer",
+    ],
+)
+def test_killing_a_pooled_stage_actor_that_serves_several_jobs(
+    ray_cluster, clean: str, redis_process, shared_clip: Path, tmp_path: Path, stage: str
+) -> None:
+    """Three jobs share one pooled member of ``stage``; it is killed mid-run. Each job resumes
+    from its committed state on a new member and its store equals a clean run's."""
+    coord = Coordinator(connect(redis_process.url).client)
+    specs = [_spec(shared_clip, tmp_path, f"pooled-{stage}-{i}") for i in range(3)]
+    for spec in specs:
+        coord.submit(spec.to_dict(), job_id=spec.job_id)
+    with _serving(coord, f"serve-{stage}", max_jobs=3) as service:
+        _wait(coord, specs[0].job_id, lambda r: r.committed_frames >= 8, timeout=180)
+        (name,) = [
+            n
+            for n in ray_cluster.util.list_named_actors()
+            if n.startswith(f"sapiens-stream/pool/{stage}/")
+        ]
+        actor = ray_cluster.get_actor(name)
+        os.kill(ray_cluster.get(actor.__ray_call__.remote(lambda self: os.getpid())), 9)
+        records = [
+            _wait(coord, s.job_id, lambda r: r.state in TERMINAL_STATES, timeout=240) for s in specs
+        ]
+        assert service.stages.created[stage] == 2  # the dead member was replaced, once
+    attempts = []
+    for spec, record in zip(specs, records, strict=True):
+        assert record.state == "succeeded", record.error
+        assert record.attempts == 1  # no job was handed back to the queue
+        store = plan_job(spec).store_url
+        attempts.append(open_result(store).attrs["timings"]["attempts"])
+        _assert_same_store(store, clean)
+    assert 2 in attempts, attempts  # a job had work in flight on the killed member

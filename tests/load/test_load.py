@@ -115,7 +115,7 @@ def test_no_actor_or_process_outlives_its_job(load: dict[str, Any]) -> None:
 
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
     assert [n for n in names if n.startswith("sapiens-stream/")] == [], names
-    stages = ("DecodeSession", "PersonStage", "WriterStage", "SapiensWorker")
+    stages = ("DecodePoolWorker", "PersonWorker", "WriterWorker", "SapiensWorker")
     deadline = time.monotonic() + 30
     while True:
         left = _stage_processes(stages)

@@ -362,6 +362,7 @@ def test_a_poisoned_job_does_not_stop_the_service(
         coord.complete(lease, result={})
 
     monkeypatch.setattr(service, "_start", record)
+    monkeypatch.setattr(service.stages, "warm", lambda: None)  # no Ray: no pooled actors
     deadline = time.monotonic() + 10
     service.serve(until=lambda: good in started or time.monotonic() > deadline, poll_ms=100)
     assert started == [good]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.pool import ScalePolicy, desired_actors
+from flows.pool import ScalePolicy, desired_actors, move_to
 
 
 def test_no_work_keeps_the_minimum() -> None:
@@ -39,3 +39,11 @@ def test_never_more_actors_than_jobs_or_the_maximum_and_at_least_one_with_work()
 def test_bad_policies_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ScalePolicy(**kwargs)
+
+
+def test_a_job_moves_only_to_a_member_with_two_jobs_fewer() -> None:
+    assert move_to([3, 1], 3) == 1  # a new member: the job leaves the crowded one
+    assert move_to([3, 2], 3) is None  # one apart: moving would only swap the loads
+    assert move_to([2, 2], 2) is None
+    assert move_to([4, 0, 1], 4) == 1  # the least loaded
+    assert move_to([], 5) is None

@@ -85,3 +85,61 @@ def test_read_commands_leave_no_server_behind(tmp_path: Path) -> None:
         out = _cli(*argv, "--output-root", root, timeout=60)
         assert out.returncode in (0, 2), out.stderr[-2000:]
         assert not stop_embedded(root), f"{argv[0]} left an embedded server running"
+
+
+def _run_args(clip: Path, root: Path, job_id: str, stride: str) -> list[str]:
+    return ["run", str(clip), "--job-id", job_id, "--stride", stride, "--max-side", "160",
+            "--output-root", str(root)]  # fmt: skip
+
+
+def test_run_needs_no_redis_and_refuses_a_second_runner(shared_clip: Path, tmp_path: Path) -> None:
+    from storage import JobRunLock, open_result
+
+    root = tmp_path / "solo"
+    args = _run_args(shared_clip, root, "solo", "85")
+    with JobRunLock(str(root / "solo.zarr")):  # another live `run` of the same job
+        busy = _cli(*args, timeout=120)
+    assert busy.returncode == 2, busy.stderr[-2000:]
+    assert busy.stderr.strip().startswith("error:") and "another process" in busy.stderr
+    ok = _cli(*args)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["summary"]["frames"] == 5
+    assert not (root / ".redis").exists()  # no job registry was started for it
+    finalized = open_result(str(root / "solo.zarr")).attrs["finalized_at"]
+    again = _cli(*args)  # a finished job is reported as it is, not run again
+    assert again.returncode == 0 and json.loads(again.stdout)["state"] == "succeeded"
+    assert open_result(str(root / "solo.zarr")).attrs["finalized_at"] == finalized
+    status = json.loads(_cli("status", "solo", "--output-root", str(root)).stdout)
+    assert (status["state"], status["committed_frames"]) == ("succeeded", 5)
+
+
+def test_a_killed_run_resumes_when_run_again(shared_clip: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from storage import open_result, store_state
+
+    root = tmp_path / "resumed"
+    url = str(root / "resumed.zarr")
+    args = _run_args(shared_clip, root, "resumed", "12")  # 29 frames, blocks of 8
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # its Ray cluster dies with it
+    )
+    deadline = time.monotonic() + 180
+    while (state := store_state(url)) is None or state.frames < 8:
+        assert first.poll() is None and time.monotonic() < deadline, "no commit before the end"
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(30)
+    created = open_result(url).attrs["created_at"]
+    assert store_state(url).status == "running"
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    reader = open_result(url)
+    assert reader.status == "complete" and reader.num_frames == 29
+    assert reader.attrs["created_at"] == created  # resumed, not made again

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from actors.infer import InferSpec, SapiensWorker
-from actors.messages import FrameBatch
+from actors.messages import FrameBatch, PersonBatch
 from actors.split import BackboneWorker, HeadWorker, PostWorker
-from models.detect import Detections
 
 TASKS = ("pose", "seg", "depth", "normal")
 
@@ -27,21 +26,21 @@ def _batch() -> FrameBatch:
     )
 
 
-def _persons() -> tuple[Detections, np.ndarray]:
-    dets = Detections(
-        boxes_xyxy=np.array([[10, 5, 60, 90], [50, 0, 120, 95], [0, 0, 128, 96]], np.float32),
-        scores=np.array([0.9, 0.8, 0.7], np.float32),
-        frame=np.array([1, 0, 0], np.int64),
+def _persons() -> PersonBatch:
+    return PersonBatch(
+        boxes=np.array([[50, 0, 120, 95], [10, 5, 60, 90]], np.float32),
+        scores=np.array([0.8, 0.9], np.float32),
+        frame=np.array([0, 1], np.int64),
+        track_id=np.array([1, 3], np.int64),
     )
-    return dets, np.array([3, 1, -1], np.int64)  # the third is untracked: dropped
 
 
 @pytest.mark.parametrize("tasks", [TASKS, ("depth",)])
 def test_split_equals_fused(tasks: tuple[str, ...]) -> None:
     spec = InferSpec(tasks=tasks, num_keypoints=17, batch_size=2, device="cpu")
-    batch, (dets, ids) = _batch(), _persons()
-    fused = SapiensWorker(spec)(batch, dets, ids, 10, (48, 64))
-    fb = BackboneWorker(spec)(batch, dets, ids, 10, (48, 64))
+    batch, persons = _batch(), _persons()
+    fused = SapiensWorker(spec)(batch, persons, 10, (48, 64))
+    fb = BackboneWorker(spec)(batch, persons, 10, (48, 64))
     outputs = [HeadWorker(spec, t)(fb) for t in tasks]
     split = PostWorker(spec)(fb, *outputs)
     assert [r.index for r in split] == [10, 11] and split[0].pts == 8 and split[1].pts is None

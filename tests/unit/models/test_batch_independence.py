@@ -18,11 +18,10 @@ import torch
 from torch import Tensor
 
 from actors.infer import InferSpec, SapiensWorker
-from actors.messages import FrameBatch
+from actors.messages import FrameBatch, PersonBatch
 from models import build_model
 from models.analyze import Analyzer
 from models.batching import DynamicBatcher
-from models.detect import Detections
 from models.runtime import Predictor, RuntimeSpec
 
 TASKS = ("pose", "seg", "depth", "normal")
@@ -118,13 +117,14 @@ def _frame0(worker: SapiensWorker, frames: list[int], persons: list[tuple[int, i
         time_s=np.array(frames, np.float64),
         is_last=False,
     )
-    found = Detections(
-        boxes_xyxy=BOXES[[b for _, b in persons]],
+    rows = sorted(range(len(persons)), key=lambda i: frames.index(persons[i][0]))
+    found = PersonBatch(
+        boxes=BOXES[[persons[i][1] for i in rows]],
         scores=np.full(len(persons), 0.9, np.float32),
-        frame=np.array([frames.index(f) for f, _ in persons], np.int64),
+        frame=np.array([frames.index(persons[i][0]) for i in rows], np.int64),
+        track_id=np.array(rows, np.int64) + 1,
     )
-    ids = np.arange(1, len(persons) + 1, dtype=np.int64)
-    (result,) = [r for r in worker(batch, found, ids, 0, (48, 64)) if r.source_index == 0]
+    (result,) = [r for r in worker(batch, found, 0, (48, 64)) if r.source_index == 0]
     return result
 
 

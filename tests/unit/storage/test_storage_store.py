@@ -121,7 +121,8 @@ class StoreSuite:
         summary = r.summary().as_dict()
         assert summary["frames"] == 12 and summary["persons"] == sum(counts)
         assert summary["tracks"] == 3 and summary["job_id"] == "j-test"
-        assert r.attrs["models"] == MODELS and r.attrs["source"] == {"uri": "clip.mp4"}
+        assert [m.to_dict() for m in r.models] == [{**MODELS[0], "source": None}]
+        assert r.attrs["source"] == {"uri": "clip.mp4"}
 
     def test_xarray_view(self, url: str, small_spec: StoreSpec) -> None:
         pytest.importorskip("xarray")
