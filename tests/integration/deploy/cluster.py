@@ -109,6 +109,7 @@ def ray_head(
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
         for _ in range(3):  # worker nodes of the fake provider live in their own sessions
             for pid in _cluster_pids(port):
                 with suppress(ProcessLookupError):

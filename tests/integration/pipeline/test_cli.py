@@ -60,7 +60,7 @@ def test_run_query_status_render(shared_clip: Path, tmp_path: Path) -> None:
     store = f"{root}/cli.zarr"
     query = json.loads(_cli("query", store, "--frame", "2").stdout)
     assert query["frame"] == 2 and len(query["track_id"]) == 1
-    status = _cli("status", "cli", "--output-root", root)
+    status = _cli("status", "cli", "--output-root", root)  # `run` left no record: the store
     assert json.loads(status.stdout)["state"] == "succeeded"
     other = json.loads(_cli("status", "other", "--output-root", root).stdout)
     assert (other["state"], other["attempts"]) == ("queued", 0)
@@ -109,8 +109,6 @@ def test_run_needs_no_redis_and_refuses_a_second_runner(shared_clip: Path, tmp_p
     again = _cli(*args)  # a finished job is reported as it is, not run again
     assert again.returncode == 0 and json.loads(again.stdout)["state"] == "succeeded"
     assert open_result(str(root / "solo.zarr")).attrs["finalized_at"] == finalized
-    status = json.loads(_cli("status", "solo", "--output-root", str(root)).stdout)
-    assert (status["state"], status["committed_frames"]) == ("succeeded", 5)
 
 
 def test_a_killed_run_resumes_when_run_again(shared_clip: Path, tmp_path: Path) -> None:
