@@ -19,11 +19,12 @@ from typing import Any
 from flows.drive import Progress, drive
 from flows.inline import JobOutcome
 from flows.outcome import failure_reason, mark_store_failed
+from flows.ownactors import private_gpus
 from flows.plan import JobPlan
 from flows.pool import InferPool
 from flows.raylocal import ensure_ray
 from flows.stagepool import StagePolicy, StagePool, is_dead, stage_name
-from flows.topology import JobActors, build_actors, private_gpus
+from flows.topology import JobActors, build_actors
 from flows.watch import (
     DEFAULT_STALL_S,
     JobCancelledError,

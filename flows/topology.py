@@ -2,35 +2,28 @@
 
 A job is bound to pooled decode, person (detect + track) and writer members
 (:mod:`flows.stagepool`) and to a Sapiens actor that is either shared (a service's pool) or its
-own; split placement adds a backbone, one head actor per task and a post-processing actor. The
-job's own actors (if any) are reserved at once in one placement group, so a job either gets
-everything it needs or waits whole: jobs beyond the cluster's capacity queue instead of each
-holding part of what it needs (which deadlocks them).
+own; split placement adds a backbone, one head actor per task and a post-processing actor
+(the job's own actors, made by :mod:`flows.ownactors`).
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.infer import SapiensWorker
 from actors.messages import VideoInfo
 from actors.persons import PersonRequest
 from actors.session import DecodeRequest
-from actors.split import BackboneWorker, HeadWorker, PostWorker
 from flows.inline import model_entries
+from flows.ownactors import kill, own_actors, wait_ready
 from flows.plan import JobPlan
-from flows.pool import ACTOR_CONCURRENCY, detected_gpus
-from flows.stagepool import STAGE_KINDS, StagePool, stage_name
+from flows.stagepool import STAGE_KINDS, StagePool
 from flows.watch import Watchdog
 from storage import ResumeState
 
-__all__ = ["JobActors", "build_actors", "stage_name"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["JobActors", "build_actors"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +92,7 @@ class JobActors:
         own = [*self.heads.values(), self.post]
         if not self.pooled:
             own.append(self.infer)
-        _kill([h for h in own if h is not None], self.pg)
+        kill([h for h in own if h is not None], self.pg)
 
 
 def _release_sessions(stages: StagePool, job_id: str, key: str, decode: Any, writer: Any) -> None:
@@ -110,67 +103,6 @@ def _release_sessions(stages: StagePool, job_id: str, key: str, decode: Any, wri
             handle.close.remote(key)
     for kind in STAGE_KINDS:
         stages.release(kind, job_id)
-
-
-def _kill(handles: list[Any], pg: Any) -> None:
-    import ray
-
-    for handle in handles:
-        ray.kill(handle)  # killing an actor twice is harmless
-    if pg is not None:
-        from ray.util.placement_group import remove_placement_group
-
-        remove_placement_group(pg)
-
-
-def _bundles(plan: JobPlan, gpu: float, pooled: bool) -> dict[str, dict[str, float]]:
-    """Resources of each of the job's own actors: a private Sapiens actor, or the split
-    placement's backbone, heads and post-processing (the pooled stages are not the job's)."""
-    out: dict[str, dict[str, float]] = {}
-    if plan.spec.placement == "split":
-        out["backbone"] = {"CPU": 0.5, "GPU": 0.5 * gpu}
-        for t in plan.spec.tasks:
-            out[f"head-{t}"] = {"CPU": 0.25, "GPU": 0.5 * gpu / len(plan.spec.tasks)}
-        out["post"] = {"CPU": 0.5}
-    elif not pooled:
-        out["infer"] = {"CPU": 1.0, "GPU": gpu}
-    return {k: {r: v for r, v in b.items() if v > 0} for k, b in out.items()}
-
-
-def wait_ready(plan: JobPlan, ref: Any, watch: Watchdog, what: str) -> None:
-    """Wait for ``ref`` however long the cluster needs (an autoscaler may be adding a node):
-    waiting for capacity is queueing, not a stall, so only the stop check bounds it."""
-    import ray
-
-    waited = 0
-    while not ray.wait([ref], timeout=1.0)[0]:
-        waited += 1
-        watch.check_stop()
-        if waited % 30 == 0:
-            logger.info("job %s: waiting %d s for %s", plan.spec.job_id, waited, what)
-    watch.progressed()
-
-
-def _reserve(plan: JobPlan, bundles: dict[str, dict[str, float]], watch: Watchdog) -> Any:
-    """One placement group holding every actor of the job, reserved all at once."""
-    from ray.util.placement_group import placement_group, remove_placement_group
-
-    pg = placement_group(list(bundles.values()), strategy="PACK")
-    try:
-        wait_ready(plan, pg.ready(), watch, "cluster resources")
-    except BaseException:
-        remove_placement_group(pg)
-        raise
-    return pg
-
-
-def private_gpus(plan: JobPlan) -> float:
-    """GPUs of a job's own Sapiens actor: 1 for an explicit CUDA device, 0 for an explicit CPU,
-    else whatever this machine or the cluster has."""
-    device = plan.infer.device
-    if device is not None:
-        return 1.0 if device.startswith("cuda") else 0.0
-    return detected_gpus()
 
 
 def build_actors(
@@ -210,7 +142,7 @@ def build_actors(
     except BaseException:
         _release_sessions(stages, spec.job_id, key, made.get("decode"), made.get("writer"))
         own = [h for k, h in made.items() if k not in ("pg", "decode", "persons", "writer")]
-        _kill(own, made.get("pg"))
+        kill(own, made.get("pg"))
         raise
 
 
@@ -227,9 +159,6 @@ def _build(
     fence: int | None,
     made: dict[str, Any],
 ) -> JobActors:
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
     spec = plan.spec
     facts_ref = None
     if shared_infer is not None:
@@ -246,36 +175,7 @@ def _build(
     video_ref = made["decode"].probe.remote(key, request)
     wait_ready(plan, video_ref, watch, "its decode actor")
     video: VideoInfo = watch.get(video_ref, "the video to open")
-    bundles = _bundles(plan, gpu, pooled=shared_infer is not None)
-    pg = None
-    if bundles:
-        made["pg"] = pg = _reserve(plan, bundles, watch)
-    index = {stage: i for i, stage in enumerate(bundles)}
-    nonce = uuid.uuid4().hex[:8]
-
-    def named(stage: str) -> dict[str, Any]:
-        strategy = PlacementGroupSchedulingStrategy(
-            placement_group=pg, placement_group_bundle_index=index[stage]
-        )
-        return {
-            "name": stage_name(spec.job_id, stage, attempt) + nonce,
-            "scheduling_strategy": strategy,
-        }
-
-    heads: dict[str, Any] = {}
-    post = None
-    if spec.placement == "split":
-        made.update(_split_actors(plan, gpu, named))
-        infer, post = made["backbone"], made["post"]
-        heads = {t: made[f"head-{t}"] for t in spec.tasks}
-    elif shared_infer is None:
-        made["infer"] = infer = (
-            ray.remote(num_cpus=1, num_gpus=gpu, max_concurrency=ACTOR_CONCURRENCY)(SapiensWorker)
-            .options(**named("infer"))
-            .remote(plan.infer)
-        )
-    else:
-        infer = shared_infer
+    infer, heads, post = own_actors(plan, attempt, watch, gpu, shared_infer, made)
     facts = watch.get(
         facts_ref if facts_ref is not None else infer.model_facts.remote(), "the Sapiens model"
     )
@@ -300,7 +200,7 @@ def _build(
         heads=heads,
         post=post,
         pooled=shared_infer is not None,
-        pg=pg,
+        pg=made.get("pg"),
         stages=stages,
         video=video,
         out_size=plan.out_size(video),
@@ -312,25 +212,3 @@ def _build(
         watermark=watermark,
         first_index=checkpoint.frames if checkpoint else 0,
     )
-
-
-def _split_actors(
-    plan: JobPlan, gpu: float, named: Callable[[str], dict[str, Any]]
-) -> dict[str, Any]:
-    """Backbone, one head actor per task (fractional GPUs) and the post-processing actor."""
-    import ray
-
-    backbone = (
-        ray.remote(num_cpus=0.5, num_gpus=0.5 * gpu)(BackboneWorker)
-        .options(**named("backbone"))
-        .remote(plan.infer)
-    )
-    share = 0.5 * gpu / len(plan.spec.tasks)
-    heads = {
-        f"head-{t}": ray.remote(num_cpus=0.25, num_gpus=share)(HeadWorker)
-        .options(**named(f"head-{t}"))
-        .remote(plan.infer, t)
-        for t in plan.spec.tasks
-    }
-    post = ray.remote(num_cpus=0.5)(PostWorker).options(**named("post")).remote(plan.infer)
-    return {"backbone": backbone, "post": post, **heads}
