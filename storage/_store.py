@@ -255,11 +255,16 @@ def remove_partial_files(store: Store) -> int:
     return removed
 
 
+# Consolidated metadata is outside the Zarr v3 specification, and zarr warns on every use; the
+# stores use it on purpose (one read opens a store). The filter is process-wide rather than a
+# ``warnings.catch_warnings`` block around the call: that block swaps the global filter list and
+# is not thread-safe, and a pooled writer finalizes several jobs' stores at once.
+warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning)
+
+
 def consolidate(store: Store) -> None:
-    """Consolidate metadata; zarr warns that this is outside the v3 spec, which we accept."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning)
-        zarr.consolidate_metadata(store)
+    """Consolidate metadata (outside the v3 spec, which we accept: see the filter above)."""
+    zarr.consolidate_metadata(store)
 
 
 def may_take_over(token: int | None, recorded: int | None) -> bool:
