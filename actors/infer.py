@@ -28,8 +28,10 @@ from models.spec import INPUT_SIZE
 from storage.frame import FrameResult
 
 __all__ = [
+    "TINY_TASKS",
     "FrameMeta",
     "InferSpec",
+    "ModelKey",
     "SapiensWorker",
     "build_groups",
     "frame_records",
@@ -42,12 +44,17 @@ logger = logging.getLogger(__name__)
 TINY_CROP = (256, 192)
 
 
+#: Tasks of the tiny model: it always has every head, so its weights for a seed do not depend
+#: on which tasks a job asks for (a job's tasks choose the heads that run, not the weights).
+TINY_TASKS: tuple[str, ...] = ("pose", "seg", "depth", "normal")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InferSpec:
-    """What the worker runs.
+class ModelKey:
+    """Which model a Sapiens actor holds: weights, precision and input size. Actors are pooled
+    by this key; the jobs bound to one actor may ask for different tasks and dense modes.
 
     Args:
-        tasks: any of pose, seg, depth, normal.
         size: ``tiny`` (random weights from ``seed``) or a released size.
         weights: ``hub`` or a directory holding the released checkpoint files.
         fmt: hub format (``original``, ``torchscript``, ``bfloat16``).
@@ -55,21 +62,16 @@ class InferSpec:
         device: ``cuda``/``cpu``; None picks CUDA when available.
         dtype: see ``RuntimeSpec``.
         compile: ``torch.compile`` each group.
-        batch_size: crops per forward.
-        flip_test: average pose heatmaps with the mirrored crop's.
+        flip_test: average pose heatmaps with the mirrored crop's (test-time augmentation:
+            a property of the pose predictions, so part of the key).
         seed: random-weight seed of the tiny model (equal seeds, equal weights).
         crop_size: (H, W) of the person crops; None = 1024x768 for released models and
             256x192 for ``tiny`` (random weights gain nothing from full-size crops, and the
             CPU test suite stays fast).
         cpu_threads: torch intra-op threads on a CPU device (Ray limits an actor to the
             CPUs it reserved; inference is the bottleneck stage, so it may use more).
-        batch_deadline_ms: longest a crop waits for crops of other calls (other frame
-            batches, other jobs) before its forward runs anyway.
-        dense_mode: ``crop`` (dense tasks on person crops, composited) or ``frame`` (on the
-            whole frame, as the official demos); see ``models.analyze.Analyzer``.
     """
 
-    tasks: tuple[str, ...]
     size: str = "tiny"
     weights: str = "hub"
     fmt: str = "original"
@@ -77,13 +79,10 @@ class InferSpec:
     device: str | None = None
     dtype: str | None = None
     compile: bool = False
-    batch_size: int = 8
     flip_test: bool = False
     seed: int = 0
     crop_size: tuple[int, int] | None = None
     cpu_threads: int | None = None
-    batch_deadline_ms: float = 10.0
-    dense_mode: str = "crop"
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:
@@ -96,81 +95,151 @@ class InferSpec:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _checkpoint_source(spec: InferSpec, task: str) -> str:
-    if spec.weights == "hub":
-        suffix = "" if spec.fmt == "original" else f"-{spec.fmt}"
-        return f"facebook/sapiens-{task}-{spec.size}{suffix}"
-    ref = hub_ref(task, spec.size, spec.fmt)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferSpec:
+    """What one job runs: a model (``model``, the pool key), the job's tasks and dense mode
+    (request parameters of every call), and the forward batch of an actor made for the job.
+
+    Args:
+        tasks: any of pose, seg, depth, normal.
+        model: the model's identity.
+        dense_mode: ``crop`` (dense tasks on person crops, composited) or ``frame`` (on the
+            whole frame, as the official demos); see ``models.analyze.Analyzer``.
+        batch_size: crops per forward of an actor made for this job alone (a pooled actor's
+            is the pool's).
+        batch_deadline_ms: longest a crop waits for crops of other calls (other frame
+            batches, other jobs) before its forward runs anyway.
+    """
+
+    tasks: tuple[str, ...]
+    model: ModelKey = ModelKey()
+    dense_mode: str = "crop"
+    batch_size: int = 8
+    batch_deadline_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("an InferSpec needs at least one task")
+
+    @property
+    def size(self) -> str:
+        return self.model.size
+
+    @property
+    def device(self) -> str | None:
+        return self.model.device
+
+    @property
+    def resolved_crop_size(self) -> tuple[int, int]:
+        return self.model.resolved_crop_size
+
+    @property
+    def resolved_device(self) -> str:
+        return self.model.resolved_device
+
+
+def _checkpoint_source(key: ModelKey, task: str) -> str:
+    if key.weights == "hub":
+        suffix = "" if key.fmt == "original" else f"-{key.fmt}"
+        return f"facebook/sapiens-{task}-{key.size}{suffix}"
+    ref = hub_ref(task, key.size, key.fmt)
     for name in ref.filenames:
-        if (Path(spec.weights) / name).is_file():
-            return str(Path(spec.weights) / name)
-    raise FileNotFoundError(f"none of {list(ref.filenames)} is in {spec.weights}")
+        if (Path(key.weights) / name).is_file():
+            return str(Path(key.weights) / name)
+    raise FileNotFoundError(f"none of {list(ref.filenames)} is in {key.weights}")
 
 
-def runtime_spec(spec: InferSpec) -> RuntimeSpec:
+def runtime_spec(key: ModelKey, batch_size: int) -> RuntimeSpec:
     return RuntimeSpec(
-        device=spec.resolved_device,
-        dtype=spec.dtype,
-        compile=spec.compile,
-        batch_size=spec.batch_size,
+        device=key.resolved_device,
+        dtype=key.dtype,
+        compile=key.compile,
+        batch_size=batch_size,
     )
 
 
-def model_facts(spec: InferSpec, groups: list[Predictor]) -> dict[str, Any]:
-    """Names, sizes and checkpoint provenance of loaded groups, for the store's attributes."""
+def model_facts(key: ModelKey, groups: list[Predictor], tasks: tuple[str, ...]) -> dict[str, Any]:
+    """Names, sizes and checkpoint provenance of the groups serving ``tasks``, for the store's
+    attributes (a part of a group that serves no task of the job is left out)."""
+    parts = {"backbone", *tasks}
     return {
-        "size": spec.size,
-        "tasks": list(spec.tasks),
-        "random_weights": spec.size == "tiny",
-        "seed": spec.seed,
+        "size": key.size,
+        "tasks": list(tasks),
+        "random_weights": key.size == "tiny",
+        "seed": key.seed,
         "checkpoints": {
-            part: info.to_dict() for g in groups for part, info in g.model.checkpoints.items()
+            part: info.to_dict()
+            for g in groups
+            if set(g.model.tasks) & set(tasks)
+            for part, info in g.model.checkpoints.items()
+            if part in parts
         },
     }
 
 
-def build_groups(spec: InferSpec) -> list[Predictor]:
-    """One predictor per backbone group: all tasks share the tiny model's backbone; released
-    checkpoints each carry their own backbone, so they form one group per task."""
-    runtime = runtime_spec(spec)
-    if spec.size == "tiny":
-        torch.manual_seed(spec.seed)
-        model = build_model(spec.tasks, "tiny", num_keypoints=spec.num_keypoints)
-        return [Predictor(model, runtime)]
-    return [
-        Predictor(load_checkpoint(_checkpoint_source(spec, t), task=t), runtime) for t in spec.tasks
-    ]
+def build_groups(key: ModelKey, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
+    """One predictor per backbone group serving ``tasks``: the tiny model is one group with
+    every head (its weights do not depend on ``tasks``); released checkpoints each carry their
+    own backbone, so they form one group per task."""
+    runtime = runtime_spec(key, batch_size)
+    if key.size == "tiny":
+        torch.manual_seed(key.seed)
+        return [
+            Predictor(build_model(TINY_TASKS, "tiny", num_keypoints=key.num_keypoints), runtime)
+        ]
+    return [Predictor(load_checkpoint(_checkpoint_source(key, t), task=t), runtime) for t in tasks]
 
 
 class SapiensWorker:
-    """Loads the backbone groups once; maps a frame batch plus its persons to FrameResults.
+    """Holds one model (``ModelKey``); maps a frame batch plus its persons to FrameResults for
+    whichever tasks and dense mode the call asks.
 
-    Safe to call from several threads at once (a shared actor serves every running job): the
-    crops of concurrent calls meet in one :class:`~models.batching.DynamicBatcher`, so forwards
-    stay full, while cropping and decoding of one call overlap the forwards of others.
+    Released checkpoints are one backbone group per task: a group is loaded the first time a
+    call (or :meth:`model_facts`) asks for its task, and kept. Safe to call from several
+    threads at once (a shared actor serves every running job): the crops of concurrent calls
+    meet in one :class:`~models.batching.DynamicBatcher`, so forwards stay full (a forward runs
+    the heads its calls want), while cropping and decoding of one call overlap the forwards of
+    others.
+
+    Args:
+        model: the model; an ``InferSpec`` (an actor made for one job) stands for its model,
+            its tasks loaded at once and its tasks and dense mode the calls' defaults.
+        batch_size: crops per forward.
+        batch_deadline_ms: longest a crop waits for crops of other calls before its forward
+            runs anyway.
+        preload: tasks whose groups load now (the rest load on first use).
     """
 
-    def __init__(self, spec: InferSpec) -> None:
-        self.spec = spec
-        if spec.cpu_threads and spec.resolved_device == "cpu":
-            torch.set_num_threads(spec.cpu_threads)
-        self.groups = build_groups(spec)
-        flip = None
-        if spec.flip_test and "pose" in spec.tasks:
-            k = next(
-                g.model.heads["pose"].spec.out_dim for g in self.groups if "pose" in g.model.heads
+    def __init__(
+        self,
+        model: ModelKey | InferSpec,
+        *,
+        batch_size: int | None = None,
+        batch_deadline_ms: float | None = None,
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        self._default_tasks: tuple[str, ...] | None = None
+        self._default_dense = "crop"
+        if isinstance(model, InferSpec):
+            spec, model = model, model.model
+            self._default_tasks, self._default_dense = spec.tasks, spec.dense_mode
+            preload = preload or spec.tasks
+            batch_size = batch_size or spec.batch_size
+            batch_deadline_ms = (
+                spec.batch_deadline_ms if batch_deadline_ms is None else batch_deadline_ms
             )
-            flip = keypoint_set(k).flip_indices
-        self.analyzer = Analyzer(
-            self.groups,
-            flip_indices=flip,
-            crop_size=spec.resolved_crop_size,
-            dense_mode=spec.dense_mode,
-        )
+        self.key = model
+        self.batch_size = batch_size or 8
+        if model.cpu_threads and model.resolved_device == "cpu":
+            torch.set_num_threads(model.cpu_threads)
+        self.groups: list[Predictor] = []
+        self.analyzer: Analyzer | None = None
+        self._load_lock = threading.Lock()
+        if preload or model.size == "tiny":
+            self._analyzer_for(preload or TINY_TASKS)
+        deadline_ms = 10.0 if batch_deadline_ms is None else batch_deadline_ms
         self.batcher = DynamicBatcher(
-            self.analyzer.run_groups,
-            batch_size=spec.batch_size,
-            deadline_s=spec.batch_deadline_ms / 1000,
+            self._forward, batch_size=self.batch_size, deadline_s=deadline_ms / 1000
         )
         self._lock = threading.Lock()
         self._counts = {"calls": 0, "frames": 0, "persons": 0, "in_flight": 0, "call_s": 0.0}
@@ -179,15 +248,57 @@ class SapiensWorker:
         self._active_s, self._active_since = 0.0, 0.0
         self._jobs: set[str] = set()
         logger.info(
-            "sapiens worker: size=%s tasks=%s device=%s",
-            spec.size,
-            spec.tasks,
-            spec.resolved_device,
+            "sapiens worker: size=%s device=%s loaded=%s",
+            model.size,
+            model.resolved_device,
+            self.tasks,
         )
 
-    def model_facts(self) -> dict[str, Any]:
-        """Names, sizes and checkpoint provenance, for the store's attributes."""
-        return model_facts(self.spec, self.groups)
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Tasks of the loaded groups."""
+        return tuple(t for g in self.groups for t in g.model.tasks)
+
+    def _analyzer_for(self, tasks: tuple[str, ...]) -> Analyzer:
+        """The analyzer, after loading the groups of any of ``tasks`` not loaded yet."""
+        unknown = [t for t in tasks if t not in TINY_TASKS]
+        if unknown or not tasks:
+            raise ValueError(
+                f"tasks must be a non-empty subset of {list(TINY_TASKS)}, got {list(tasks)}"
+            )
+        analyzer = self.analyzer
+        if analyzer is not None and all(t in analyzer.tasks for t in tasks):
+            return analyzer
+        with self._load_lock:
+            missing = tuple(t for t in tasks if t not in self.tasks)
+            if missing:
+                self.groups = [*self.groups, *build_groups(self.key, missing, self.batch_size)]
+                self.analyzer = self._make_analyzer()
+            assert self.analyzer is not None
+            return self.analyzer
+
+    def _make_analyzer(self) -> Analyzer:
+        flip = None
+        if self.key.flip_test and "pose" in self.tasks:
+            k = next(
+                g.model.heads["pose"].spec.out_dim for g in self.groups if "pose" in g.model.heads
+            )
+            flip = keypoint_set(k).flip_indices
+        return Analyzer(self.groups, flip_indices=flip, crop_size=self.key.resolved_crop_size)
+
+    def _forward(
+        self, images: torch.Tensor, want: frozenset[str] | None
+    ) -> dict[str, torch.Tensor]:
+        analyzer = self.analyzer
+        assert analyzer is not None, "a forward before any group was loaded"
+        return analyzer.run_groups(images, want)
+
+    def model_facts(self, tasks: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Names, sizes and checkpoint provenance of the groups serving ``tasks`` (loading
+        them now: a job asks before its first batch), for the store's attributes."""
+        tasks = tuple(tasks) if tasks else (self._default_tasks or self.tasks)
+        analyzer = self._analyzer_for(tasks)
+        return model_facts(self.key, self.groups, analyzer.check_tasks(tasks))
 
     def stats(self) -> dict[str, Any]:
         """Load counters: calls, frames, persons, calls in flight, distinct jobs served, and
@@ -197,7 +308,12 @@ class SapiensWorker:
             counts["active_s"] = self._active_s + (
                 time.perf_counter() - self._active_since if self._counts["in_flight"] else 0.0
             )
-        return {**counts, "device": self.spec.resolved_device, **self.batcher.stats().to_dict()}
+        return {
+            **counts,
+            "device": self.key.resolved_device,
+            "tasks_loaded": list(self.tasks),
+            **self.batcher.stats().to_dict(),
+        }
 
     def __call__(
         self,
@@ -206,6 +322,8 @@ class SapiensWorker:
         first_index: int,
         out_size: tuple[int, int],
         job: str = "",
+        tasks: tuple[str, ...] | None = None,
+        dense_mode: str | None = None,
     ) -> list[FrameResult]:
         """Analyse one batch.
 
@@ -215,23 +333,32 @@ class SapiensWorker:
             first_index: store index of the batch's first frame.
             out_size: (H', W') of the dense maps.
             job: the calling job (batches take crops from jobs in turn).
+            tasks: the tasks to produce (default: the job's of an actor made for one job, else
+                every loaded one).
+            dense_mode: ``crop`` or ``frame`` (see ``models.analyze.Analyzer``; default: the
+                job's, else ``crop``).
         """
         t0 = time.perf_counter()
+        tasks = tuple(tasks) if tasks else (self._default_tasks or self.tasks)
+        dense_mode = dense_mode or self._default_dense
+        analyzer = self._analyzer_for(tasks)
         with self._lock:
             if self._counts["in_flight"] == 0:
                 self._active_since = t0
             self._counts["in_flight"] += 1
             self._jobs.add(job)
         try:
-            with self.batcher.session(job) as forward:
+            with self.batcher.session(job, frozenset(tasks)) as forward:
                 frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
-                res = self.analyzer(
+                res = analyzer(
                     frames,
                     torch.from_numpy(persons.frame),
                     torch.from_numpy(persons.boxes),
                     torch.from_numpy(persons.scores),
                     out_size=out_size,
                     forward=forward,
+                    tasks=tasks,
+                    dense_mode=dense_mode,
                 )
             return frame_records(FrameMeta.from_batch(batch, first_index), persons, res)
         finally:

@@ -60,17 +60,18 @@ class BackboneWorker:
     """Crops and backbone passes of every group (heads are dropped)."""
 
     def __init__(self, spec: InferSpec) -> None:
-        if spec.flip_test:
+        if spec.model.flip_test:
             raise ValueError("flip_test needs the pose head beside its backbone: use fused")
         if spec.dense_mode != "crop":
             raise ValueError("the whole-frame dense mode runs in fused placement only")
-        groups = build_groups(spec)
-        runtime = runtime_spec(spec)
-        self.facts = model_facts(spec, groups)
+        groups = build_groups(spec.model, spec.tasks, spec.batch_size)
+        runtime = runtime_spec(spec.model, spec.batch_size)
+        self.facts = model_facts(spec.model, groups, spec.tasks)
         self.backbones = [Predictor(SapiensModel(g.model.backbone, {}), runtime) for g in groups]
         self.analyzer = Analyzer(groups, crop_size=spec.resolved_crop_size)
 
-    def model_facts(self) -> dict[str, object]:
+    def model_facts(self, tasks: tuple[str, ...] | None = None) -> dict[str, object]:
+        """Provenance of the job's groups (made for the job: ``tasks`` are its own)."""
         return self.facts
 
     def __call__(
@@ -114,11 +115,11 @@ class HeadWorker:
     """One task head on the features of its backbone group."""
 
     def __init__(self, spec: InferSpec, task: str) -> None:
-        groups = build_groups(spec)
+        groups = build_groups(spec.model, spec.tasks, spec.batch_size)
         (self.group,) = [i for i, g in enumerate(groups) if task in g.model.heads]
         self.task = task
         head = groups[self.group].model.heads[task]
-        self.predictor = Predictor(_HeadOnly(task, head), runtime_spec(spec))
+        self.predictor = Predictor(_HeadOnly(task, head), runtime_spec(spec.model, spec.batch_size))
 
     def __call__(self, fb: FeatureBatch) -> np.ndarray:
         if len(fb.persons.boxes) == 0:
@@ -131,7 +132,7 @@ class PostWorker:
 
     def __init__(self, spec: InferSpec) -> None:
         self.spec = spec
-        self.num_keypoints = output_keypoints(spec.size, spec.num_keypoints)
+        self.num_keypoints = output_keypoints(spec.size, spec.model.num_keypoints)
 
     def __call__(self, fb: FeatureBatch, *outputs: np.ndarray) -> list[FrameResult]:
         raw = {

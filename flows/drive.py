@@ -25,7 +25,8 @@ def _infer(plan: JobPlan, actors: JobActors, infer: Any, args: tuple[Any, ...]) 
     """Reference to one batch's frame results: one fused call on ``infer``, or backbone ->
     heads -> post."""
     if actors.post is None:
-        return infer.__call__.remote(*args, job=plan.spec.job_id)
+        request = {"tasks": plan.infer.tasks, "dense_mode": plan.infer.dense_mode}
+        return infer.__call__.remote(*args, job=plan.spec.job_id, **request)
     features = actors.infer.__call__.remote(*args)
     outputs = [actors.heads[t].__call__.remote(features) for t in plan.spec.tasks]
     return actors.post.__call__.remote(features, *outputs)

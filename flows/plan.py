@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.decode import DecodeLimits, DecodeSpec
-from actors.infer import InferSpec
+from actors.infer import InferSpec, ModelKey
 from actors.messages import VideoInfo
 from flows.spec import JobSpec
 from media import output_size
@@ -69,7 +69,7 @@ class JobPlan:
         h, w = self.out_size(info)
         return StoreSpec(
             tasks=self.spec.tasks,
-            num_keypoints=output_keypoints(self.spec.model.size, self.infer.num_keypoints),
+            num_keypoints=output_keypoints(self.spec.model.size, self.infer.model.num_keypoints),
             height=h,
             width=w,
             source_height=info.height,
@@ -100,15 +100,17 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     m = spec.model
     infer = InferSpec(
         tasks=spec.tasks,
-        size=m.size,
-        weights=m.weights,
-        fmt=m.fmt,
-        num_keypoints=m.num_keypoints,
-        device=device,
-        dtype=m.dtype,
-        compile=m.compile,
+        model=ModelKey(
+            size=m.size,
+            weights=m.weights,
+            fmt=m.fmt,
+            num_keypoints=m.num_keypoints,
+            device=device,
+            dtype=m.dtype,
+            compile=m.compile,
+            cpu_threads=os.cpu_count(),
+        ),
         batch_size=spec.batch_size,
-        cpu_threads=os.cpu_count(),
         dense_mode=spec.dense_mode,
     )
     options: dict[str, Any] = {}

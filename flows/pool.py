@@ -1,9 +1,10 @@
 """The shared Sapiens actors of a service, sized from the backlog.
 
-``InferPool`` keeps, per model setting (``InferSpec``), a set of Sapiens actors that every
-running job shares: a job is bound to the member with the fewest jobs, moves to another member
-when that one has at least two jobs fewer (``rebalance``, asked before every batch), and the
-crops of all jobs bound to one member meet in that member's dynamic batcher.
+``InferPool`` keeps, per model (``ModelKey``: weights, precision, input size), a set of Sapiens
+actors that every running job of that model shares, whatever its tasks or dense mode (those
+travel with each call): a job is bound to the member with the fewest jobs, moves to another
+member when that one has at least two jobs fewer (``rebalance``, asked before every batch), and
+the crops of all jobs bound to one member meet in that member's dynamic batcher.
 
 ``ScalePolicy`` / ``desired_actors`` decide how many members a setting should have: enough to
 drain the backlog (frames still to analyse, of running and queued jobs) within a target time at
@@ -23,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.infer import InferSpec, SapiensWorker
+from actors.infer import TINY_TASKS, InferSpec, ModelKey, SapiensWorker
+from models.spec import ARCHES
 
 __all__ = [
     "ACTOR_CONCURRENCY",
@@ -31,6 +33,7 @@ __all__ = [
     "ScalePolicy",
     "desired_actors",
     "detected_gpus",
+    "gpu_share",
     "move_to",
     "serve_defaults",
 ]
@@ -47,15 +50,21 @@ class ScalePolicy:
     """How a service sizes its Sapiens actor pools.
 
     Args:
-        min_actors: members kept per model setting even with no work (0 lets GPU nodes go).
-        max_actors: most members per model setting.
+        min_actors: members kept per model even with no work (0 lets GPU nodes go).
+        max_actors: most members per model.
         idle_s: a member with no job for this long may be removed.
         target_drain_s: aim to finish the backlog within this time.
         default_fps: frames/s of one member until a throughput is measured.
         default_job_frames: frames assumed for a queued job of unknown length.
         actor_gpus: GPUs each member asks Ray for (0: CPU actors); None: 1 when this machine
             or the cluster has a GPU. A cluster whose GPU nodes start on demand has no GPU to
-            detect while it is idle, so say 1 there.
+            detect while it is idle, so say 1 there. A fraction lets several members (of
+            one model or of different ones) share a device.
+        batch_size: crops per forward of a member; None: the batch size of the first job
+            of its model.
+        gpu_memory_gib: memory of one GPU, for sharing a device between members when
+            ``actor_gpus`` is None (see :func:`gpu_share`); None: this machine's first GPU,
+            else 80.
     """
 
     min_actors: int = 0
@@ -65,6 +74,8 @@ class ScalePolicy:
     default_fps: float = 5.0
     default_job_frames: int = 300
     actor_gpus: float | None = None
+    batch_size: int | None = None
+    gpu_memory_gib: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_actors <= self.max_actors or self.max_actors < 1:
@@ -77,16 +88,18 @@ class ScalePolicy:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.default_job_frames < 1 or (self.actor_gpus or 0) < 0:
             raise ValueError("default_job_frames must be >= 1 and actor_gpus >= 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def desired_actors(
     policy: ScalePolicy, *, backlog_frames: int, jobs: int, fps_per_actor: float | None
 ) -> int:
-    """Members one model setting should have.
+    """Members one model should have.
 
     Args:
-        backlog_frames: frames still to analyse for running and queued jobs of the setting.
-        jobs: running and queued jobs of the setting (a job uses one member).
+        backlog_frames: frames still to analyse for running and queued jobs of the model.
+        jobs: running and queued jobs of the model (a job uses one member).
         fps_per_actor: measured frames/s of one member, or None before any measurement.
     """
     if jobs <= 0:
@@ -95,6 +108,27 @@ def desired_actors(
     need = math.ceil(max(backlog_frames, 1) / (rate * policy.target_drain_s))
     need = max(1, min(need, jobs))
     return max(policy.min_actors, min(policy.max_actors, need))
+
+
+#: GiB a member needs beyond its weights (activations of a batch, the CUDA context, the
+#: allocator's slack), for released sizes at 1024x768 and for the tiny model.
+ACTIVATION_GIB = {"tiny": 1.0}
+RELEASED_ACTIVATION_GIB = 8.0
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def gpu_share(key: ModelKey, gpu_memory_gib: float) -> float:
+    """The fraction of one GPU a member of ``key`` asks for: ``1/k`` for the largest ``k``
+    members whose worst-case memory fits the device (every task group loaded: released
+    checkpoints are one backbone per task), at most 8 per device; 1 when even one does not
+    fit (it gets the device to itself). Members of different models then share devices when
+    they fit, instead of each holding a whole one."""
+    groups = 1 if key.size == "tiny" else len(TINY_TASKS)
+    width = _DTYPE_BYTES.get(key.dtype or "bfloat16", 2)
+    weights_gib = groups * ARCHES[key.size].block_params * width / 2**30
+    need = weights_gib + ACTIVATION_GIB.get(key.size, RELEASED_ACTIVATION_GIB)
+    fit = max(1, min(8, int(gpu_memory_gib // need)))
+    return math.floor(10_000 / fit) / 10_000  # Ray counts GPU fractions to 1e-4
 
 
 def move_to(loads: list[int], mine: int) -> int | None:
@@ -120,7 +154,7 @@ class _Member:
 
 
 class InferPool:
-    """Sapiens actors shared by every job that runs the same model settings.
+    """Sapiens actors shared by every job that runs the same model.
 
     Args:
         policy: sizes and resources of the members (default: one CPU/GPU member, as detected).
@@ -135,40 +169,53 @@ class InferPool:
         self.policy = policy or ScalePolicy()
         self.concurrency = concurrency  # 1: calls run one by one (no cross-call batching)
         self._gpus = self.policy.actor_gpus
-        self._members: dict[InferSpec, list[_Member]] = {}
+        self._gpu_gib: float | None = None
+        self._members: dict[ModelKey, list[_Member]] = {}
+        self._batch: dict[ModelKey, tuple[int, float]] = {}  # forward batch, deadline (ms)
         self._lock = threading.Lock()
         self.created = 0
         self.removed = 0
-        self._requested: int | None = None
+        self._requested: list[dict[str, float]] | None = None
 
     # -- jobs ------------------------------------------------------------------------------------
     def acquire(self, spec: InferSpec, job_id: str) -> Any:
-        """The member ``job_id`` runs on: the one with the fewest jobs (a new one if none)."""
+        """The member ``job_id`` (running ``spec``) uses: of ``spec.model``'s members, the one
+        with the fewest jobs (a new one if none)."""
+        key = self.register(spec)
         with self._lock:
-            members = self._members.setdefault(spec, [])
+            members = self._members.setdefault(key, [])
             self._poll_ready(members)
             if not members:
-                members.append(self._create(spec))
+                members.append(self._create(key))
             member = min(members, key=lambda m: (len(m.jobs), not m.ready))
             member.jobs.add(job_id)
             return member.handle
 
-    def release(self, spec: InferSpec, job_id: str) -> None:
+    def register(self, spec: InferSpec) -> ModelKey:
+        """``spec``'s model key; the first job of a model sets its members' forward batch (when
+        the policy does not)."""
+        with self._lock:
+            self._batch.setdefault(
+                spec.model, (self.policy.batch_size or spec.batch_size, spec.batch_deadline_ms)
+            )
+        return spec.model
+
+    def release(self, key: ModelKey, job_id: str) -> None:
         """``job_id`` no longer uses its member."""
         with self._lock:
-            for member in self._members.get(spec, []):
+            for member in self._members.get(key, []):
                 if job_id in member.jobs:
                     member.jobs.discard(job_id)
                     if not member.jobs:
                         member.idle_since = time.monotonic()
 
-    def rebalance(self, spec: InferSpec, job_id: str, handle: Any) -> Any:
+    def rebalance(self, key: ModelKey, job_id: str, handle: Any) -> Any:
         """The member ``job_id`` sends its next batch to: ``handle``, its member now, unless a
         ready member of the same model has at least two jobs fewer (one added by the autoscaler
         after the job started, say); then the job moves there. Calls are stateless, so a job may
         change members between any two batches."""
         with self._lock:
-            members = self._members.get(spec, [])
+            members = self._members.get(key, [])
             self._poll_ready(members)
             mine = next((m for m in members if m.handle is handle), None)
             if mine is None:
@@ -185,40 +232,41 @@ class InferPool:
             logger.info("pool: job %s moves from %s to %s", job_id, mine.name, best.name)
             return best.handle
 
-    def handles(self, spec: InferSpec) -> list[Any]:
-        """The members of ``spec``."""
+    def handles(self, key: ModelKey) -> list[Any]:
+        """The members of ``key``."""
         with self._lock:
-            return [m.handle for m in self._members.get(spec, [])]
+            return [m.handle for m in self._members.get(key, [])]
 
-    def invalidate(self, spec: InferSpec, handle: Any) -> None:
+    def invalidate(self, key: ModelKey, handle: Any) -> None:
         """Forget ``handle`` (it died); its jobs get another member when they retry."""
         with self._lock:
-            members = self._members.get(spec, [])
-            self._members[spec] = [m for m in members if m.handle is not handle]
+            members = self._members.get(key, [])
+            self._members[key] = [m for m in members if m.handle is not handle]
 
     # -- sizing ----------------------------------------------------------------------------------
-    def size(self, spec: InferSpec) -> int:
+    def size(self, key: ModelKey) -> int:
         with self._lock:
-            return len(self._members.get(spec, []))
+            return len(self._members.get(key, []))
 
-    def sizes(self) -> dict[InferSpec, int]:
+    def sizes(self) -> dict[ModelKey, int]:
         with self._lock:
-            return {spec: len(members) for spec, members in self._members.items()}
+            return {key: len(members) for key, members in self._members.items()}
 
-    def specs(self) -> list[InferSpec]:
+    def keys(self) -> list[ModelKey]:
         with self._lock:
             return list(self._members)
 
-    def scale(self, spec: InferSpec, target: int) -> tuple[int, int]:
+    def scale(self, key: ModelKey, target: int) -> tuple[int, int]:
         """Grow to ``target`` members now, or shrink towards it by removing members idle longer
-        than the policy's ``idle_s``; returns (members added, members removed)."""
+        than the policy's ``idle_s``; returns (members added, members removed). A model grows
+        only after :meth:`register` (or :meth:`acquire`) saw one of its jobs."""
         import ray
 
         added = removed = 0
         with self._lock:
-            members = self._members.setdefault(spec, [])
-            while len(members) < target:
-                members.append(self._create(spec))
+            members = self._members.setdefault(key, [])
+            while len(members) < target and key in self._batch:
+                members.append(self._create(key))
                 added += 1
             now = time.monotonic()
             idle = sorted(
@@ -231,7 +279,7 @@ class InferPool:
                 removed += 1
                 self.removed += 1
             if not members:
-                del self._members[spec]
+                del self._members[key]
         return added, removed
 
     def request_resources(self) -> None:
@@ -239,24 +287,24 @@ class InferPool:
         persistent hint, replaced on every change; empty when the pools are empty)."""
         if self.actor_gpus <= 0:
             return
-        total = sum(self.sizes().values())
-        if total == self._requested:
+        bundles = [{"GPU": self.gpus_for(key)} for key, n in self.sizes().items() for _ in range(n)]
+        if bundles == self._requested:
             return
         from ray.autoscaler.sdk import request_resources
 
-        request_resources(bundles=[{"GPU": self.actor_gpus}] * total)
-        self._requested = total
+        request_resources(bundles=bundles)
+        self._requested = bundles
 
-    def throughput(self, spec: InferSpec) -> float | None:
-        """Mean measured frames/s of the setting's members, over the wall-clock time they had a
+    def throughput(self, key: ModelKey) -> float | None:
+        """Mean measured frames/s of the model's members, over the wall-clock time they had a
         call in flight (idle time left out), or None before any measurement."""
         with self._lock:
-            rates = [m.fps for m in self._members.get(spec, []) if m.fps]
+            rates = [m.fps for m in self._members.get(key, []) if m.fps]
         return sum(rates) / len(rates) if rates else None
 
     def poll_stats(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
         """Each ready member's load counters (``SapiensWorker.stats``), with its name and
-        model setting; also updates the throughput estimates."""
+        model; also updates the throughput estimates."""
         import ray
 
         with self._lock:
@@ -287,7 +335,6 @@ class InferPool:
                 {
                     "actor": member.name,
                     "size": spec.size,
-                    "tasks": list(spec.tasks),
                     "jobs": len(member.jobs),
                     **stats,
                 }
@@ -306,7 +353,7 @@ class InferPool:
             from ray.autoscaler.sdk import request_resources
 
             request_resources(bundles=[])
-            self._requested = 0
+            self._requested = []
 
     @property
     def actor_gpus(self) -> float:
@@ -315,21 +362,32 @@ class InferPool:
             self._gpus = detected_gpus()
         return self._gpus
 
+    def gpus_for(self, key: ModelKey) -> float:
+        """GPUs a member of ``key`` asks for: the policy's ``actor_gpus`` when given; else 0
+        without a GPU, and with one the share of a device its memory allows
+        (:func:`gpu_share`), so members of several models fit on one device."""
+        if self.policy.actor_gpus is not None or self.actor_gpus <= 0:
+            return self.actor_gpus
+        if self._gpu_gib is None:
+            self._gpu_gib = self.policy.gpu_memory_gib or detected_gpu_memory_gib() or 80.0
+        return gpu_share(key, self._gpu_gib)
+
     # -- internals (lock held) -------------------------------------------------------------------
-    def _create(self, spec: InferSpec) -> _Member:
+    def _create(self, key: ModelKey) -> _Member:
         import ray
 
         name = f"sapiens-stream/infer/{self.created}"
+        batch_size, deadline_ms = self._batch[key]
         handle = (
-            ray.remote(num_cpus=1, num_gpus=self.actor_gpus, max_concurrency=self.concurrency)(
+            ray.remote(num_cpus=1, num_gpus=self.gpus_for(key), max_concurrency=self.concurrency)(
                 SapiensWorker
             )
             .options(name=name)
-            .remote(spec)
+            .remote(key, batch_size=batch_size, batch_deadline_ms=deadline_ms)
         )
         self.created += 1
-        logger.info("pool: started %s (%s, %s)", name, spec.size, ",".join(spec.tasks))
-        return _Member(handle=handle, name=name, ready_ref=handle.model_facts.remote())
+        logger.info("pool: started %s (%s, batch %d)", name, key.size, batch_size)
+        return _Member(handle=handle, name=name, ready_ref=handle.stats.remote())
 
     @staticmethod
     def _poll_ready(members: list[_Member]) -> None:
@@ -355,6 +413,15 @@ def serve_defaults(max_jobs: int | None, max_actors: int | None) -> tuple[int, i
         max_jobs if max_jobs is not None else max(4, 8 * gpus),
         max_actors if max_actors is not None else max(1, gpus),
     )
+
+
+def detected_gpu_memory_gib() -> float | None:
+    """Memory of this machine's first GPU, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 def detected_gpus() -> float:

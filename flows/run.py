@@ -188,13 +188,13 @@ def _attempts(
             if actors is not None:
                 actors.release()
             if shared is not None:  # also when setup failed after the member was acquired
-                pool.release(plan.infer, job_id)
+                pool.release(plan.infer.model, job_id)
     raise AssertionError("unreachable")
 
 
 def _rerouter(pool: InferPool, plan: JobPlan, job_id: str) -> Callable[[Any], Any]:
     """The pool's choice of Sapiens member for each batch of ``job_id``."""
-    return lambda handle: pool.rebalance(plan.infer, job_id, handle)
+    return lambda handle: pool.rebalance(plan.infer.model, job_id, handle)
 
 
 def _drop_dead(
@@ -209,6 +209,6 @@ def _drop_dead(
     if actors is not None:
         stages.drop_dead(actors.pooled_stages())
     if shared is not None and pool is not None:  # the job may have moved between members
-        for handle in pool.handles(plan.infer):
+        for handle in pool.handles(plan.infer.model):
             if is_dead(handle):
-                pool.invalidate(plan.infer, handle)
+                pool.invalidate(plan.infer.model, handle)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.infer import InferSpec
+from actors.infer import InferSpec, ModelKey
 from flows.errors import SpecError, one_line
 from flows.metrics import metric
 from flows.plan import plan_job
@@ -289,12 +289,12 @@ class JobService:
             if self._seen_frames
             else policy.default_job_frames
         )
-        demand: dict[InferSpec, list[int]] = {}  # spec -> [jobs, backlog frames]
+        demand: dict[ModelKey, list[int]] = {}  # model -> [jobs, backlog frames]
         for job in list(self._running.values()):
             if job.infer is None:
                 continue
             total = max(job.expected or per_job, job.decoded)
-            d = demand.setdefault(job.infer, [0, 0])
+            d = demand.setdefault(self.pool.register(job.infer), [0, 0])
             d[0] += 1
             d[1] += max(0, total - job.committed)
         for rec in self.coord.list_jobs(state="queued", limit=1000):
@@ -304,24 +304,25 @@ class JobService:
                 continue  # it will fail when claimed
             if spec.placement == "split":
                 continue
-            d = demand.setdefault(plan_job(spec, device=self.device).infer, [0, 0])
+            infer = plan_job(spec, device=self.device).infer
+            d = demand.setdefault(self.pool.register(infer), [0, 0])
             d[0] += 1
             d[1] += per_job
         changes = []
-        for spec in {*demand, *self.pool.specs()}:
-            jobs, backlog = demand.get(spec, [0, 0])
-            before = self.pool.size(spec)
+        for key in {*demand, *self.pool.keys()}:
+            jobs, backlog = demand.get(key, [0, 0])
+            before = self.pool.size(key)
             target = desired_actors(
-                policy, backlog_frames=backlog, jobs=jobs, fps_per_actor=self.pool.throughput(spec)
+                policy, backlog_frames=backlog, jobs=jobs, fps_per_actor=self.pool.throughput(key)
             )
-            added, removed = self.pool.scale(spec, target)
+            added, removed = self.pool.scale(key, target)
             if added or removed:
                 change = {
                     "time": time.time(),
-                    "model": _model_tag(spec),
+                    "model": _model_tag(key),
                     "before": before,
                     "target": target,
-                    "after": self.pool.size(spec),
+                    "after": self.pool.size(key),
                     "jobs": jobs,
                     "backlog_frames": backlog,
                 }
@@ -330,8 +331,8 @@ class JobService:
                 metric("scale_events").inc(
                     1, tags={"model": change["model"], "direction": "up" if added else "down"}
                 )
-            metric("actors").set(self.pool.size(spec), tags={"model": _model_tag(spec)})
-            metric("actors_target").set(target, tags={"model": _model_tag(spec)})
+            metric("actors").set(self.pool.size(key), tags={"model": _model_tag(key)})
+            metric("actors_target").set(target, tags={"model": _model_tag(key)})
         self.stages.scale()
         self.decisions = [*self.decisions, *changes][-100:]
         self.pool.request_resources()
@@ -382,5 +383,9 @@ class JobService:
             )
 
 
-def _model_tag(spec: InferSpec) -> str:
-    return f"{spec.size}:{','.join(spec.tasks)}"
+def _model_tag(key: ModelKey) -> str:
+    """A model's metric tag: its size, and what sets it apart from others of that size."""
+    extras = [key.weights if key.weights != "hub" else "", key.fmt if key.fmt != "original" else ""]
+    extras += [key.dtype or "", "compiled" if key.compile else "", "flip" if key.flip_test else ""]
+    extras += [f"seed{key.seed}" if key.size == "tiny" and key.seed else ""]
+    return ":".join([key.size, *(e for e in extras if e)])

@@ -162,7 +162,7 @@ def _build(
     spec = plan.spec
     facts_ref = None
     if shared_infer is not None:
-        facts_ref = shared_infer.model_facts.remote()
+        facts_ref = shared_infer.model_facts.remote(plan.infer.tasks)
         wait_ready(plan, facts_ref, watch, "its Sapiens actor")
     for kind in STAGE_KINDS:
         made[kind] = stages.acquire(kind, spec.job_id)
@@ -177,7 +177,8 @@ def _build(
     video: VideoInfo = watch.get(video_ref, "the video to open")
     infer, heads, post = own_actors(plan, attempt, watch, gpu, shared_infer, made)
     facts = watch.get(
-        facts_ref if facts_ref is not None else infer.model_facts.remote(), "the Sapiens model"
+        facts_ref if facts_ref is not None else infer.model_facts.remote(plan.infer.tasks),
+        "the Sapiens model",
     )
     opened = made["writer"].open.remote(
         key,

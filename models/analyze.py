@@ -7,7 +7,7 @@ composited into per-frame maps (``models._persons``) on the requested output gri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +60,10 @@ class Analyzer:
         dense_mode: ``crop``: seg/depth/normal run on the person crops and are composited
             (``models._persons``); ``frame``: they run on the whole frame resized to the input
             size, as the official demos do (``models._frame_maps``). Pose always uses crops.
+            The default of calls, which may choose otherwise.
+
+    One analyzer serves callers with different needs: each call names its tasks (a subset of
+    the groups' tasks) and dense mode, and only the heads it names run for its crops.
     """
 
     def __init__(
@@ -71,8 +75,7 @@ class Analyzer:
         flip_indices: Sequence[int] | None = None,
         dense_mode: str = "crop",
     ) -> None:
-        if dense_mode not in ("crop", "frame"):
-            raise ValueError(f"dense_mode must be 'crop' or 'frame', got {dense_mode!r}")
+        _check_dense_mode(dense_mode)
         if not groups:
             raise ValueError("expected at least one backbone group, got none")
         tasks = [t for g in groups for t in g.model.tasks]
@@ -84,13 +87,20 @@ class Analyzer:
         self.device = groups[0].device
         self.flip = None if flip_indices is None else torch.tensor(flip_indices, device=self.device)
 
-    def run_groups(self, crops: Tensor) -> dict[str, Tensor]:
-        """Raw outputs of every group (with the flip test) for normalised crops."""
+    def run_groups(self, crops: Tensor, want: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Raw outputs (with the flip test) for normalised crops, of the heads in ``want``
+        (default: all); a group none of whose heads is wanted does not run."""
         outputs: dict[str, Tensor] = {}
+        wanted = None if want is None else frozenset(want)
         for group in self.groups:
-            out = group(crops)
+            tasks = group.model.tasks
+            if wanted is not None:
+                tasks = tuple(t for t in tasks if t in wanted)
+                if not tasks:
+                    continue
+            out = group(crops, tasks)
             if self.flip is not None and "pose" in out:
-                mirrored = group(crops.flip(-1))["pose"]
+                mirrored = group(crops.flip(-1), ("pose",))["pose"]
                 out["pose"] = flip_test_average(out["pose"], mirrored, self.flip)
             outputs.update(out)
         return outputs
@@ -105,6 +115,8 @@ class Analyzer:
         *,
         out_size: tuple[int, int] | None = None,
         forward: Callable[[Tensor], dict[str, Tensor]] | None = None,
+        tasks: Sequence[str] | None = None,
+        dense_mode: str | None = None,
     ) -> PersonResults:
         """Analyse N persons of F frames.
 
@@ -114,13 +126,17 @@ class Analyzer:
             boxes: (N, 4) xyxy boxes in frame pixels.
             scores: (N,) detection scores (break ownership ties).
             out_size: (H', W') of the dense maps; default (H, W).
-            forward: runs :meth:`run_groups` on the normalised crops (e.g. through a
-                ``DynamicBatcher`` shared with other callers); default: directly.
+            forward: runs :meth:`run_groups` for ``tasks`` on the normalised crops (e.g.
+                through a ``DynamicBatcher`` shared with other callers); default: directly.
+            tasks: the tasks to produce (default: every task of the groups).
+            dense_mode: ``crop`` or ``frame`` (default: the analyzer's).
         """
+        tasks = self.tasks if tasks is None else self.check_tasks(tasks)
+        mode = self.dense_mode if dense_mode is None else _check_dense_mode(dense_mode)
         frames = frames.to(self.device, non_blocking=True)
-        run = forward or self.run_groups
-        if self.dense_mode == "frame":
-            return self._whole_frame(frames, frame_index, boxes, scores, out_size, run)
+        run = forward or (lambda images: self.run_groups(images, tasks))
+        if mode == "frame":
+            return self._whole_frame(frames, frame_index, boxes, scores, out_size, run, tasks)
         crop = self.crop(frames, frame_index, boxes)
         outputs = run(normalize(crop.crops, self.norm)) if len(boxes) else {}
         return decode_outputs(
@@ -135,9 +151,18 @@ class Analyzer:
             frame_size=(frames.shape[-2], frames.shape[-1]),
             out_size=out_size,
             crop_size=self.crop_size,
-            tasks=self.tasks,
+            tasks=tasks,
             num_keypoints=self._num_keypoints(),
         )
+
+    def check_tasks(self, tasks: Sequence[str]) -> tuple[str, ...]:
+        """``tasks`` in the groups' order; an error names any task no group has."""
+        missing = [t for t in tasks if t not in self.tasks]
+        if missing or not tasks:
+            raise ValueError(
+                f"tasks {list(tasks)} are not a non-empty subset of {list(self.tasks)}"
+            )
+        return tuple(t for t in self.tasks if t in tasks)
 
     def _whole_frame(
         self,
@@ -147,17 +172,18 @@ class Analyzer:
         scores: Tensor,
         out_size: tuple[int, int] | None,
         run: Callable[[Tensor], dict[str, Tensor]],
+        tasks: Sequence[str],
     ) -> PersonResults:
         """Pose on the person crops, dense tasks on the whole frames; both go through ``run``
         (frames resized to the input size have the crops' shape, so they batch together)."""
         n_frames, frame_size = frames.shape[0], (frames.shape[-2], frames.shape[-1])
-        dense = tuple(t for t in DENSE_TASKS if t in self.tasks)
+        dense = tuple(t for t in DENSE_TASKS if t in tasks)
         crop = self.crop(frames, frame_index, boxes)
-        images = [normalize(crop.crops, self.norm)] if "pose" in self.tasks and len(boxes) else []
+        images = [normalize(crop.crops, self.norm)] if "pose" in tasks and len(boxes) else []
         if dense:
             images.append(normalize(frames_to_input(frames, self.crop_size), self.norm))
         raw = run(torch.cat(images)) if images else {}
-        n_crops = len(images[0]) if images and "pose" in self.tasks and len(boxes) else 0
+        n_crops = len(images[0]) if images and "pose" in tasks and len(boxes) else 0
         pose = decode_outputs(
             {"pose": raw["pose"][:n_crops]} if n_crops else {},
             center=crop.center,
@@ -170,7 +196,7 @@ class Analyzer:
             frame_size=frame_size,
             out_size=out_size,
             crop_size=self.crop_size,
-            tasks=("pose",) if "pose" in self.tasks else (),
+            tasks=("pose",) if "pose" in tasks else (),
             num_keypoints=self._num_keypoints(),
         )
         maps = None
@@ -203,6 +229,12 @@ class Analyzer:
             if "pose" in group.model.heads:
                 return int(group.model.heads["pose"].spec.out_dim)
         return 0
+
+
+def _check_dense_mode(mode: str) -> str:
+    if mode not in ("crop", "frame"):
+        raise ValueError(f"dense_mode must be 'crop' or 'frame', got {mode!r}")
+    return mode
 
 
 def decode_outputs(

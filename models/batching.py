@@ -12,7 +12,9 @@ forwards of at most ``batch_size`` crops:
   forward first, oldest request first within a key, so a job with many persons cannot starve
   one with few; a request larger than a forward is served over several forwards;
 * outputs are split back per request in order, so a caller sees exactly the tensor it would
-  have got from running its crops alone (every stage of the model is per-sample).
+  have got from running its crops alone (every stage of the model is per-sample);
+* a request may name the outputs it wants (``want``: a job's tasks); a forward computes the
+  union of what its requests want, and each request gets back only its own.
 
 The forwards run on one thread of the batcher, one at a time, which is also what a single
 accelerator wants. Pure Python and torch: no Ray here.
@@ -32,7 +34,8 @@ from torch import Tensor
 
 __all__ = ["BatcherClosedError", "BatcherStats", "DynamicBatcher"]
 
-Forward = Callable[[Tensor], dict[str, Tensor]]
+Forward = Callable[[Tensor, frozenset[str] | None], dict[str, Tensor]]
+"""images (N, C, H, W), wanted outputs (None: all) -> ``{name: (N, ...)}``."""
 
 
 class BatcherClosedError(RuntimeError):
@@ -43,6 +46,7 @@ class BatcherClosedError(RuntimeError):
 class _Request:
     key: str
     images: Tensor
+    want: frozenset[str] | None
     arrived: float
     taken: int = 0
     parts: list[tuple[int, dict[str, Tensor]]] = field(default_factory=list)
@@ -111,7 +115,8 @@ class DynamicBatcher:
     """Runs ``forward`` on crops gathered from concurrent callers.
 
     Args:
-        forward: images (N, C, H, W) -> ``{name: (N, ...)}``; called with 1..batch_size rows.
+        forward: images (N, C, H, W) and the wanted outputs (None: all) -> ``{name: (N, ...)}``;
+            called with 1..batch_size rows.
         batch_size: most crops per forward.
         deadline_s: longest a crop waits for company before its forward starts anyway.
 
@@ -139,8 +144,11 @@ class DynamicBatcher:
 
     # -- callers ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def session(self, key: str = "") -> Iterator[Callable[[Tensor], dict[str, Tensor]]]:
+    def session(
+        self, key: str = "", want: frozenset[str] | None = None
+    ) -> Iterator[Callable[[Tensor], dict[str, Tensor]]]:
         """Announce a request on its way; yields the function that submits it (at most once).
+        ``want``: the outputs the request needs (None: all).
 
         Leaving the block without submitting (no persons, an error) withdraws the announcement.
         """
@@ -155,7 +163,7 @@ class DynamicBatcher:
         def submit(images: Tensor) -> dict[str, Tensor]:
             if not state["open"]:
                 raise RuntimeError("a session submits at most once")
-            return self._submit(images, key, close)
+            return self._submit(images, key, want, close)
 
         with self._cond:
             self._preparing += 1
@@ -165,16 +173,22 @@ class DynamicBatcher:
             with self._cond:
                 close()
 
-    def __call__(self, images: Tensor, *, key: str = "") -> dict[str, Tensor]:
+    def __call__(
+        self, images: Tensor, *, key: str = "", want: frozenset[str] | None = None
+    ) -> dict[str, Tensor]:
         """Outputs of ``forward`` for ``images``, computed in shared forwards (blocks)."""
-        return self._submit(images, key, None)
+        return self._submit(images, key, want, None)
 
     def _submit(
-        self, images: Tensor, key: str, on_enqueue: Callable[[], None] | None
+        self,
+        images: Tensor,
+        key: str,
+        want: frozenset[str] | None,
+        on_enqueue: Callable[[], None] | None,
     ) -> dict[str, Tensor]:
         if images.shape[0] == 0:
             raise ValueError("expected at least one image")
-        req = _Request(key=key, images=images, arrived=time.perf_counter())
+        req = _Request(key=key, images=images, want=want, arrived=time.perf_counter())
         with self._cond:
             if on_enqueue is not None:
                 on_enqueue()
@@ -282,9 +296,11 @@ class DynamicBatcher:
 
     def _run(self, chosen: list[tuple[_Request, int, int]]) -> None:
         images = torch.cat([r.images[start : start + rows] for r, start, rows in chosen])
+        wants = [r.want for r, _, _ in chosen]
+        want = None if None in wants else frozenset().union(*wants)
         t0 = time.perf_counter()
         try:
-            outputs = self.forward(images)
+            outputs = self.forward(images, want)
         except BaseException as e:  # every caller of this forward gets the error
             with self._cond:
                 for req, _, _ in chosen:
@@ -299,7 +315,12 @@ class DynamicBatcher:
                 self._busy_s += time.perf_counter() - t0
         offset = 0
         for req, start, rows in chosen:
-            req.parts.append((start, {k: v[offset : offset + rows] for k, v in outputs.items()}))
+            mine = {
+                k: v[offset : offset + rows]
+                for k, v in outputs.items()
+                if req.want is None or k in req.want
+            }
+            req.parts.append((start, mine))
             offset += rows
             req.done_rows += rows
             if req.done_rows == req.rows:

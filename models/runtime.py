@@ -11,7 +11,7 @@ image), so padding never changes a real sample's output.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -83,7 +83,8 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+    def __call__(self, images: Tensor, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Raw float32 outputs of the heads in ``tasks`` (default: all of the model's)."""
         if images.ndim != 4:
             raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(images.shape)}")
         n, bs = images.shape[0], self.spec.batch_size
@@ -94,8 +95,13 @@ class Predictor:
             if real < bs:
                 pad = batch.new_zeros((bs - real, *batch.shape[1:]))
                 batch = torch.cat((batch, pad))
-            for task, out in self._forward(batch).items():
+            for task, out in self._run(batch, tasks).items():
                 chunks.setdefault(task, []).append(out[:real].float())
         if n == 0:
             return {}
         return {task: torch.cat(parts) for task, parts in chunks.items()}
+
+    def _run(self, batch: Tensor, tasks: Iterable[str] | None) -> dict[str, Tensor]:
+        if tasks is None:
+            return self._forward(batch)
+        return self._forward(batch, tuple(tasks))

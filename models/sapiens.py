@@ -75,11 +75,14 @@ class SapiensModel(nn.Module):
     def size(self) -> str:
         return self.backbone.spec.size
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Raw outputs of the heads named in ``tasks`` (default: every head); the backbone
+        runs once for all of them."""
         feats = self.backbone(images)
         if not self.heads:
             return {"features": feats}
-        return {task: head(feats) for task, head in self.heads.items()}
+        wanted = self.heads.keys() if tasks is None else [t for t in self.heads if t in tasks]
+        return {task: self.heads[task](feats) for task in wanted}
 
 
 def build_model(

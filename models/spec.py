@@ -66,6 +66,14 @@ class BackboneArch:
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
+    @property
+    def block_params(self) -> int:
+        """Parameters of the encoder layers (qkv, projection, MLP, two norms), which are
+        nearly all of a backbone's: 0.3b has 302M of them."""
+        c, hidden = self.embed_dim, self.mlp_ratio * self.embed_dim
+        per_layer = 3 * c * c + 3 * c + c * c + c + 2 * c * hidden + hidden + c + 4 * c
+        return self.depth * per_layer
+
 
 ARCHES: dict[str, BackboneArch] = {
     "tiny": BackboneArch(embed_dim=64, depth=2, num_heads=2),

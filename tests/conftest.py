@@ -34,14 +34,16 @@ def shared_clip() -> Path:
 
 
 @contextmanager
-def local_ray(num_cpus: int) -> Iterator[ModuleType]:
+def local_ray(num_cpus: int, num_gpus: int = 0) -> Iterator[ModuleType]:
     """A new local Ray cluster with ``num_cpus`` logical CPUs (never one already running on the
-    machine, nor one a `ray start` left an address file for); shut down at the end."""
+    machine, nor one a `ray start` left an address file for); shut down at the end.
+    ``num_gpus``: a GPU resource for scheduling only (these machines have no GPU)."""
     import ray
 
     ray.init(
         address="local",
         num_cpus=num_cpus,
+        num_gpus=num_gpus,
         include_dashboard=False,
         object_store_memory=200 * 2**20,
         log_to_driver=False,

@@ -27,7 +27,7 @@ def coord(tmp_path: Path):
     conn.close()
 
 
-def _spec(clip: Path, root: Path, job_id: str, stride: int) -> JobSpec:
+def _spec(clip: Path, root: Path, job_id: str, stride: int, **more: object) -> JobSpec:
     return JobSpec.from_dict(
         {
             "source": str(clip),
@@ -36,6 +36,7 @@ def _spec(clip: Path, root: Path, job_id: str, stride: int) -> JobSpec:
             "sampling": {"stride": stride},
             "max_side": 160,
             "batch_size": 4,
+            **more,
         }
     )
 
@@ -64,10 +65,13 @@ def _wait(coord: Coordinator, job_ids: list[str], timeout: float = 240) -> None:
 def test_submit_and_serve_match_run_and_jobs_do_not_interfere(
     ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
 ) -> None:
+    # Job b asks for other tasks and another dense mode: the pool is keyed by model alone, so
+    # both still run on one shared Sapiens actor, and each gets what a job alone gets.
+    other = {"tasks": ["seg", "pose"], "dense_mode": "frame"}
     with _serving(coord, max_jobs=2, worker_id="test-serve") as service:
         a, b = (
             _spec(shared_clip, tmp_path, "served-a", 40),
-            _spec(shared_clip, tmp_path, "served-b", 60),
+            _spec(shared_clip, tmp_path, "served-b", 60, **other),
         )
         for spec in (a, b):  # two jobs at once, on one shared Sapiens actor
             coord.submit(spec.to_dict(), job_id=spec.job_id)
@@ -90,7 +94,11 @@ def test_submit_and_serve_match_run_and_jobs_do_not_interfere(
     assert service.pool.created == 1
     direct = run_on_ray(plan_job(_spec(shared_clip, tmp_path / "direct", "served-a", 40)))
     _assert_same_store(plan_job(a).store_url, direct.store_url)
-    assert open_result(plan_job(b).store_url).num_frames == 6
+    alone = run_on_ray(plan_job(_spec(shared_clip, tmp_path / "direct", "served-b", 60, **other)))
+    _assert_same_store(plan_job(b).store_url, alone.store_url)
+    served_b = open_result(plan_job(b).store_url)
+    assert served_b.num_frames == 6
+    assert sorted(m.task for m in served_b.models) == ["backbone", "pose", "seg"]
 
 
 def test_cancel_stops_a_running_job_within_seconds(

@@ -9,8 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
-from actors.infer import InferSpec, SapiensWorker
+from actors.infer import InferSpec, ModelKey, SapiensWorker
 from actors.messages import FrameBatch, PersonBatch
 
 TASKS = ("pose", "seg", "depth", "normal")
@@ -39,7 +40,10 @@ def _call(job: int) -> tuple[FrameBatch, PersonBatch]:
 
 def test_concurrent_jobs_share_forwards_and_get_their_own_results() -> None:
     spec = InferSpec(
-        tasks=TASKS, num_keypoints=17, batch_size=8, device="cpu", batch_deadline_ms=2000
+        tasks=TASKS,
+        model=ModelKey(num_keypoints=17, device="cpu"),
+        batch_size=8,
+        batch_deadline_ms=2000,
     )
     alone = [SapiensWorker(spec)(*_call(j), 0, (48, 64), job=f"job{j}") for j in range(3)]
     shared = SapiensWorker(spec)
@@ -65,7 +69,7 @@ def test_concurrent_jobs_share_forwards_and_get_their_own_results() -> None:
 def test_capacity_time_is_wall_clock_with_a_call_in_flight() -> None:
     """The pool sizes itself from frames per ``active_s``: the whole call (cropping, decoding,
     waiting for a forward), not the forwards alone, and never the idle time between calls."""
-    spec = InferSpec(tasks=TASKS, num_keypoints=17, batch_size=2, device="cpu")
+    spec = InferSpec(tasks=TASKS, model=ModelKey(num_keypoints=17, device="cpu"), batch_size=2)
     worker = SapiensWorker(spec)
     start = time.perf_counter()
     worker(*_call(0), 0, (48, 64), job="job0")
@@ -75,3 +79,71 @@ def test_capacity_time_is_wall_clock_with_a_call_in_flight() -> None:
     idle = worker.stats()
     assert first["busy_s"] < first["active_s"] <= took
     assert idle["active_s"] == first["active_s"]
+
+
+def _assert_same(solo, mixed) -> None:
+    for a, b in zip(solo, mixed, strict=True):
+        for name in ("keypoints_xy", "keypoint_score", "depth", "normal", "part"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None), name
+            if name == "part" and x is not None:
+                assert (x == y).mean() > 0.999  # argmax ties may flip at 1e-6
+            elif x is not None:
+                np.testing.assert_allclose(x, y, atol=1e-4, err_msg=name)
+
+
+def test_one_actor_per_model_serves_jobs_with_different_tasks_and_dense_modes() -> None:
+    """The pool keys actors by model alone: jobs asking for other tasks or another dense mode
+    share one actor (and its forwards), and each gets what an actor made for it gives."""
+    model = ModelKey(num_keypoints=17, device="cpu")
+    asks = [(("pose",), "crop"), (("seg", "depth"), "frame"), (("normal", "pose"), "crop")]
+    alone = []
+    for j, (tasks, mode) in enumerate(asks):
+        own = SapiensWorker(InferSpec(tasks=tasks, model=model, dense_mode=mode, batch_size=8))
+        alone.append(own(*_call(j), 0, (48, 64), job=f"job{j}"))
+    shared = SapiensWorker(model, batch_size=8, batch_deadline_ms=2000)
+    start = threading.Barrier(len(asks))
+
+    def run(j: int):
+        start.wait()
+        tasks, mode = asks[j]
+        return shared(*_call(j), 0, (48, 64), job=f"job{j}", tasks=tasks, dense_mode=mode)
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(run, range(len(asks))))
+    assert shared.stats()["mixed_forwards"] >= 1  # jobs of different tasks shared forwards
+    for (tasks, _), solo, mixed in zip(asks, alone, together, strict=True):
+        _assert_same(solo, mixed)
+        assert (mixed[0].keypoints_xy is not None) == ("pose" in tasks)
+        assert (mixed[0].depth is not None) == ("depth" in tasks)
+    facts = shared.model_facts(("depth",))
+    assert facts["tasks"] == ["depth"] and set(facts["checkpoints"]) == {"backbone", "depth"}
+
+
+def test_released_groups_load_on_first_use(monkeypatch) -> None:
+    """Released checkpoints are one backbone per task, loaded when a job first asks for the
+    task. Stand-in: a released checkpoint is GBs, so each task's group here is a tiny-size
+    model with that one head, built through the same ``build_groups`` hook."""
+    import actors.infer as infer_mod
+    from models import build_model
+    from models.runtime import Predictor
+
+    loads: list[tuple[str, ...]] = []
+
+    def per_task_groups(key, tasks, batch_size):
+        loads.append(tuple(tasks))
+        runtime = infer_mod.runtime_spec(key, batch_size)
+        return [Predictor(build_model((t,), "tiny", num_keypoints=17), runtime) for t in tasks]
+
+    monkeypatch.setattr(infer_mod, "build_groups", per_task_groups)
+    worker = SapiensWorker(ModelKey(size="0.3b", crop_size=(256, 192), device="cpu"))
+    assert worker.tasks == () and loads == []  # nothing before a job asks
+    worker(*_call(0), 0, (48, 64), tasks=("pose",))
+    assert worker.tasks == ("pose",) and loads == [("pose",)]
+    worker(*_call(1), 0, (48, 64), tasks=("pose", "depth"))
+    assert worker.tasks == ("pose", "depth") and loads == [("pose",), ("depth",)]
+    res = worker(*_call(1), 0, (48, 64), tasks=("depth",))
+    assert loads == [("pose",), ("depth",)]  # loaded once
+    assert res[0].keypoints_xy is None and res[0].depth is not None
+    with pytest.raises(ValueError, match="subset"):
+        worker(*_call(1), 0, (48, 64), tasks=("pointmap",))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from actors.infer import InferSpec, SapiensWorker
+from actors.infer import InferSpec, ModelKey, SapiensWorker
 from actors.messages import FrameBatch, PersonBatch
 from models import build_model
 from models.analyze import Analyzer
@@ -129,7 +129,8 @@ def _frame0(worker: SapiensWorker, frames: list[int], persons: list[tuple[int, i
 
 
 def test_a_person_gets_the_same_results_whatever_else_its_call_holds() -> None:
-    spec = InferSpec(tasks=TASKS, num_keypoints=17, batch_size=BATCH, device="cpu", crop_size=CROP)
+    model = ModelKey(num_keypoints=17, device="cpu", crop_size=CROP)
+    spec = InferSpec(tasks=TASKS, model=model, batch_size=BATCH)
     worker = SapiensWorker(spec)
     try:
         ref = _frame0(worker, [0], [(0, 0)])  # alone, three padding rows

@@ -17,16 +17,21 @@ class Recorder:
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.sizes: list[int] = []
+        self.wants: list[frozenset[str] | None] = []
         self.rows: list[torch.Tensor] = []
         self.delay_s = delay_s
         self.weight = torch.randn(4, 3)
 
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, want: frozenset[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         self.sizes.append(x.shape[0])
+        self.wants.append(want)
         self.rows.append(x[:, 0, 0, 0].clone())
         time.sleep(self.delay_s)
         flat = x.mean(dim=(2, 3))
-        return {"a": flat @ self.weight.T, "b": x * 2}
+        out = {"a": flat @ self.weight.T, "b": x * 2}
+        return out if want is None else {k: v for k, v in out.items() if k in want}
 
 
 def test_every_caller_gets_exactly_its_own_outputs() -> None:
@@ -143,7 +148,7 @@ def test_a_small_job_is_not_starved_by_a_big_one() -> None:
 def test_a_failing_forward_fails_its_callers_only() -> None:
     calls = {"n": 0}
 
-    def flaky(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def flaky(x: torch.Tensor, want: frozenset[str] | None) -> dict[str, torch.Tensor]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("device error")
@@ -169,3 +174,47 @@ def test_bad_settings_are_refused() -> None:
         DynamicBatcher(Recorder(), batch_size=0)
     with pytest.raises(ValueError, match="deadline_s"):
         DynamicBatcher(Recorder(), batch_size=1, deadline_s=-1)
+
+
+def test_a_forward_computes_what_its_requests_want_and_each_gets_only_its_own() -> None:
+    """Jobs asking for different outputs (tasks) share one forward; it computes the union and
+    each caller gets back exactly the outputs it named; a caller naming none gets all."""
+    fwd = Recorder()
+    batcher = DynamicBatcher(fwd, batch_size=8, deadline_s=5.0)
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(2, 3, 2, 2, generator=gen) for _ in range(3)]
+    wants: list[frozenset[str] | None] = [frozenset({"a"}), frozenset({"b"}), None]
+    start = threading.Barrier(3)
+
+    def call(k: int) -> dict[str, torch.Tensor]:
+        with batcher.session(f"job{k}", wants[k]) as submit:
+            start.wait()
+            return submit(inputs[k])
+
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(call, range(3)))
+    batcher.close()
+    assert fwd.sizes == [6]  # one shared forward
+    assert fwd.wants == [None]  # a request wanting everything makes the union everything
+    assert set(got[0]) == {"a"} and set(got[1]) == {"b"} and set(got[2]) == {"a", "b"}
+    for x, out in zip(inputs, got, strict=True):
+        ref = fwd(x)
+        for name, value in out.items():
+            assert torch.allclose(value, ref[name], atol=1e-6)
+
+
+def test_the_union_of_wants_is_what_the_forward_is_asked_for() -> None:
+    fwd = Recorder()
+    batcher = DynamicBatcher(fwd, batch_size=8, deadline_s=5.0)
+    start = threading.Barrier(2)
+
+    def call(k: int) -> dict[str, torch.Tensor]:
+        with batcher.session(f"job{k}", frozenset({"a"} if k == 0 else {"a", "c"})) as submit:
+            start.wait()
+            return submit(torch.zeros(1, 3, 2, 2))
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(call, range(2)))
+    batcher.close()
+    assert fwd.wants == [frozenset({"a", "c"})]
+    assert [set(g) for g in got] == [{"a"}, {"a"}]  # "c" is no output of this forward
