@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import torch
 
 import actors.infer
 from actors.decode import DecodeWorker
-from actors.infer import InferSpec, runtime_spec
+from actors.infer import ModelKey, runtime_spec
 from flows.inline import run_inline
 from flows.plan import JobPlan, plan_job
 from flows.spec import JobSpec
@@ -58,10 +58,12 @@ class TimedPredictor(Predictor):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, tasks: Iterable[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         self._sync()
         t0 = time.perf_counter()
-        out = super().__call__(images)
+        out = super().__call__(images, tasks)
         self._sync()
         self.seconds += time.perf_counter() - t0
         self.calls += math.ceil(images.shape[0] / self.spec.batch_size)
@@ -75,12 +77,12 @@ def random_released_groups(built: list[TimedPredictor]) -> Iterator[None]:
     checkpoints (one backbone group per task) instead of loading checkpoints; every group it
     builds is appended to ``built``."""
 
-    def build(spec: InferSpec) -> list[Predictor]:
-        runtime = runtime_spec(spec)
-        torch.manual_seed(spec.seed)
+    def build(key: ModelKey, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
+        runtime = runtime_spec(key, batch_size)
+        torch.manual_seed(key.seed)
         groups = []
-        for task in spec.tasks:
-            model = _random_group(task, spec, runtime)
+        for task in tasks:
+            model = _random_group(task, key, runtime)
             groups.append(TimedPredictor(model, runtime))
         built.extend(groups)
         return list(groups)
@@ -95,12 +97,12 @@ def random_released_groups(built: list[TimedPredictor]) -> Iterator[None]:
         actors.infer.build_groups = original
 
 
-def _random_group(task: str, spec: InferSpec, runtime: RuntimeSpec) -> torch.nn.Module:
-    kw: dict[str, Any] = {"num_keypoints": spec.num_keypoints, "device": runtime.device}
+def _random_group(task: str, key: ModelKey, runtime: RuntimeSpec) -> torch.nn.Module:
+    kw: dict[str, Any] = {"num_keypoints": key.num_keypoints, "device": runtime.device}
     try:  # built in place at the run dtype: a 2b group is never allocated in float32
-        return build_model((task,), spec.size, dtype=runtime.torch_dtype, **kw)
+        return build_model((task,), key.size, dtype=runtime.torch_dtype, **kw)
     except (RuntimeError, NotImplementedError):  # an init op without a kernel for that dtype
-        return build_model((task,), spec.size, **kw).to(runtime.torch_dtype)
+        return build_model((task,), key.size, **kw).to(runtime.torch_dtype)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
