@@ -1,8 +1,10 @@
 """Zarr plumbing shared by the writer and the reader: stores, arrays, root attributes.
 
 Local stores are :class:`DurableLocalStore`: every write is fsynced (file, then directory)
-before it returns. The owning writer serialises its mutations of a local store with
-:class:`StoreLock`, an OS file lock on ``<store>.lock`` beside the store.
+before it returns, except inside :func:`synced_at_exit` (the arrays of a store being
+created), where the writes are fsynced together when the block ends. The owning writer
+serialises its mutations of a local store with :class:`StoreLock`, an OS file lock on
+``<store>.lock`` beside the store.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +60,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _durable_put(path: Path, data: Any, *, exclusive: bool) -> None:
+def _durable_put(
+    path: Path, data: Any, *, exclusive: bool, defer: list[Path] | None = None
+) -> None:
     """Write ``data`` to ``path`` through a fsynced temporary file, then fsync the directories
-    whose entries changed (the file's, and the parent of each directory this call created)."""
+    whose entries changed (the file's, and the parent of each directory this call created).
+    With ``defer``, nothing is fsynced here: the file and those directories are appended to
+    ``defer`` for :func:`_fsync_all`."""
     created = []
     parent = path.parent
     while not parent.exists():
@@ -71,7 +78,8 @@ def _durable_put(path: Path, data: Any, *, exclusive: bool) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if defer is None:
+                os.fsync(f.fileno())
         if exclusive:
             os.link(tmp, path)  # FileExistsError if the key exists
             os.unlink(tmp)
@@ -80,9 +88,55 @@ def _durable_put(path: Path, data: Any, *, exclusive: bool) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if defer is not None:
+        defer += [path, path.parent, *(d.parent for d in created)]
+        return
     _fsync_dir(path.parent)
     for d in created:
         _fsync_dir(d.parent)
+
+
+def _make_dir_durably(path: Path) -> None:
+    """``mkdir -p path``, with the entry of each directory it creates fsynced in its parent."""
+    missing = []
+    parent = path
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in reversed(missing):
+        _fsync_dir(d.parent)
+
+
+def _fsync_all(paths: list[Path]) -> None:
+    """fsync files and then directories, each once. After many writes, this costs far less than
+    a fsync after each: the first one commits the file system's journal for all of them."""
+    seen: set[Path] = set()
+    files = [p for p in paths if not (p in seen or seen.add(p)) and not p.is_dir()]  # type: ignore[func-returns-value]
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for path in sorted(seen - set(files), key=lambda p: len(p.parts), reverse=True):
+        _fsync_dir(path)
+
+
+@contextlib.contextmanager
+def synced_at_exit(store: Store) -> Iterator[None]:
+    """Within the block, writes to a :class:`DurableLocalStore` are not fsynced one by one;
+    all of them are when the block ends normally (not at all when it raises: for writes whose
+    loss a crash makes harmless, such as a store still marked as being created)."""
+    if not isinstance(store, DurableLocalStore):
+        yield
+        return
+    store._defer = pending = []
+    try:
+        yield
+    finally:
+        store._defer = None
+    _fsync_all(pending)
 
 
 class DurableLocalStore(LocalStore):
@@ -96,20 +150,44 @@ class DurableLocalStore(LocalStore):
         await self._put(key, value, exclusive=False)
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        # zarr asks this for every parent group of every array it creates: a key already
+        # there costs a stat, not a durable write of a file that is then thrown away. (The
+        # exclusive link below still decides when two writers race for a new key.)
+        if await asyncio.to_thread((self.root / key).exists):
+            return
         with contextlib.suppress(FileExistsError):
             await self._put(key, value, exclusive=True)
+
+    _defer: list[Path] | None = None  # set by synced_at_exit
+
+    async def _open(self, *, mode: Any = None) -> None:
+        if not self.read_only:
+            await asyncio.to_thread(_make_dir_durably, self.root)
+        await super()._open(mode=mode)
+
+    def _ensure_open_sync(self) -> None:
+        if not self._is_open and not self.read_only:
+            _make_dir_durably(self.root)
+        super()._ensure_open_sync()
+
+    async def clear(self) -> None:
+        self._check_writable()
+        await asyncio.to_thread(shutil.rmtree, self.root)
+        await asyncio.to_thread(_make_dir_durably, self.root)
 
     def set_sync(self, key: str, value: Buffer) -> None:
         self._ensure_open_sync()
         self._check_writable()
-        _durable_put(self.root / key, _bytes_of(value), exclusive=False)
+        _durable_put(self.root / key, _bytes_of(value), exclusive=False, defer=self._defer)
 
     async def _put(self, key: str, value: Buffer, *, exclusive: bool) -> None:
         if not self._is_open:
             await self._open()
         self._check_writable()
         data = _bytes_of(value)
-        await asyncio.to_thread(_durable_put, self.root / key, data, exclusive=exclusive)
+        await asyncio.to_thread(
+            _durable_put, self.root / key, data, exclusive=exclusive, defer=self._defer
+        )
 
 
 def _bytes_of(value: Buffer) -> Any:
@@ -164,6 +242,9 @@ def create_array(root: zarr.Group, layout: ArrayLayout, rows: int) -> zarr.Array
         compressors=[_compressor(layout)],
         fill_value=layout.fill_value,
         dimension_names=layout.dims,
+        # Flat chunk keys (``c.0.0.0``): a new chunk is one file in its array's directory, not a
+        # chain of new directories that each need a durable (fsynced) entry in their parent.
+        chunk_key_encoding={"name": "default", "separator": "."},
         attributes=dict(layout.attributes or {}),
         config={"write_empty_chunks": False},
     )

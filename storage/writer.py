@@ -237,9 +237,12 @@ class Writer:
         layout = ZarrLayout.from_spec(spec)
         n_blocks = max(1, -(-capacity_frames // spec.frames_per_shard))
         with _store.StoreLock(store):
-            root = _store.create_root(store, meta)
-            for a in layout.arrays:
-                _store.create_array(root, a, layout.rows_for_blocks(a, n_blocks))
+            root = _store.create_root(store, meta)  # durable: "creating" survives a crash
+            # Until the status says "running", a crash leaves a store that counts as absent
+            # (and is replaced), so the arrays' writes are fsynced together, not one by one.
+            with _store.synced_at_exit(store):
+                for a in layout.arrays:
+                    _store.create_array(root, a, layout.rows_for_blocks(a, n_blocks))
             _store.write_meta(root, meta)  # status "running": the store exists from now on
         logger.info("created result store %s (%s)", path_or_url, ",".join(spec.tasks))
         return cls(BlockWriter(path_or_url), on_commit=on_commit, fence=fence)
