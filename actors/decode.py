@@ -284,6 +284,7 @@ class DecodeWorker:
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
             max_pixels=s.limits.max_pixels,
+            corrupt_slots=True,
         )
         return info, _Batcher(job_id, info, s.batch_size, reader).run()
 
@@ -297,6 +298,7 @@ class _Batcher:
         self._index: list[int] = []
         self._pts: list[int] = []
         self._time: list[float] = []
+        self._corrupt: list[bool] = []
         self._batch_index = 0
 
     def run(self) -> Iterator[FrameBatch]:
@@ -325,6 +327,7 @@ class _Batcher:
         self._index.append(frame.index)
         self._pts.append(-1 if frame.pts is None else frame.pts)
         self._time.append(frame.time_s)
+        self._corrupt.append(frame.corrupt)
 
     def _flush(self, *, is_last: bool) -> FrameBatch:
         n = len(self._index)
@@ -339,6 +342,7 @@ class _Batcher:
             source_index=np.asarray(self._index, dtype=np.int64),
             pts=np.asarray(self._pts, dtype=np.int64),
             time_s=np.asarray(self._time, dtype=np.float64),
+            corrupt=np.asarray(self._corrupt, dtype=bool),
             is_last=is_last,
             n_corrupt=self._reader.take_corrupt(),
             info=self._info if self._batch_index == 0 else None,
@@ -351,5 +355,6 @@ class _Batcher:
             self._index[0] if n else None,
         )
         self._buffer, self._index, self._pts, self._time = None, [], [], []
+        self._corrupt = []
         self._batch_index += 1
         return batch

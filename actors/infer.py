@@ -25,6 +25,7 @@ from models.hub import hub_ref
 from models.metadata import keypoint_set
 from models.runtime import Predictor, RuntimeSpec
 from models.spec import INPUT_SIZE
+from storage import FrameStatus
 from storage.frame import FrameResult
 
 __all__ = [
@@ -360,7 +361,8 @@ class SapiensWorker:
                     tasks=tasks,
                     dense_mode=dense_mode,
                 )
-            return frame_records(FrameMeta.from_batch(batch, first_index), persons, res)
+            meta = FrameMeta.from_batch(batch, first_index, persons)
+            return frame_records(meta, persons, res)
         finally:
             with self._lock:
                 c = self._counts
@@ -381,14 +383,22 @@ class FrameMeta:
     source_index: np.ndarray
     pts: np.ndarray
     time_s: np.ndarray
+    status: tuple[FrameStatus, ...]
 
     @classmethod
-    def from_batch(cls, batch: FrameBatch, first_index: int) -> FrameMeta:
+    def from_batch(cls, batch: FrameBatch, first_index: int, persons: PersonBatch) -> FrameMeta:
+        """The batch's frames; a corrupt one (decode) or one the person stage skipped is not
+        ``ok``."""
+        corrupt = batch.corrupt if batch.corrupt is not None else np.zeros(len(batch), bool)
+        status: list[FrameStatus] = ["corrupt" if c else "ok" for c in corrupt]
+        for f in persons.skipped:
+            status[f] = "skipped"
         return cls(
             first_index=first_index,
             source_index=batch.source_index,
             pts=batch.pts,
             time_s=batch.time_s,
+            status=tuple(status),
         )
 
     def __len__(self) -> int:
@@ -411,6 +421,7 @@ def _record(meta: FrameMeta, persons: PersonBatch, res: PersonResults, f: int) -
         "track_id": persons.track_id[rows].astype(np.int64),
         "box_xyxy": persons.boxes[rows].astype(np.float32),
         "score": persons.scores[rows].astype(np.float32),
+        "status": meta.status[f],
     }
     if res.keypoints is not None and res.keypoint_scores is not None:
         fields["keypoints_xy"] = res.keypoints[rows].numpy()

@@ -29,8 +29,11 @@ class FrameBatch:
         time_s: (B,) float64 seconds since the first frame (see ``VideoInfo.time_source``).
         is_last: True on the final batch of the call; it may be empty (B = 0) only when no
             frame was selected at all.
-        n_corrupt: frames or packets dropped as corrupt since the previous batch.
+        n_corrupt: frames or packets found corrupt since the previous batch (selected or not).
         info: the video facts, set on the first batch (``batch_index == 0``) only.
+        corrupt: (B,) bool, True for a selected slot whose frame was corrupt or failed to
+            decode (its pixels are black; it gets a store row with status ``corrupt`` and no
+            persons); None: all False.
     """
 
     job_id: str
@@ -42,6 +45,7 @@ class FrameBatch:
     is_last: bool
     n_corrupt: int = 0
     info: VideoInfo | None = None
+    corrupt: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.job_id, str) or not self.job_id:
@@ -60,7 +64,10 @@ class FrameBatch:
             )
             raise ValueError(msg)
         n = self.frames.shape[0]
-        for name, dtype in (("source_index", np.int64), ("pts", np.int64), ("time_s", np.float64)):
+        if self.corrupt is None:
+            object.__setattr__(self, "corrupt", np.zeros(n, dtype=bool))
+        columns = (("source_index", np.int64), ("pts", np.int64), ("time_s", np.float64))
+        for name, dtype in (*columns, ("corrupt", np.bool_)):
             array = getattr(self, name)
             _check_array(name, array, dtype, 1)
             if array.shape[0] != n:
@@ -81,12 +88,16 @@ class PersonBatch:
         scores: (N,) float32 detector confidence.
         frame: (N,) int64 row of the person's frame in the batch, non-decreasing.
         track_id: (N,) int64 track id (>= 0), stable across the job's batches.
+        skipped: rows of the batch's frames the person stage left out (more detections than
+            the store holds per frame): they have no persons here and go to the store with
+            status ``skipped``.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     frame: np.ndarray
     track_id: np.ndarray
+    skipped: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check_array("boxes", self.boxes, np.float32, 2, "PersonBatch")

@@ -36,6 +36,9 @@ class PersonStage:
         detector_options: constructor options of that detector (e.g. ``boxes_by_source_index``).
         tracker_state: state from :meth:`state` to continue from, or None for a fresh tracker.
         tracker_config: tracker thresholds (default: the pipeline's).
+        max_persons: a frame with more detections than this is skipped (no persons, no
+            tracker update; ``PersonBatch.skipped``) instead of failing the job at the store,
+            which holds that many per frame; None: no limit.
     """
 
     def __init__(
@@ -46,7 +49,10 @@ class PersonStage:
         tracker_state: Mapping[str, Any] | None = None,
         tracker_config: TrackerConfig | None = None,
         built: PersonDetector | None = None,
+        max_persons: int | None = None,
     ) -> None:
+        self.max_persons = max_persons
+        self.skipped: list[int] = []  # rows of the last batch that were skipped
         self.detector = built or build_detector(detector, **dict(detector_options or {}))  # type: ignore[arg-type]
         self.tracker = (
             Tracker.from_state(dict(tracker_state)) if tracker_state else Tracker(tracker_config)
@@ -56,17 +62,29 @@ class PersonStage:
 
     def __call__(self, batch: FrameBatch) -> tuple[Detections, np.ndarray]:
         """Detections of the batch (``frame`` = row in the batch, grouped by frame) and the
-        (N,) track id of each, -1 for detections too weak to track."""
+        (N,) track id of each, -1 for detections too weak to track. A corrupt frame (black,
+        ``batch.corrupt``) has no persons and leaves the tracker as it was; it still takes its
+        frame step, so the tracks on either side of it are one frame further apart."""
+        self.skipped = []
         if len(batch) == 0:
             return Detections.empty(), np.zeros(0, np.int64)
         frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2)
         found = self.detector(frames, batch.source_index)
         parts, ids = [], []
         for f in range(len(batch)):
+            if batch.corrupt[f]:
+                self._step += 1
+                continue
             mine = found.for_frame(f)
+            if self.max_persons is not None and len(mine) > self.max_persons:
+                self.skipped.append(f)
+                self._step += 1
+                continue
             ids.append(self.tracker.update(mine, self._step))
             self._step += 1
             parts.append(mine)
+        if not parts:
+            return Detections.empty(), np.zeros(0, np.int64)
         self._next_source = int(batch.source_index[-1]) + 1
         return Detections.concat(parts), np.concatenate(ids).astype(np.int64)
 
@@ -79,6 +97,7 @@ class PersonStage:
             scores=np.ascontiguousarray(found.scores[keep], np.float32),
             frame=np.ascontiguousarray(found.frame[keep], np.int64),
             track_id=ids[keep],
+            skipped=tuple(self.skipped),
         )
 
     def checkpoint(self) -> ResumeState:
@@ -102,11 +121,13 @@ class PersonRequest:
         detector: ``full-frame``, ``boxes`` or ``rtdetr``.
         options: that detector's constructor options.
         tracker: tracker thresholds (None: the pipeline's).
+        max_persons: see :class:`PersonStage`.
     """
 
     detector: DetectorKind
     options: Mapping[str, Any] = field(default_factory=dict)
     tracker: TrackerConfig | None = None
+    max_persons: int | None = None
 
 
 # Detectors whose construction is costly (weights) are kept per setting; the others are built
@@ -136,6 +157,7 @@ class PersonWorker:
             tracker_state=dict(state.tracker) if state is not None else None,
             tracker_config=request.tracker,
             built=self._detector(request),
+            max_persons=request.max_persons,
         )
         persons = stage.tracked(batch)
         if len(batch) == 0 and state is not None:

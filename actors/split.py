@@ -91,7 +91,7 @@ class BackboneWorker:
             for p in self.backbones
         )
         return FeatureBatch(
-            meta=FrameMeta.from_batch(batch, first_index),
+            meta=FrameMeta.from_batch(batch, first_index, persons),
             persons=persons,
             features=feats,
             center=crop.center.cpu().numpy(),

@@ -33,7 +33,7 @@ def run_inline(plan: JobPlan) -> JobOutcome:
     spec = plan.spec
     decoder = DecodeWorker(plan.decode)
     info = decoder.probe(spec.source)
-    persons = PersonStage(plan.detector, plan.detector_options)
+    persons = PersonStage(plan.detector, plan.detector_options, max_persons=plan.max_persons)
     worker = SapiensWorker(plan.infer)
     writer = WriterStage(
         plan.store_url,

@@ -13,7 +13,7 @@ from actors.messages import VideoInfo
 from flows.spec import JobSpec
 from media import output_size
 from models.spec import output_keypoints
-from storage import StoreSpec
+from storage import DEFAULT_MAX_PERSONS, StoreSpec
 
 __all__ = ["MAP_BYTES_PER_PIXEL", "JobPlan", "map_bytes_per_pixel", "plan_job"]
 
@@ -75,6 +75,11 @@ class JobPlan:
             source_height=info.height,
             source_width=info.width,
         )
+
+    @property
+    def max_persons(self) -> int:
+        """Persons the store holds per frame: a frame with more detections is skipped."""
+        return DEFAULT_MAX_PERSONS
 
     def job_facts(self) -> dict[str, Any]:
         return {"job_id": self.spec.job_id, "spec": self.spec.to_dict()}

@@ -207,7 +207,9 @@ def _build(
         out_size=plan.out_size(video),
         decode_from=request,
         person_request=PersonRequest(
-            detector=plan.detector, options=dict(plan.detector_options or {})
+            detector=plan.detector,
+            options=dict(plan.detector_options or {}),
+            max_persons=plan.max_persons,
         ),
         resume=checkpoint,
         watermark=watermark,

@@ -44,14 +44,21 @@ class DecodedFrame:
         index: decode index (0 = first decoded frame of the video).
         pts: presentation timestamp in the stream's time base, or None.
         time_s: seconds since the first frame (see :class:`~media.FrameClock`).
+
+    A corrupt slot (``corrupt``: its packet failed to decode or the decoder flagged the frame)
+    has no pixels; :meth:`rgb` gives black.
     """
 
     index: int
     pts: int | None
     time_s: float
-    _frame: av.VideoFrame
+    _frame: av.VideoFrame | None
     _shape: tuple[int, int, int]
     _orientation: Orientation
+
+    @property
+    def corrupt(self) -> bool:
+        return self._frame is None
 
     def rgb(self, out: np.ndarray | None = None) -> np.ndarray:
         """The frame as upright (H, W, 3) uint8 RGB of the probed output size.
@@ -64,7 +71,10 @@ class DecodedFrame:
         """
         if out is None:
             out = np.empty(self._shape, dtype=np.uint8)
-        to_rgb(self._frame, out, orientation=self._orientation)
+        if self._frame is None:
+            out[...] = 0
+        else:
+            to_rgb(self._frame, out, orientation=self._orientation)
         return out
 
 
@@ -82,6 +92,9 @@ class VideoReader:
         open_timeout_s: seconds a network source may take to open.
         read_timeout_s: seconds a network source may stay silent while reading.
         max_pixels: largest frame (width x height) let through, or None for no limit.
+        corrupt_slots: also yield the corrupt slots the sampler would have selected
+            (``DecodedFrame.corrupt``; see :meth:`Sampler.covers`), in decode order among the
+            good frames, so a caller can record them; by default they are only counted.
 
     Raises:
         UnknownFrameRateError: the sampler selects by time but the video has neither
@@ -100,7 +113,9 @@ class VideoReader:
         open_timeout_s: float = OPEN_TIMEOUT_S,
         read_timeout_s: float = READ_TIMEOUT_S,
         max_pixels: int | None = MAX_PIXELS,
+        corrupt_slots: bool = False,
     ) -> None:
+        self._with_corrupt = corrupt_slots
         self._sampler = sampler or Sampler(stride=1, target_fps=None, start_s=0.0, end_s=None)
         self.clock = FrameClock(info.time_source, info.time_base, info.start_pts, info.fps)
         if self._sampler.uses_time and info.time_source == "rate" and info.fps is None:
@@ -140,6 +155,7 @@ class VideoReader:
         for index, frame in self._feed:
             if index <= last:  # the feed restarted from 0 after an abandoned seek
                 sampler = sampler.fresh()
+            yield from self._corrupt(sampler)  # slots before this frame
             last = self.last_index = index
             time_s = self.clock.time_of(index, frame.pts)
             choice = sampler.choose(index, time_s)
@@ -151,6 +167,16 @@ class VideoReader:
             if choice is Choice.SKIP:
                 continue
             yield DecodedFrame(index, frame.pts, time_s, frame, self._shape, self._orientation)
+        yield from self._corrupt(sampler)  # slots after the last good frame
+
+    def _corrupt(self, sampler: Sampler) -> Iterator[DecodedFrame]:
+        """The corrupt slots recorded since the last call that ``sampler`` would select."""
+        for index, pts in self._feed.take_slots():
+            if not self._with_corrupt or index < self._start:
+                continue
+            time_s = self.clock.time_of(index, pts)
+            if sampler.covers(index, time_s):
+                yield DecodedFrame(index, pts, time_s, None, self._shape, self._orientation)
 
 
 def read_frames(
@@ -217,10 +243,23 @@ class _Feed:
         self._seekable, self._start_index, self._start_s = seekable, start_index, start_s
         self._clock, self._options = clock, options
         self._reader: FrameReader | None = None
+        self._slots_of: FrameReader | None = None  # whose corrupt_slots take_slots reads
+        self._slots_taken = 0
 
     @property
     def n_corrupt(self) -> int:
         return 0 if self._reader is None else self._reader.n_corrupt
+
+    def take_slots(self) -> list[tuple[int, int | None]]:
+        """Corrupt slots ``(index, pts)`` of the current pass recorded since the last call."""
+        if self._reader is None:
+            return []
+        reader = self._reader
+        if reader is not self._slots_of:
+            self._slots_of, self._slots_taken = reader, 0
+        new = reader.corrupt_slots[self._slots_taken :]
+        self._slots_taken += len(new)
+        return new
 
     def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
         options = self._options

@@ -97,6 +97,19 @@ class Sampler:
             stride=self._stride, target_fps=self._fps, start_s=self._start, end_s=self._end
         )
 
+    def covers(self, index: int, time_s: float) -> bool:
+        """Whether a corrupt slot at decode ``index`` and ``time_s`` stands where a selected
+        frame would be (same rules as :meth:`choose`; the state is not updated, so the next good
+        frame of the same tick is still selected). A slot of unknown time is never placed by
+        a time rule."""
+        if self.uses_time and math.isnan(time_s):
+            return False
+        if (self._end is not None and time_s >= self._end) or time_s < self._start:
+            return False
+        if self._fps is not None:
+            return self._tick(time_s) > self._prev_tick
+        return index % self._stride == 0
+
     def choose(self, index: int, time_s: float) -> Choice:
         """Decide for the good frame at decode ``index`` and time ``time_s`` (updates state)."""
         if self._end is not None and time_s >= self._end:

@@ -97,6 +97,9 @@ class FrameReader:
     A frame above ``max_pixels`` raises :class:`ResourceLimitError` before it is yielded (and
     so before any conversion to RGB).
 
+    Every such slot is also recorded, in order, in ``corrupt_slots`` as ``(index, pts)`` (the
+    failed packet's or corrupt frame's pts, None where unknown), for readers that report them.
+
     At the end of the stream, packets that never got a slot are counted in ``n_corrupt`` too:
     PyAV stops draining a frame-threaded decoder at the first decode error (and drops an error
     that follows a frame), so on damaged input the frames still inside the decoder would
@@ -123,6 +126,7 @@ class FrameReader:
         self._first_index = first_index
         self.next_index = first_index
         self.n_corrupt = 0
+        self.corrupt_slots: list[tuple[int, int | None]] = []
 
     def __iter__(self) -> Iterator[tuple[int, av.VideoFrame]]:
         fed = 0  # packets that stand for a frame (non-empty, not to be discarded)
@@ -134,6 +138,7 @@ class FrameReader:
                 raise network_error(e, self._name, self.next_index) from e
             except av.error.FFmpegError as e:
                 self.n_corrupt += 1
+                self.corrupt_slots.append((self.next_index, packet.pts))
                 self.next_index += 1  # the frame this packet stood for keeps its slot
                 logger.debug("%s: packet at pts %s failed to decode: %s", self._name, packet.pts, e)
                 continue
@@ -141,12 +146,14 @@ class FrameReader:
                 index, self.next_index = self.next_index, self.next_index + 1
                 if frame.is_corrupt:
                     self.n_corrupt += 1
+                    self.corrupt_slots.append((index, frame.pts))
                     continue
                 check_frame_pixels(frame.width, frame.height, self._max_pixels, self._name, index)
                 yield index, frame
         lost = fed - (self.next_index - self._first_index)
         if lost > 0:
             self.n_corrupt += lost
+            self.corrupt_slots += [(self.next_index + i, None) for i in range(lost)]
             self.next_index += lost
             logger.warning(
                 "%s: %d frame(s) never came out of the decoder (damaged input)", self._name, lost

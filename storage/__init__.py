@@ -44,10 +44,22 @@ from storage.reader import ResultReader, StoreState, open_result, store_state
 from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
 from storage.resume import ResumeState
 from storage.runlock import JobRunLock, StoreBusyError
-from storage.schema import SCHEMA_VERSION, TASKS, StoreSpec, Task, ZarrLayout, output_size
+from storage.schema import (
+    DEFAULT_MAX_PERSONS,
+    FRAME_STATUS,
+    SCHEMA_VERSION,
+    TASKS,
+    FrameStatus,
+    StoreSpec,
+    Task,
+    ZarrLayout,
+    output_size,
+)
 from storage.writer import BlockWriter, Writer
 
 __all__ = [
+    "DEFAULT_MAX_PERSONS",
+    "FRAME_STATUS",
     "SCHEMA_VERSION",
     "TASKS",
     "TERMINAL_STATES",
@@ -61,6 +73,7 @@ __all__ = [
     "FrameData",
     "FrameNotCommittedError",
     "FrameResult",
+    "FrameStatus",
     "FrameTable",
     "HeartbeatThread",
     "InvalidJobIdError",

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from storage.errors import SchemaMismatchError
 from storage.frame import FrameResult
-from storage.schema import NORMAL_SCALE, ZarrLayout
+from storage.schema import FRAME_STATUS, NORMAL_SCALE, ZarrLayout
 
 KEYPOINT_GRID = 64.0
 PTS_UNKNOWN = -(2**63)
@@ -36,6 +36,7 @@ class EncodedFrame:
     scalars: tuple[int, int, float]
     persons: Rows
     maps: Rows
+    status: int = FRAME_STATUS["ok"]
 
     @property
     def num_persons(self) -> int:
@@ -128,6 +129,7 @@ def encode_frame(layout: ZarrLayout, r: FrameResult) -> EncodedFrame:
         scalars=(int(r.source_index), pts, float(r.time_s)),
         persons=persons,
         maps=maps,
+        status=FRAME_STATUS[r.status],
     )
 
 
@@ -162,6 +164,7 @@ def assemble_block(layout: ZarrLayout, block: int, frames: Sequence[EncodedFrame
         out["frames/time_s"][j] = time_s
         out["frames/person_offset"][j] = block * r_rows + row
         out["frames/person_count"][j] = f.num_persons
+        out["frames/status"][j] = f.status
         for path, values in f.persons.items():
             out[path][row : row + f.num_persons] = values
         for path, values in f.maps.items():

@@ -305,12 +305,15 @@ def spec_of(meta: Mapping[str, Any]) -> StoreSpec:
 
 
 def open_arrays(root: zarr.Group, layout: ZarrLayout) -> dict[str, zarr.Array]:
-    """Open every array of the layout; raise SchemaMismatchError if one is missing or differs."""
+    """Open every array of the layout; raise SchemaMismatchError if one is missing (an optional
+    one is left out) or differs."""
     out: dict[str, zarr.Array] = {}
     for a in layout.arrays:
         try:
             arr = root[a.path]
         except KeyError as e:
+            if a.optional:
+                continue
             msg = f"{root.store}: array {a.path!r} of the layout is missing"
             raise SchemaMismatchError(msg) from e
         if not isinstance(arr, zarr.Array) or arr.shape[1:] != a.row_shape:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 # (group, array) -> variable name in the Dataset; names must not clash with dimension names.
 _RENAMES = {
+    "frames": {"status": "frame_status"},
     "persons": {"frame": "person_frame"},
     "seg": {"person": "person_map"},
     "depth": {"relative": "depth"},
@@ -44,7 +45,7 @@ def build_dataset(reader: ResultReader) -> xarray.Dataset:
         ds = xr.open_zarr(
             reader._store, group=group, consolidated=False, zarr_format=3, chunks=None
         )
-        ds = ds.rename_vars(_RENAMES.get(group, {}))
+        ds = ds.rename_vars({k: v for k, v in _RENAMES.get(group, {}).items() if k in ds})
         if "frame" in ds.dims:
             ds = ds.isel(frame=slice(0, n))
         if "person" in ds.dims:

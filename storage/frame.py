@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from storage.errors import SchemaMismatchError
-from storage.schema import NUM_PART_CLASSES, Task
+from storage.schema import FRAME_STATUS, NUM_PART_CLASSES, FrameStatus, Task
 
 __all__ = ["FrameResult"]
 
@@ -70,6 +70,8 @@ class FrameResult:
         person_map: (H, W) uint16 owning person, 0 = none, k = person k-1 of this frame.
         depth: (H, W) float relative depth, NaN off-person, or None if depth is off.
         normal: (H, W, 3) float unit normals, 0 off-person, or None if normals are off.
+        status: ``ok``, or ``corrupt``/``skipped`` for a selected frame that was not analysed
+            (no persons; its time may be unknown, NaN).
     """
 
     index: int
@@ -85,6 +87,7 @@ class FrameResult:
     person_map: npt.NDArray[np.integer[Any]] | None = None
     depth: npt.NDArray[np.floating[Any]] | None = None
     normal: npt.NDArray[np.floating[Any]] | None = None
+    status: FrameStatus = "ok"
 
     def __post_init__(self) -> None:
         self._check_scalars()
@@ -128,12 +131,23 @@ class FrameResult:
             isinstance(self.pts, bool) or not isinstance(self.pts, int | np.integer)
         ):
             raise _fail(self.index, f"pts: expected an int or None, got {self.pts!r}")
-        if not isinstance(self.time_s, float | int | np.floating) or not math.isfinite(self.time_s):
+        if self.status not in FRAME_STATUS:
+            raise _fail(
+                self.index, f"status: expected one of {list(FRAME_STATUS)}, got {self.status!r}"
+            )
+        unknown_time = (
+            self.status != "ok" and isinstance(self.time_s, float) and math.isnan(self.time_s)
+        )
+        if not isinstance(self.time_s, float | int | np.floating) or not (
+            math.isfinite(self.time_s) or unknown_time
+        ):
             raise _fail(self.index, f"time_s: expected a finite float, got {self.time_s!r}")
 
     def _check_persons(self) -> None:
         _check_array(self.index, "track_id", self.track_id, (None,), "iu")
         p = self.num_persons
+        if p and self.status != "ok":
+            raise _fail(self.index, f"a frame with status {self.status!r} has no persons, got {p}")
         _check_array(self.index, "box_xyxy", self.box_xyxy, (p, 4), "f")
         _check_array(self.index, "score", self.score, (p,), "f")
         if p and int(self.track_id.min()) < 0:

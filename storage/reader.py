@@ -39,7 +39,7 @@ from storage.errors import FrameNotCommittedError, SchemaMismatchError, StoreNot
 from storage.provenance import ModelProvenance
 from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
 from storage.resume import ResumeState
-from storage.schema import StoreSpec, Task, ZarrLayout
+from storage.schema import FRAME_STATUS, StoreSpec, Task, ZarrLayout
 
 if TYPE_CHECKING:
     import xarray
@@ -48,7 +48,7 @@ __all__ = ["ResultReader", "StoreState", "open_result", "store_state"]
 
 logger = logging.getLogger(__name__)
 
-_TABLE_FIELDS = ("source_index", "pts", "time_s", "person_offset", "person_count")
+_TABLE_FIELDS = ("source_index", "pts", "time_s", "person_offset", "person_count", "status")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,16 +178,26 @@ class ResultReader:
     def _cached_table(self) -> FrameTable:
         """All committed frames' scalars; committed rows never change, so they are cached."""
         if self._table is None:
-            empty = {f: np.zeros(0, self._arrays[f"frames/{f}"].dtype) for f in _TABLE_FIELDS}
+            empty = {f: np.zeros(0, self._column_dtype(f)) for f in _TABLE_FIELDS}
             self._table = FrameTable(start=0, **empty)
         have, n = len(self._table), self.num_frames
         if have < n:
             new = {
-                f: np.concatenate([getattr(self._table, f), self._arrays[f"frames/{f}"][have:n]])
+                f: np.concatenate([getattr(self._table, f), self._column(f, have, n)])
                 for f in _TABLE_FIELDS
             }
             self._table = FrameTable(start=0, **new)
         return self._table
+
+    def _column_dtype(self, field: str) -> np.dtype:
+        array = self._arrays.get(f"frames/{field}")
+        return np.dtype(np.uint8) if array is None else array.dtype
+
+    def _column(self, field: str, start: int, stop: int) -> np.ndarray:
+        array = self._arrays.get(f"frames/{field}")
+        if array is None:  # frames/status, in a store written before it existed: all analysed
+            return np.full(stop - start, FRAME_STATUS["ok"], np.uint8)
+        return np.asarray(array[start:stop])
 
     def time_range(self, start_s: float, stop_s: float) -> np.ndarray:
         """Return committed frame indices with ``start_s <= time_s < stop_s``, ascending."""
@@ -205,6 +215,7 @@ class ResultReader:
             source_index=int(table.source_index[0]),
             pts=None if pts == PTS_UNKNOWN else pts,
             time_s=float(table.time_s[0]),
+            status=table.statuses()[0],
             persons=self._read_person_rows(table.person_rows()),
             **{k: v[0] for k, v in maps.items()},
         )

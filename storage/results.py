@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from storage.schema import FRAME_STATUS, FrameStatus
+
 __all__ = ["FrameData", "FrameTable", "Persons", "StoreSummary", "Track"]
 
 Array = npt.NDArray[Any]
@@ -28,6 +30,8 @@ class FrameTable:
         time_s: (n,) presentation times in seconds.
         person_offset: (n,) first physical person row of each frame.
         person_count: (n,) persons of each frame.
+        status: (n,) uint8 code of what became of each frame (``storage.FRAME_STATUS``: 1 ok,
+            2 corrupt, 3 skipped); see :meth:`statuses`.
     """
 
     start: int
@@ -36,6 +40,7 @@ class FrameTable:
     time_s: Array
     person_offset: Array
     person_count: Array
+    status: Array
 
     def __len__(self) -> int:
         return int(self.source_index.shape[0])
@@ -44,6 +49,16 @@ class FrameTable:
     def frames(self) -> Array:
         """(n,) frame indices."""
         return np.arange(self.start, self.start + len(self), dtype=np.int64)
+
+    @property
+    def ok(self) -> Array:
+        """(n,) bool: the frame was analysed (not corrupt, not skipped)."""
+        return np.asarray(self.status == FRAME_STATUS["ok"])
+
+    def statuses(self) -> list[FrameStatus]:
+        """Each frame's status by name."""
+        names = {code: name for name, code in FRAME_STATUS.items()}
+        return [names[int(c)] for c in self.status]
 
     def csr_offsets(self) -> Array:
         """(n+1,) compact CSR offsets: frame j's persons are [off[j], off[j+1]) of a read."""
@@ -91,7 +106,8 @@ class FrameData:
         index: Frame index in the store.
         source_index: Index in the source video.
         pts: Presentation timestamp, or None if unknown.
-        time_s: Presentation time in seconds.
+        time_s: Presentation time in seconds (NaN: unknown, for a corrupt frame).
+        status: ``ok``, ``corrupt`` or ``skipped`` (see ``storage.FrameStatus``).
         persons: The frame's persons; person_map value k refers to ``persons`` row k-1.
         part: (H, W) uint8 part labels.
         person_map: (H, W) uint16 owning person (0 = none).
@@ -104,6 +120,7 @@ class FrameData:
     pts: int | None
     time_s: float
     persons: Persons
+    status: FrameStatus = "ok"
     part: Array | None = None
     person_map: Array | None = None
     depth: Array | None = None

@@ -21,12 +21,15 @@ from typing import Any, Final, Literal, cast
 from storage.errors import SchemaMismatchError
 
 __all__ = [
+    "DEFAULT_MAX_PERSONS",
+    "FRAME_STATUS",
     "KEYPOINT_COUNTS",
     "NORMAL_SCALE",
     "NUM_PART_CLASSES",
     "SCHEMA_VERSION",
     "TASKS",
     "ArrayLayout",
+    "FrameStatus",
     "StoreSpec",
     "Task",
     "ZarrLayout",
@@ -43,6 +46,15 @@ NORMAL_SCALE: Final = 127
 PERSON_CHUNK_ROWS: Final = 64
 """Inner chunk length along the person axis of the pose arrays."""
 MAX_PERSON_SLOTS: Final = 65535
+DEFAULT_MAX_PERSONS: Final = 128
+"""Person rows a store reserves per frame unless its spec says otherwise."""
+
+FrameStatus = Literal["ok", "corrupt", "skipped"]
+"""What became of a frame the job selected: ``ok`` (analysed), ``corrupt`` (its packet failed
+to decode or the decoder flagged it: no pixels, no persons, empty maps) or ``skipped`` (decoded
+but left out: more detections than the store holds per frame)."""
+FRAME_STATUS: Final[dict[FrameStatus, int]] = {"ok": 1, "corrupt": 2, "skipped": 3}
+"""On-disk code of each status in ``frames/status``; 0 (the fill) is a frame never written."""
 
 
 def output_size(source_height: int, source_width: int, downscale: float = 1.0) -> tuple[int, int]:
@@ -94,7 +106,7 @@ class StoreSpec:
     source_height: int
     source_width: int
     frames_per_shard: int = 8
-    max_persons_per_frame: int = 128
+    max_persons_per_frame: int = DEFAULT_MAX_PERSONS
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -135,7 +147,7 @@ class StoreSpec:
         downscale: float = 1.0,
         num_keypoints: int = 308,
         frames_per_shard: int = 8,
-        max_persons_per_frame: int = 128,
+        max_persons_per_frame: int = DEFAULT_MAX_PERSONS,
     ) -> StoreSpec:
         """Build a spec whose output size is the source size divided by ``downscale``."""
         height, width = output_size(source_height, source_width, downscale)
@@ -203,6 +215,8 @@ class ArrayLayout:
         codec: ``"zstd"`` (zstd level 3) or ``"blosc"`` (blosc zstd level 5, byte shuffle).
         transpose: Chunk axis order applied before compression, or None.
         attributes: Array attributes (units, scale factors, meaning of fill values).
+        optional: absent from stores written before it existed; readers and writers of such
+            a store do without it (see each array's meaning for what its absence says).
     """
 
     path: str
@@ -217,6 +231,7 @@ class ArrayLayout:
     codec: Literal["zstd", "blosc"]
     transpose: tuple[int, ...] | None = None
     attributes: Mapping[str, Any] | None = None
+    optional: bool = False
 
     def shape(self, rows: int) -> tuple[int, ...]:
         """Return the array shape for ``rows`` rows along axis 0."""
@@ -255,7 +270,9 @@ class ZarrLayout:
 def _frame_arrays(spec: StoreSpec) -> list[ArrayLayout]:
     b = spec.frames_per_shard
 
-    def scalar(path: str, dtype: str, fill: float | int, attrs: dict[str, Any]) -> ArrayLayout:
+    def scalar(
+        path: str, dtype: str, fill: float | int, attrs: dict[str, Any], optional: bool = False
+    ) -> ArrayLayout:
         return ArrayLayout(
             path=path,
             task=None,
@@ -268,6 +285,7 @@ def _frame_arrays(spec: StoreSpec) -> list[ArrayLayout]:
             shard_rows=None,
             codec="zstd",
             attributes=attrs,
+            optional=optional,
         )
 
     return [
@@ -276,6 +294,16 @@ def _frame_arrays(spec: StoreSpec) -> list[ArrayLayout]:
         scalar("frames/time_s", "float64", float("nan"), {"units": "s"}),
         scalar("frames/person_offset", "int64", -1, {"description": "first physical person row"}),
         scalar("frames/person_count", "int32", 0, {"description": "persons in the frame"}),
+        scalar(
+            "frames/status",
+            "uint8",
+            0,
+            {
+                "description": "what became of the frame; absent in older stores (all ok)",
+                "codes": {"0": "never written", **{str(v): k for k, v in FRAME_STATUS.items()}},
+            },
+            optional=True,
+        ),
         ArrayLayout(
             path="blocks/frames",
             task=None,

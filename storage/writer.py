@@ -149,7 +149,7 @@ class BlockWriter:
             self._arrays[path][block * n : (block + 1) * n] = rows[path]
 
         layouts = self.layout.by_path()
-        data = [p for p in layouts if p != "blocks/frames"]
+        data = [p for p in layouts if p != "blocks/frames" and p in self._arrays]
         # Arrays are independent objects: compress and write them concurrently.
         with ThreadPoolExecutor(max_workers=min(len(data), 4)) as pool:
             list(pool.map(put, data))
@@ -431,7 +431,7 @@ class Writer:
     def _resize_blocks(self, n_blocks: int) -> None:
         layout = self._blocks.layout
         for a in layout.arrays:
-            if a.path == "blocks/frames":
+            if a.path == "blocks/frames" or a.path not in self._blocks._arrays:
                 continue  # resized last: its length is what BlockWriters take as capacity
             self._blocks._arrays[a.path].resize(a.shape(layout.rows_for_blocks(a, n_blocks)))
         self._blocks._arrays["blocks/frames"].resize((n_blocks,))
@@ -512,7 +512,7 @@ class Writer:
         resized = False
         for a in layout.arrays:
             shape = a.shape(sizes[a.axis])
-            if tuple(arrays[a.path].shape) != tuple(shape):
+            if a.path in arrays and tuple(arrays[a.path].shape) != tuple(shape):
                 arrays[a.path].resize(shape)
                 resized = True
         self._meta["person_rows"] = persons

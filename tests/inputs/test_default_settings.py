@@ -40,7 +40,7 @@ try:
     out["frames"] = 0
     while True:
         meta, batch = session.next()
-        out["frames"] += meta.frames
+        out["frames"] += meta.frames - int(batch.corrupt.sum())  # decoded frames, not slots
         if meta.is_last:
             break
 except Exception as e:

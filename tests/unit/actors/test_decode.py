@@ -300,9 +300,11 @@ def test_truncated_files(clips: dict[str, Path], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["mp4", "mkv", "avi"])
-def test_flipped_bytes_are_skipped_and_counted(
+def test_flipped_bytes_are_counted_and_reported_as_corrupt_rows(
     clips: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
+    """Damaged frames are counted, and each selected slot whose frame was damaged comes out as
+    a black row flagged ``corrupt`` (so the store records it), in decode order."""
     data = bytearray(clips[kind].read_bytes())
     for offset in range(len(data) // 3, len(data) // 2, 61):
         data[offset] ^= 0xFF
@@ -311,13 +313,26 @@ def test_flipped_bytes_are_skipped_and_counted(
     # One thread: FFmpeg's frame-threaded error concealment is timing-dependent on damaged input.
     batches = _run(bad, batch_size=8, threads=1)
     frames, index, *_ = _cat(batches)
+    corrupt = np.concatenate([b.corrupt for b in batches])
     if kind != "avi":  # FFmpeg's MPEG-4 part 2 decoder conceals damage without flagging it
-        assert sum(b.n_corrupt for b in batches) > 0 and len(index) < N
+        assert sum(b.n_corrupt for b in batches) > 0 and (~corrupt).sum() < N
+        # Every slot (stride 1 selects all) is a row: a good frame or a corrupt one.
+        assert corrupt.sum() == sum(b.n_corrupt for b in batches)
+        np.testing.assert_array_equal(index, np.arange(len(index)))
+    assert not frames[corrupt].any()  # corrupt rows are black
     assert np.all(np.diff(index) > 0) and index[-1] < N
     for start in (20, 50):  # resume stays exact on damaged input
         resumed = _cat(_run(bad, start, batch_size=8, threads=1))
         np.testing.assert_array_equal(resumed[1], index[index >= start])
         np.testing.assert_array_equal(resumed[0], frames[index >= start])
+        flags = np.concatenate([b.corrupt for b in _run(bad, start, batch_size=8, threads=1)])
+        np.testing.assert_array_equal(flags, corrupt[index >= start])
+    # With a stride, a corrupt slot is a row only where the stride would have taken its frame.
+    strided = _run(bad, batch_size=8, threads=1, stride=3)
+    s_index = np.concatenate([b.source_index for b in strided])
+    s_corrupt = np.concatenate([b.corrupt for b in strided])
+    np.testing.assert_array_equal(s_index, index[index % 3 == 0])
+    np.testing.assert_array_equal(s_corrupt, corrupt[index % 3 == 0])
 
 
 @pytest.fixture

@@ -62,3 +62,35 @@ def test_resuming_from_a_checkpoint_gives_the_same_ids() -> None:
     rest = _ids(resumed, batches[2:])
     for a, b in zip(clean[2:], rest, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_corrupt_and_crowded_frames_have_no_persons_and_leave_the_tracker_alone() -> None:
+    """A corrupt frame (black, flagged by decode) and a frame with more detections than the
+    store holds (``max_persons``) get no persons; the second is listed as skipped; tracking
+    around them gives the same ids as a run that never saw them."""
+    boxes = _boxes(6)
+    crowd = 4 * STRIDE
+    boxes[crowd] = [[float(x), 0.0, float(x) + 5, 5.0] for x in range(0, 100, 10)]  # 10 people
+    (batch,) = _batches(6, 6)
+    flags = np.zeros(6, bool)
+    flags[2] = True  # the decoder flagged frame 2
+    batch = FrameBatch(
+        job_id="j",
+        batch_index=0,
+        frames=batch.frames,
+        source_index=batch.source_index,
+        pts=batch.pts,
+        time_s=batch.time_s,
+        is_last=True,
+        corrupt=flags,
+    )
+    stage = PersonStage("boxes", {"boxes_by_source_index": boxes}, max_persons=3)
+    persons = stage.tracked(batch)
+    assert persons.skipped == (4,)
+    assert set(persons.frame.tolist()) == {0, 1, 3, 5}
+    assert stage.checkpoint().frames == 6  # both still take their frame step
+    # The same frames without the two: the tracks get the same ids.
+    kept = [0, 1, 3, 5]
+    plain = {k * STRIDE: boxes[k * STRIDE] for k in kept}
+    alone = PersonStage("boxes", {"boxes_by_source_index": plain}).tracked(batch)
+    assert persons.track_id.tolist() == alone.track_id[np.isin(alone.frame, kept)].tolist()

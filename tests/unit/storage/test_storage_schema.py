@@ -67,8 +67,8 @@ def test_layout_has_only_enabled_task_arrays(task: str) -> None:
     assert tasks == {None, task}
     assert {a.path for a in layout.arrays if a.task is None} == {
         "frames/source_index", "frames/pts", "frames/time_s", "frames/person_offset",
-        "frames/person_count", "blocks/frames", "persons/frame", "persons/track_id",
-        "persons/box_xyxy", "persons/score",
+        "frames/person_count", "frames/status", "blocks/frames", "persons/frame",
+        "persons/track_id", "persons/box_xyxy", "persons/score",
     }  # fmt: skip
 
 
