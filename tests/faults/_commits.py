@@ -33,6 +33,7 @@ from storage.schema import ZarrLayout
 __all__ = ["CommitCut", "CommitTrap", "read_cut", "stage_pid", "trap_stage"]
 
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+_CHUNK_KEY = re.compile(r"(?P<array>.+)/c[./](?P<first>\d+)(?:[./]\d+)*$")
 _STOPPED = frozenset("TtZX")  # stopped, traced, or gone
 
 
@@ -84,11 +85,12 @@ def read_cut(store: Path) -> CommitCut:
             key = (Path(dirpath) / name).relative_to(store).as_posix()
             whole = _PARTIAL.sub("", key)
             partials += whole != key
-            path, sep, coords = whole.partition("/c/")
-            if not sep or path not in arrays:
+            chunk = _CHUNK_KEY.match(whole)  # "<array>/c.<i>.<j>" (or "/c/<i>/<j>")
+            if chunk is None or chunk["array"] not in arrays:
                 continue
+            path = chunk["array"]
             a = arrays[path]
-            first_row = int(coords.split("/")[0]) * (a.shard_rows or a.chunk_rows)
+            first_row = int(chunk["first"]) * (a.shard_rows or a.chunk_rows)
             if first_row // layout.rows_for_blocks(a, 1) != block:
                 continue
             block_partials += whole != key

@@ -65,3 +65,19 @@ def test_gpu_share_fits_members_by_worst_case_memory() -> None:
     # 2b float32 needs 31.7 + 8 GiB: alone on a 24 GiB device.
     assert gpu_share(ModelKey(size="2b", dtype="float32"), 24.0) == 1.0
     assert gpu_share(ModelKey(size="tiny"), 80.0) == 0.125  # at most 8 per device
+
+
+def test_serve_defaults_follow_the_gpus(monkeypatch) -> None:
+    """One Sapiens actor per GPU and 8 jobs per GPU (at least 4 jobs and 1 actor); given values
+    win. The GPU count is faked here (these machines have none): torch's own answer is what
+    ``serve_defaults`` reads."""
+    import torch
+
+    from flows.pool import serve_defaults
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert serve_defaults(None, None) == (4, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert serve_defaults(None, None) == (32, 4)
+    assert serve_defaults(2, None) == (2, 4) and serve_defaults(None, 1) == (32, 1)

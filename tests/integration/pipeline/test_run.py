@@ -180,7 +180,8 @@ def test_split_placement_equals_fused_on_ray(
     keypoint jumps). Ray starts the split placement's fractional-CPU actors with one thread
     (OMP_NUM_THREADS=1), so the fused Sapiens actor here gets one thread too."""
     fused_plan = plan_job(_spec(shared_clip, tmp_path, "fused", sampling={"stride": 40}))
-    fused = run_on_ray(replace(fused_plan, infer=replace(fused_plan.infer, cpu_threads=1)))
+    one_thread = replace(fused_plan.infer.model, cpu_threads=1)
+    fused = run_on_ray(replace(fused_plan, infer=replace(fused_plan.infer, model=one_thread)))
     split = run_on_ray(
         plan_job(_spec(shared_clip, tmp_path, "split", placement="split", sampling={"stride": 40}))
     )

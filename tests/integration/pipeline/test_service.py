@@ -132,3 +132,29 @@ def test_a_corrupt_input_fails_only_its_own_job_with_a_clear_status(
     assert record.state == "failed"
     assert "clip.mp4" in str(record.error)
     assert coord.get("good").state == "succeeded"
+
+
+def test_a_finished_job_frees_its_slot_at_once(
+    ray_cluster, coord: Coordinator, shared_clip: Path, tmp_path: Path
+) -> None:
+    """With one slot and a long poll interval, the next queued job starts as soon as the
+    running one ends (the job's thread wakes the claim loop), not at the next poll."""
+    poll_ms = 10_000
+    stop = threading.Event()
+    service = JobService(coord, max_jobs=1, worker_id="test-slot")
+    thread = threading.Thread(
+        target=service.serve, kwargs={"until": stop.is_set, "poll_ms": poll_ms}, daemon=True
+    )
+    thread.start()
+    try:
+        for job_id in ("slot-a", "slot-b"):
+            coord.submit(_spec(shared_clip, tmp_path, job_id, 60).to_dict(), job_id=job_id)
+        _wait(coord, ["slot-a", "slot-b"])
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    first = {e.type: e.time_ms / 1000 for e in coord.events("slot-a")}
+    second = {e.type: e.time_ms / 1000 for e in coord.events("slot-b")}
+    assert coord.get("slot-b").state == "succeeded"
+    gap = second["started"] - first["succeeded"]
+    assert -0.5 < gap < poll_ms / 1000 / 4, gap

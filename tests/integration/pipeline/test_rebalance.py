@@ -1,0 +1,84 @@
+"""Jobs move between the Sapiens actors of one model: real actors on a local Ray cluster.
+
+Three jobs start on the only member; a second member is added (as the autoscaler does when the
+backlog grows); the next ``rebalance`` moves one job there, and that job's next batch runs on
+the new member and gives the results the first member gives."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from actors.infer import InferSpec, ModelKey
+from actors.messages import FrameBatch, PersonBatch
+from flows.pool import InferPool, ScalePolicy
+
+pytestmark = [pytest.mark.ray]
+
+
+def _batch() -> tuple[FrameBatch, PersonBatch]:
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 255, (2, 96, 128, 3), dtype=np.uint8)
+    batch = FrameBatch(
+        job_id="j",
+        batch_index=0,
+        frames=frames,
+        source_index=np.array([0, 1], np.int64),
+        pts=np.array([0, 1], np.int64),
+        time_s=np.array([0.0, 0.04]),
+        is_last=True,
+    )
+    persons = PersonBatch(
+        boxes=np.array([[10, 5, 60, 90], [50, 0, 120, 95]], np.float32),
+        scores=np.array([0.9, 0.8], np.float32),
+        frame=np.array([0, 1], np.int64),
+        track_id=np.array([1, 2], np.int64),
+    )
+    return batch, persons
+
+
+def _ready(pool: InferPool, key: ModelKey, handle, timeout_s: float = 120.0) -> None:
+    """Wait until the pool itself counts ``handle`` as started (jobs move only to those)."""
+    deadline = time.monotonic() + timeout_s
+    while not any(h is handle for h in pool.handles(key, ready=True)):
+        assert time.monotonic() < deadline, "a member never started"
+        time.sleep(0.2)
+
+
+def test_a_job_moves_to_a_new_member_and_gets_the_same_results(ray_cluster) -> None:
+    ray = ray_cluster
+    spec = InferSpec(
+        tasks=("pose", "depth"), model=ModelKey(num_keypoints=17, device="cpu"), batch_size=2
+    )
+    key = spec.model
+    pool = InferPool(ScalePolicy(max_actors=2, actor_gpus=0))
+    jobs = ["job-a", "job-b", "job-c"]
+    try:
+        first = {pool.acquire(spec, j) for j in jobs}
+        assert len(first) == 1 and pool.size(key) == 1  # all on the only member
+        (old,) = first
+        _ready(pool, key, old)
+        assert pool.rebalance(key, "job-a", old) is old  # nowhere to go yet
+        assert pool.scale(key, 2) == (1, 0)
+        (new,) = [h for h in pool.handles(key) if h is not old]
+        _ready(pool, key, new)
+        moved = {j: pool.rebalance(key, j, old) for j in jobs}
+        # One job moves (3 vs 0); then 2 vs 1 is no reason to move another.
+        assert list(moved.values()).count(new) == 1
+        mover = next(j for j, h in moved.items() if h is new)
+        batch, persons = _batch()
+        request = {"tasks": spec.tasks, "dense_mode": "crop"}
+        there = ray.get(new.__call__.remote(batch, persons, 0, (48, 64), job=mover, **request))
+        here = ray.get(old.__call__.remote(batch, persons, 0, (48, 64), job="job-b", **request))
+        stats = ray.get(new.stats.remote())
+        assert stats["calls"] == 1 and stats["jobs"] == 1
+        for a, b in zip(here, there, strict=True):
+            np.testing.assert_array_equal(a.keypoints_xy, b.keypoints_xy)
+            np.testing.assert_array_equal(a.depth, b.depth)
+        for j in jobs:
+            pool.release(key, j)
+        assert pool.rebalance(key, mover, new) is new  # released jobs are not counted
+    finally:
+        pool.shutdown()
