@@ -114,7 +114,7 @@ class Analyzer:
         scores: Tensor,
         *,
         out_size: tuple[int, int] | None = None,
-        forward: Callable[[Tensor], dict[str, Tensor]] | None = None,
+        forward: Forward | None = None,
         tasks: Sequence[str] | None = None,
         dense_mode: str | None = None,
     ) -> PersonResults:
@@ -126,19 +126,20 @@ class Analyzer:
             boxes: (N, 4) xyxy boxes in frame pixels.
             scores: (N,) detection scores (break ownership ties).
             out_size: (H', W') of the dense maps; default (H, W).
-            forward: runs :meth:`run_groups` for ``tasks`` on the normalised crops (e.g.
-                through a ``DynamicBatcher`` shared with other callers); default: directly.
+            forward: ``forward(images, tasks)`` runs :meth:`run_groups` for those tasks on
+                normalised images (e.g. through a ``DynamicBatcher`` session shared with other
+                callers); default: directly.
             tasks: the tasks to produce (default: every task of the groups).
             dense_mode: ``crop`` or ``frame`` (default: the analyzer's).
         """
         tasks = self.tasks if tasks is None else self.check_tasks(tasks)
         mode = self.dense_mode if dense_mode is None else _check_dense_mode(dense_mode)
         frames = frames.to(self.device, non_blocking=True)
-        run = forward or (lambda images: self.run_groups(images, tasks))
+        run = forward or (lambda images, want: self.run_groups(images, frozenset(want)))
         if mode == "frame":
             return self._whole_frame(frames, frame_index, boxes, scores, out_size, run, tasks)
         crop = self.crop(frames, frame_index, boxes)
-        outputs = run(normalize(crop.crops, self.norm)) if len(boxes) else {}
+        outputs = run(normalize(crop.crops, self.norm), frozenset(tasks)) if len(boxes) else {}
         return decode_outputs(
             outputs,
             center=crop.center,
@@ -171,21 +172,19 @@ class Analyzer:
         boxes: Tensor,
         scores: Tensor,
         out_size: tuple[int, int] | None,
-        run: Callable[[Tensor], dict[str, Tensor]],
+        run: Forward,
         tasks: Sequence[str],
     ) -> PersonResults:
-        """Pose on the person crops, dense tasks on the whole frames; both go through ``run``
-        (frames resized to the input size have the crops' shape, so they batch together)."""
+        """Pose on the person crops, dense tasks on the whole frames: each kind of image goes
+        only to the heads that need it (``run(crops, {pose})``, ``run(frames, dense)``), so a
+        released checkpoint's pose group never sees a frame, nor a dense group a crop."""
         n_frames, frame_size = frames.shape[0], (frames.shape[-2], frames.shape[-1])
         dense = tuple(t for t in DENSE_TASKS if t in tasks)
         crop = self.crop(frames, frame_index, boxes)
-        images = [normalize(crop.crops, self.norm)] if "pose" in tasks and len(boxes) else []
-        if dense:
-            images.append(normalize(frames_to_input(frames, self.crop_size), self.norm))
-        raw = run(torch.cat(images)) if images else {}
-        n_crops = len(images[0]) if images and "pose" in tasks and len(boxes) else 0
+        n_crops = len(boxes) if "pose" in tasks else 0
+        pose_raw = run(normalize(crop.crops, self.norm), frozenset({"pose"})) if n_crops else {}
         pose = decode_outputs(
-            {"pose": raw["pose"][:n_crops]} if n_crops else {},
+            {"pose": pose_raw["pose"]} if n_crops else {},
             center=crop.center,
             scale=crop.scale,
             matrix=crop.matrix,
@@ -201,8 +200,11 @@ class Analyzer:
         )
         maps = None
         if dense:
+            raw = run(
+                normalize(frames_to_input(frames, self.crop_size), self.norm), frozenset(dense)
+            )
             maps = whole_frame_maps(
-                {t: raw[t][n_crops:] for t in dense},
+                {t: raw[t] for t in dense},
                 boxes=boxes.to(self.device),
                 scores=scores.cpu(),
                 frame_index=frame_index.to(self.device),
@@ -229,6 +231,10 @@ class Analyzer:
             if "pose" in group.model.heads:
                 return int(group.model.heads["pose"].spec.out_dim)
         return 0
+
+
+Forward = Callable[[Tensor, frozenset[str]], dict[str, Tensor]]
+"""Normalised images and the tasks they are for -> raw outputs of those tasks' heads."""
 
 
 def _check_dense_mode(mode: str) -> str:

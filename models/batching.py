@@ -147,8 +147,11 @@ class DynamicBatcher:
     def session(
         self, key: str = "", want: frozenset[str] | None = None
     ) -> Iterator[Callable[[Tensor], dict[str, Tensor]]]:
-        """Announce a request on its way; yields the function that submits it (at most once).
-        ``want``: the outputs the request needs (None: all).
+        """Announce a request on its way; yields the function that submits it,
+        ``submit(images, want=None)`` (``want``: the outputs that submission needs; default the
+        session's, None: all). The first submission ends the announcement; a caller with
+        images of several kinds (person crops for one head, whole frames for others) may
+        submit more, each a request of its own.
 
         Leaving the block without submitting (no persons, an error) withdraws the announcement.
         """
@@ -160,10 +163,10 @@ class DynamicBatcher:
                 self._preparing -= 1
                 self._cond.notify_all()
 
-        def submit(images: Tensor) -> dict[str, Tensor]:
-            if not state["open"]:
-                raise RuntimeError("a session submits at most once")
-            return self._submit(images, key, want, close)
+        def submit(images: Tensor, wanted: frozenset[str] | None = None) -> dict[str, Tensor]:
+            return self._submit(
+                images, key, want if wanted is None else wanted, close if state["open"] else None
+            )
 
         with self._cond:
             self._preparing += 1
