@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from models import build_model, load_checkpoint
+from models.analyze import DenseMode
 from models.hub import hub_ref
 from models.runtime import Predictor, RuntimeSpec
 from models.spec import INPUT_SIZE
@@ -97,7 +98,7 @@ class InferSpec:
 
     tasks: tuple[str, ...]
     model: ModelKey = ModelKey()
-    dense_mode: str = "crop"
+    dense_mode: DenseMode = "crop"
     batch_size: int = 8
     batch_deadline_ms: float = 10.0
 

@@ -27,7 +27,7 @@ from actors.groups import (
     runtime_spec,
 )
 from actors.messages import FrameBatch, PersonBatch
-from models.analyze import Analyzer, PersonResults
+from models.analyze import Analyzer, DenseMode, PersonResults
 from models.batching import DynamicBatcher
 from models.metadata import keypoint_set
 from models.runtime import Predictor
@@ -182,7 +182,7 @@ class SapiensWorker:
         out_size: tuple[int, int],
         job: str = "",
         tasks: tuple[str, ...] | None = None,
-        dense_mode: str | None = None,
+        dense_mode: DenseMode | None = None,
     ) -> list[FrameResult]:
         """Analyse one batch.
 

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 from flows.errors import SpecError
 from media import MAX_PIXELS
+from models.analyze import DENSE_MODES, DenseMode
 from models.detect import DetectorKind
 from models.spec import SIZES
 from storage.schema import TASKS, Task
@@ -29,12 +30,10 @@ __all__ = [
 ]
 
 # The vocabulary of a job, defined once: the tasks are the store schema's, the detectors the
-# detector module's; JobSpec validates against these and the CLI offers them as choices.
+# detector module's, the dense modes the analyzer's; JobSpec validates against these and the
+# CLI offers them as choices.
 TASK_NAMES: tuple[Task, ...] = TASKS
 DETECTORS: tuple[DetectorKind, ...] = get_args(DetectorKind)
-DenseMode = Literal["crop", "frame"]
-"""``crop``: dense tasks on the person crops; ``frame``: on the whole frame (official demos)."""
-DENSE_MODES: tuple[DenseMode, ...] = get_args(DenseMode)
 Placement = Literal["fused", "split"]
 """``fused``: heads inside the backbone actor; ``split``: head actors on fractional GPUs."""
 PLACEMENTS: tuple[Placement, ...] = get_args(Placement)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -27,9 +28,12 @@ from models.preprocess import (
 from models.runtime import Predictor
 from models.spec import INPUT_SIZE
 
-__all__ = ["Analyzer", "PersonResults", "decode_outputs"]
+__all__ = ["DENSE_MODES", "Analyzer", "DenseMode", "PersonResults", "decode_outputs"]
 
 DENSE_TASKS = ("seg", "depth", "normal")
+DenseMode = Literal["crop", "frame"]
+"""``crop``: dense tasks on the person crops; ``frame``: on the whole frame (official demos)."""
+DENSE_MODES: tuple[DenseMode, ...] = get_args(DenseMode)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,7 +242,7 @@ Forward = Callable[[Tensor, frozenset[str]], dict[str, Tensor]]
 
 
 def _check_dense_mode(mode: str) -> str:
-    if mode not in ("crop", "frame"):
+    if mode not in DENSE_MODES:
         raise ValueError(f"dense_mode must be 'crop' or 'frame', got {mode!r}")
     return mode
 
