@@ -1,4 +1,4 @@
-"""Which model a Sapiens actor holds (``ModelKey``), what one job asks of it (``InferSpec``),
+"""Which model a Sapiens actor holds (``ModelSpec``), what one job asks of it (``InferSpec``),
 and how its backbone groups are built and described (checkpoints, random tiny weights,
 provenance for the store)."""
 
@@ -20,7 +20,7 @@ __all__ = [
     "TINY_CROP",
     "TINY_TASKS",
     "InferSpec",
-    "ModelKey",
+    "ModelSpec",
     "build_groups",
     "model_facts",
     "runtime_spec",
@@ -35,7 +35,7 @@ TINY_TASKS: tuple[str, ...] = ("pose", "seg", "depth", "normal")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelKey:
+class ModelSpec:
     """Which model a Sapiens actor holds: weights, precision and input size. Actors are pooled
     by this key; the jobs bound to one actor may ask for different tasks and dense modes.
 
@@ -97,7 +97,7 @@ class InferSpec:
     """
 
     tasks: tuple[str, ...]
-    model: ModelKey = ModelKey()
+    model: ModelSpec = ModelSpec()
     dense_mode: DenseMode = "crop"
     batch_size: int = 8
     batch_deadline_ms: float = 10.0
@@ -123,7 +123,7 @@ class InferSpec:
         return self.model.resolved_device
 
 
-def _checkpoint_source(key: ModelKey, task: str) -> str:
+def _checkpoint_source(key: ModelSpec, task: str) -> str:
     if key.weights == "hub":
         suffix = "" if key.fmt == "original" else f"-{key.fmt}"
         return f"facebook/sapiens-{task}-{key.size}{suffix}"
@@ -134,7 +134,7 @@ def _checkpoint_source(key: ModelKey, task: str) -> str:
     raise FileNotFoundError(f"none of {list(ref.filenames)} is in {key.weights}")
 
 
-def runtime_spec(key: ModelKey, batch_size: int) -> RuntimeSpec:
+def runtime_spec(key: ModelSpec, batch_size: int) -> RuntimeSpec:
     return RuntimeSpec(
         device=key.resolved_device,
         dtype=key.dtype,
@@ -143,7 +143,7 @@ def runtime_spec(key: ModelKey, batch_size: int) -> RuntimeSpec:
     )
 
 
-def model_facts(key: ModelKey, groups: list[Predictor], tasks: tuple[str, ...]) -> dict[str, Any]:
+def model_facts(key: ModelSpec, groups: list[Predictor], tasks: tuple[str, ...]) -> dict[str, Any]:
     """Names, sizes and checkpoint provenance of the groups serving ``tasks``, for the store's
     attributes (a part of a group that serves no task of the job is left out)."""
     parts = {"backbone", *tasks}
@@ -162,7 +162,7 @@ def model_facts(key: ModelKey, groups: list[Predictor], tasks: tuple[str, ...]) 
     }
 
 
-def build_groups(key: ModelKey, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
+def build_groups(key: ModelSpec, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
     """One predictor per backbone group serving ``tasks``: the tiny model is one group with
     every head (its weights do not depend on ``tasks``); released checkpoints each carry their
     own backbone, so they form one group per task."""

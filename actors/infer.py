@@ -1,5 +1,5 @@
 """``SapiensWorker``: detections and frames in, ``FrameResult``s out (plain class; flows/ makes
-it a Ray actor). It holds one model (``actors.groups.ModelKey``), loads its backbone groups as
+it a Ray actor). It holds one model (``actors.groups.ModelSpec``), loads its backbone groups as
 jobs ask for their tasks, and processes one frame batch per call.
 
 Model math lives in ``models.analyze``; this file only moves arrays across the numpy/torch
@@ -21,7 +21,7 @@ import torch
 from actors.groups import (
     TINY_TASKS,
     InferSpec,
-    ModelKey,
+    ModelSpec,
     build_groups,
     model_facts,
     runtime_spec,
@@ -38,7 +38,7 @@ __all__ = [
     "TINY_TASKS",
     "FrameMeta",
     "InferSpec",
-    "ModelKey",
+    "ModelSpec",
     "SapiensWorker",
     "build_groups",
     "frame_records",
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 class SapiensWorker:
-    """Holds one model (``ModelKey``); maps a frame batch plus its persons to FrameResults for
+    """Holds one model (``ModelSpec``); maps a frame batch plus its persons to FrameResults for
     whichever tasks and dense mode the call asks.
 
     Released checkpoints are one backbone group per task: a group is loaded the first time a
@@ -71,7 +71,7 @@ class SapiensWorker:
 
     def __init__(
         self,
-        model: ModelKey | InferSpec,
+        model: ModelSpec | InferSpec,
         *,
         batch_size: int | None = None,
         batch_deadline_ms: float | None = None,

@@ -32,7 +32,7 @@ import torch
 
 import actors.infer
 from actors.decode import DecodeWorker
-from actors.infer import ModelKey, runtime_spec
+from actors.infer import ModelSpec, runtime_spec
 from flows.inline import run_inline
 from flows.plan import JobPlan, plan_job
 from flows.spec import JobSpec
@@ -77,7 +77,7 @@ def random_released_groups(built: list[TimedPredictor]) -> Iterator[None]:
     checkpoints (one backbone group per task) instead of loading checkpoints; every group it
     builds is appended to ``built``."""
 
-    def build(key: ModelKey, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
+    def build(key: ModelSpec, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
         runtime = runtime_spec(key, batch_size)
         torch.manual_seed(key.seed)
         groups = []
@@ -97,7 +97,7 @@ def random_released_groups(built: list[TimedPredictor]) -> Iterator[None]:
         actors.infer.build_groups = original
 
 
-def _random_group(task: str, key: ModelKey, runtime: RuntimeSpec) -> torch.nn.Module:
+def _random_group(task: str, key: ModelSpec, runtime: RuntimeSpec) -> torch.nn.Module:
     kw: dict[str, Any] = {"num_keypoints": key.num_keypoints, "device": runtime.device}
     try:  # built in place at the run dtype: a 2b group is never allocated in float32
         return build_model((task,), key.size, dtype=runtime.torch_dtype, **kw)

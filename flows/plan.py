@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.decode import DecodeLimits, DecodeSpec
-from actors.infer import InferSpec, ModelKey
+from actors.infer import InferSpec, ModelSpec
 from actors.messages import VideoInfo
 from flows.spec import JobSpec
 from media import output_size
@@ -105,7 +105,7 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     m = spec.model
     infer = InferSpec(
         tasks=spec.tasks,
-        model=ModelKey(
+        model=ModelSpec(
             size=m.size,
             weights=m.weights,
             fmt=m.fmt,

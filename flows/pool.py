@@ -1,6 +1,6 @@
 """The shared Sapiens actors of a service, sized from the backlog.
 
-``InferPool`` keeps, per model (``ModelKey``: weights, precision, input size), a set of Sapiens
+``InferPool`` keeps, per model (``ModelSpec``: weights, precision, input size), a set of Sapiens
 actors that every running job of that model shares, whatever its tasks or dense mode (those
 travel with each call): a job is bound to the member with the fewest jobs, moves to another
 member when that one has at least two jobs fewer (``rebalance``, asked before every batch), and
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.infer import InferSpec, ModelKey, SapiensWorker
+from actors.infer import InferSpec, ModelSpec, SapiensWorker
 from flows.scaling import (
     ScalePolicy,
     desired_actors,
@@ -79,8 +79,8 @@ class InferPool:
         self.concurrency = concurrency  # 1: calls run one by one (no cross-call batching)
         self._gpus = self.policy.actor_gpus
         self._gpu_gib: float | None = None
-        self._members: dict[ModelKey, list[_Member]] = {}
-        self._batch: dict[ModelKey, tuple[int, float]] = {}  # forward batch, deadline (ms)
+        self._members: dict[ModelSpec, list[_Member]] = {}
+        self._batch: dict[ModelSpec, tuple[int, float]] = {}  # forward batch, deadline (ms)
         self._lock = threading.Lock()
         self.created = 0
         self.removed = 0
@@ -100,7 +100,7 @@ class InferPool:
             member.jobs.add(job_id)
             return member.handle
 
-    def register(self, spec: InferSpec) -> ModelKey:
+    def register(self, spec: InferSpec) -> ModelSpec:
         """``spec``'s model key; the first job of a model sets its members' forward batch (when
         the policy does not)."""
         with self._lock:
@@ -109,7 +109,7 @@ class InferPool:
             )
         return spec.model
 
-    def release(self, key: ModelKey, job_id: str) -> None:
+    def release(self, key: ModelSpec, job_id: str) -> None:
         """``job_id`` no longer uses its member."""
         with self._lock:
             for member in self._members.get(key, []):
@@ -118,7 +118,7 @@ class InferPool:
                     if not member.jobs:
                         member.idle_since = time.monotonic()
 
-    def rebalance(self, key: ModelKey, job_id: str, handle: Any) -> Any:
+    def rebalance(self, key: ModelSpec, job_id: str, handle: Any) -> Any:
         """The member ``job_id`` sends its next batch to: ``handle``, its member now, unless a
         ready member of the same model has at least two jobs fewer (one added by the autoscaler
         after the job started, say); then the job moves there. Calls are stateless, so a job may
@@ -141,7 +141,7 @@ class InferPool:
             logger.info("pool: job %s moves from %s to %s", job_id, mine.name, best.name)
             return best.handle
 
-    def handles(self, key: ModelKey, *, ready: bool = False) -> list[Any]:
+    def handles(self, key: ModelSpec, *, ready: bool = False) -> list[Any]:
         """The members of ``key`` (with ``ready``: only those whose actor has started)."""
         with self._lock:
             members = self._members.get(key, [])
@@ -149,26 +149,26 @@ class InferPool:
                 self._poll_ready(members)
             return [m.handle for m in members if m.ready or not ready]
 
-    def invalidate(self, key: ModelKey, handle: Any) -> None:
+    def invalidate(self, key: ModelSpec, handle: Any) -> None:
         """Forget ``handle`` (it died); its jobs get another member when they retry."""
         with self._lock:
             members = self._members.get(key, [])
             self._members[key] = [m for m in members if m.handle is not handle]
 
     # -- sizing ----------------------------------------------------------------------------------
-    def size(self, key: ModelKey) -> int:
+    def size(self, key: ModelSpec) -> int:
         with self._lock:
             return len(self._members.get(key, []))
 
-    def sizes(self) -> dict[ModelKey, int]:
+    def sizes(self) -> dict[ModelSpec, int]:
         with self._lock:
             return {key: len(members) for key, members in self._members.items()}
 
-    def keys(self) -> list[ModelKey]:
+    def keys(self) -> list[ModelSpec]:
         with self._lock:
             return list(self._members)
 
-    def scale(self, key: ModelKey, target: int) -> tuple[int, int]:
+    def scale(self, key: ModelSpec, target: int) -> tuple[int, int]:
         """Grow to ``target`` members now, or shrink towards it by removing members idle longer
         than the policy's ``idle_s``; returns (members added, members removed). A model grows
         only after :meth:`register` (or :meth:`acquire`) saw one of its jobs."""
@@ -207,7 +207,7 @@ class InferPool:
         request_resources(bundles=bundles)
         self._requested = bundles
 
-    def throughput(self, key: ModelKey) -> float | None:
+    def throughput(self, key: ModelSpec) -> float | None:
         """Mean measured frames/s of the model's members, over the wall-clock time they had a
         call in flight (idle time left out), or None before any measurement."""
         with self._lock:
@@ -274,7 +274,7 @@ class InferPool:
             self._gpus = detected_gpus()
         return self._gpus
 
-    def gpus_for(self, key: ModelKey) -> float:
+    def gpus_for(self, key: ModelSpec) -> float:
         """GPUs a member of ``key`` asks for: the policy's ``actor_gpus`` when given; else 0
         without a GPU, and with one the share of a device its memory allows
         (:func:`gpu_share`), so members of several models fit on one device."""
@@ -285,7 +285,7 @@ class InferPool:
         return gpu_share(key, self._gpu_gib)
 
     # -- internals (lock held) -------------------------------------------------------------------
-    def _create(self, key: ModelKey) -> _Member:
+    def _create(self, key: ModelSpec) -> _Member:
         import ray
 
         name = f"sapiens-stream/infer/{self.created}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from actors.groups import TINY_TASKS, ModelKey
+from actors.groups import TINY_TASKS, ModelSpec
 from models.spec import ARCHES
 
 __all__ = [
@@ -99,7 +99,7 @@ RELEASED_ACTIVATION_GIB = 8.0
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def gpu_share(key: ModelKey, gpu_memory_gib: float) -> float:
+def gpu_share(key: ModelSpec, gpu_memory_gib: float) -> float:
     """The fraction of one GPU a member of ``key`` asks for: ``1/k`` for the largest ``k``
     members whose worst-case memory fits the device (every task group loaded: released
     checkpoints are one backbone per task), at most 8 per device; 1 when even one does not

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.infer import InferSpec, ModelKey
+from actors.infer import InferSpec, ModelSpec
 from flows.errors import SpecError, one_line
 from flows.metrics import metric
 from flows.plan import plan_job
@@ -289,7 +289,7 @@ class JobService:
             if self._seen_frames
             else policy.default_job_frames
         )
-        demand: dict[ModelKey, list[int]] = {}  # model -> [jobs, backlog frames]
+        demand: dict[ModelSpec, list[int]] = {}  # model -> [jobs, backlog frames]
         for job in list(self._running.values()):
             if job.infer is None:
                 continue
@@ -383,7 +383,7 @@ class JobService:
             )
 
 
-def _model_tag(key: ModelKey) -> str:
+def _model_tag(key: ModelSpec) -> str:
     """A model's metric tag: its size, and what sets it apart from others of that size."""
     extras = [key.weights if key.weights != "hub" else "", key.fmt if key.fmt != "original" else ""]
     extras += [key.dtype or "", "compiled" if key.compile else "", "flip" if key.flip_test else ""]

@@ -52,19 +52,19 @@ def test_a_job_moves_only_to_a_member_with_two_jobs_fewer() -> None:
 def test_gpu_share_fits_members_by_worst_case_memory() -> None:
     """Shares from the weights of every task group (released: one ~0.3B..2B backbone per task,
     4 tasks) plus an activation reserve; references computed from the published sizes."""
-    from actors.infer import ModelKey
+    from actors.infer import ModelSpec
     from flows.pool import gpu_share
 
     gib = 2**30
     # 0.3b bf16: 4 x 0.30e9 params x 2 bytes = 2.25 GiB + 8 GiB reserve -> 7 fit in 80 GiB.
     assert 4 * 0.302e9 * 2 / gib + 8 < 80 / 7
-    assert gpu_share(ModelKey(size="0.3b"), 80.0) == 0.1428
+    assert gpu_share(ModelSpec(size="0.3b"), 80.0) == 0.1428
     # 2b bf16: 4 x 2.12e9 x 2 bytes = 15.8 GiB + 8 -> 3 fit in 80 GiB, 5 in 141 GiB.
-    assert gpu_share(ModelKey(size="2b"), 80.0) == 0.3333
-    assert gpu_share(ModelKey(size="2b"), 141.0) == 0.2
+    assert gpu_share(ModelSpec(size="2b"), 80.0) == 0.3333
+    assert gpu_share(ModelSpec(size="2b"), 141.0) == 0.2
     # 2b float32 needs 31.7 + 8 GiB: alone on a 24 GiB device.
-    assert gpu_share(ModelKey(size="2b", dtype="float32"), 24.0) == 1.0
-    assert gpu_share(ModelKey(size="tiny"), 80.0) == 0.125  # at most 8 per device
+    assert gpu_share(ModelSpec(size="2b", dtype="float32"), 24.0) == 1.0
+    assert gpu_share(ModelSpec(size="tiny"), 80.0) == 0.125  # at most 8 per device
 
 
 def test_serve_defaults_follow_the_gpus(monkeypatch) -> None:

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from actors.infer import InferSpec, ModelKey
+from actors.infer import InferSpec, ModelSpec
 from flows.pool import InferPool, ScalePolicy
 from tests.conftest import local_ray
 
@@ -33,7 +33,7 @@ def _ready(ray: ModuleType, handle: object, timeout: float) -> bool:
 
 
 def _specs() -> list[InferSpec]:
-    keys = [ModelKey(num_keypoints=17, seed=s, device="cpu") for s in (0, 1)]
+    keys = [ModelSpec(num_keypoints=17, seed=s, device="cpu") for s in (0, 1)]
     return [InferSpec(tasks=TASKS, model=k, batch_size=2) for k in keys]
 
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from actors.infer import InferSpec, ModelKey
+from actors.infer import InferSpec, ModelSpec
 from actors.messages import FrameBatch, PersonBatch
 from flows.pool import InferPool, ScalePolicy
 
@@ -39,7 +39,7 @@ def _batch() -> tuple[FrameBatch, PersonBatch]:
     return batch, persons
 
 
-def _ready(pool: InferPool, key: ModelKey, handle, timeout_s: float = 120.0) -> None:
+def _ready(pool: InferPool, key: ModelSpec, handle, timeout_s: float = 120.0) -> None:
     """Wait until the pool itself counts ``handle`` as started (jobs move only to those)."""
     deadline = time.monotonic() + timeout_s
     while not any(h is handle for h in pool.handles(key, ready=True)):
@@ -50,7 +50,7 @@ def _ready(pool: InferPool, key: ModelKey, handle, timeout_s: float = 120.0) -> 
 def test_a_job_moves_to_a_new_member_and_gets_the_same_results(ray_cluster) -> None:
     ray = ray_cluster
     spec = InferSpec(
-        tasks=("pose", "depth"), model=ModelKey(num_keypoints=17, device="cpu"), batch_size=2
+        tasks=("pose", "depth"), model=ModelSpec(num_keypoints=17, device="cpu"), batch_size=2
     )
     key = spec.model
     pool = InferPool(ScalePolicy(max_actors=2, actor_gpus=0))

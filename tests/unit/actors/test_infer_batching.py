@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from actors.infer import InferSpec, ModelKey, SapiensWorker
+from actors.infer import InferSpec, ModelSpec, SapiensWorker
 from actors.messages import FrameBatch, PersonBatch
 
 TASKS = ("pose", "seg", "depth", "normal")
@@ -41,7 +41,7 @@ def _call(job: int) -> tuple[FrameBatch, PersonBatch]:
 def test_concurrent_jobs_share_forwards_and_get_their_own_results() -> None:
     spec = InferSpec(
         tasks=TASKS,
-        model=ModelKey(num_keypoints=17, device="cpu"),
+        model=ModelSpec(num_keypoints=17, device="cpu"),
         batch_size=8,
         batch_deadline_ms=2000,
     )
@@ -69,7 +69,7 @@ def test_concurrent_jobs_share_forwards_and_get_their_own_results() -> None:
 def test_capacity_time_is_wall_clock_with_a_call_in_flight() -> None:
     """The pool sizes itself from frames per ``active_s``: the whole call (cropping, decoding,
     waiting for a forward), not the forwards alone, and never the idle time between calls."""
-    spec = InferSpec(tasks=TASKS, model=ModelKey(num_keypoints=17, device="cpu"), batch_size=2)
+    spec = InferSpec(tasks=TASKS, model=ModelSpec(num_keypoints=17, device="cpu"), batch_size=2)
     worker = SapiensWorker(spec)
     start = time.perf_counter()
     worker(*_call(0), 0, (48, 64), job="job0")
@@ -95,7 +95,7 @@ def _assert_same(solo, mixed) -> None:
 def test_one_actor_per_model_serves_jobs_with_different_tasks_and_dense_modes() -> None:
     """The pool keys actors by model alone: jobs asking for other tasks or another dense mode
     share one actor (and its forwards), and each gets what an actor made for it gives."""
-    model = ModelKey(num_keypoints=17, device="cpu")
+    model = ModelSpec(num_keypoints=17, device="cpu")
     asks = [(("pose",), "crop"), (("seg", "depth"), "frame"), (("normal", "pose"), "crop")]
     alone = []
     for j, (tasks, mode) in enumerate(asks):
@@ -136,7 +136,7 @@ def test_released_groups_load_on_first_use(monkeypatch) -> None:
         return [Predictor(build_model((t,), "tiny", num_keypoints=17), runtime) for t in tasks]
 
     monkeypatch.setattr(infer_mod, "build_groups", per_task_groups)
-    worker = SapiensWorker(ModelKey(size="0.3b", crop_size=(256, 192), device="cpu"))
+    worker = SapiensWorker(ModelSpec(size="0.3b", crop_size=(256, 192), device="cpu"))
     assert worker.tasks == () and loads == []  # nothing before a job asks
     worker(*_call(0), 0, (48, 64), tasks=("pose",))
     assert worker.tasks == ("pose",) and loads == [("pose",)]

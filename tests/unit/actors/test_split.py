@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.infer import InferSpec, ModelKey, SapiensWorker
+from actors.infer import InferSpec, ModelSpec, SapiensWorker
 from actors.messages import FrameBatch, PersonBatch
 from actors.split import BackboneWorker, HeadWorker, PostWorker
 
@@ -37,7 +37,7 @@ def _persons() -> PersonBatch:
 
 @pytest.mark.parametrize("tasks", [TASKS, ("depth",)])
 def test_split_equals_fused(tasks: tuple[str, ...]) -> None:
-    spec = InferSpec(tasks=tasks, model=ModelKey(num_keypoints=17, device="cpu"), batch_size=2)
+    spec = InferSpec(tasks=tasks, model=ModelSpec(num_keypoints=17, device="cpu"), batch_size=2)
     batch, persons = _batch(), _persons()
     fused = SapiensWorker(spec)(batch, persons, 10, (48, 64))
     fb = BackboneWorker(spec)(batch, persons, 10, (48, 64))
@@ -64,4 +64,4 @@ def test_split_equals_fused(tasks: tuple[str, ...]) -> None:
 
 def test_flip_test_is_refused_in_split_placement() -> None:
     with pytest.raises(ValueError, match="flip_test"):
-        BackboneWorker(InferSpec(tasks=("pose",), model=ModelKey(flip_test=True, device="cpu")))
+        BackboneWorker(InferSpec(tasks=("pose",), model=ModelSpec(flip_test=True, device="cpu")))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from actors.infer import InferSpec, ModelKey, SapiensWorker
+from actors.infer import InferSpec, ModelSpec, SapiensWorker
 from actors.messages import FrameBatch, PersonBatch
 from models import build_model
 from models.analyze import Analyzer
@@ -129,7 +129,7 @@ def _frame0(worker: SapiensWorker, frames: list[int], persons: list[tuple[int, i
 
 
 def test_a_person_gets_the_same_results_whatever_else_its_call_holds() -> None:
-    model = ModelKey(num_keypoints=17, device="cpu", crop_size=CROP)
+    model = ModelSpec(num_keypoints=17, device="cpu", crop_size=CROP)
     spec = InferSpec(tasks=TASKS, model=model, batch_size=BATCH)
     worker = SapiensWorker(spec)
     try:
