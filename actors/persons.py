@@ -164,6 +164,11 @@ class PersonWorker:
             return persons, state
         return persons, stage.checkpoint()
 
+    def prepare(self, request: PersonRequest) -> None:
+        """Build (or find built) the request's detector now, so that missing or unfit weights
+        fail the job before any frame is decoded for it."""
+        self._detector(request)
+
     def _detector(self, request: PersonRequest) -> PersonDetector:
         options = dict(request.options)
         if request.detector not in _CACHED_DETECTORS:

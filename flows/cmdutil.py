@@ -48,6 +48,16 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     for key, value in (("size", args.model), ("weights", args.weights)):
         if value is not None:
             model[key] = value
+    detection = raw.setdefault("detection", {})
+    for key, value in (
+        ("model", args.detector_model),
+        ("weights", args.detector_weights),
+        ("input_size", args.detector_input_size),
+        ("score_thr", args.score_thr),
+        ("nms_iou", args.nms_iou),
+    ):
+        if value is not None:
+            detection[key] = value
     sampling = raw.setdefault("sampling", {})
     for key, value in (
         ("stride", args.stride),

@@ -20,7 +20,7 @@ from flows.cmdutil import (
 )
 from flows.errors import SpecError
 from flows.runcmd import run_command
-from flows.spec import DENSE_MODES, DETECTORS, TASK_NAMES
+from flows.spec import DENSE_MODES, DETECTOR_MODELS, DETECTORS, TASK_NAMES
 from models.spec import SIZES
 
 __all__ = ["add_job_commands"]
@@ -202,6 +202,14 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=SIZES, help="model size (tiny: random weights)")
     p.add_argument("--weights", help="'hub' or a directory of checkpoint files")
     p.add_argument("--detector", choices=DETECTORS)
+    p.add_argument("--detector-model", choices=DETECTOR_MODELS, help="RT-DETR variant")
+    p.add_argument(
+        "--detector-weights",
+        help="RT-DETR checkpoint file (published layout); default: kornia's download",
+    )
+    p.add_argument("--detector-input-size", type=int, help="RT-DETR input side (multiple of 32)")
+    p.add_argument("--score-thr", type=float, help="lowest person score the detector keeps")
+    p.add_argument("--nms-iou", type=float, help="box overlap above which the weaker is dropped")
     p.add_argument("--boxes", help="JSON file: {source frame index: [[x1,y1,x2,y2], ...]}")
     p.add_argument("--stride", type=int)
     p.add_argument("--fps", type=float)

@@ -119,6 +119,8 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
         dense_mode=spec.dense_mode,
     )
     options: dict[str, Any] = {}
+    if spec.detector == "rtdetr":
+        options.update(spec.detection.detector_options())
     if spec.detector == "boxes" and spec.boxes is not None:
         options["boxes_by_source_index"] = {k: list(v) for k, v in spec.boxes.items()}
     return JobPlan(

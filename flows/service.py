@@ -217,6 +217,8 @@ class JobService:
         if not self.trust_weights:
             try:
                 self._check_weights(spec.model.weights)
+                if spec.detector == "rtdetr" and spec.detection.weights is not None:
+                    self.weights_policy.check(spec.detection.weights)
             except CheckpointError as e:
                 self.coord.fail(lease, one_line(f"CheckpointError: {e}"))
                 return

@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 from flows.errors import SpecError
 from media import MAX_PIXELS
 from models.analyze import DENSE_MODES, DenseMode
+from models.detect import MODEL_NAMES as DETECTOR_MODELS
 from models.detect import DetectorKind
 from models.spec import SIZES
 from storage.schema import TASKS, Task
@@ -19,9 +20,11 @@ from storage.schema import TASKS, Task
 __all__ = [
     "DENSE_MODES",
     "DETECTORS",
+    "DETECTOR_MODELS",
     "PLACEMENTS",
     "TASK_NAMES",
     "DenseMode",
+    "Detection",
     "JobSpec",
     "Limits",
     "ModelChoice",
@@ -82,6 +85,52 @@ class ModelChoice:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Detection:
+    """Settings of the ``rtdetr`` person detector (the other detectors have none).
+
+    Args:
+        model: kornia's RT-DETR variant (``rtdetr_r18vd`` ... ``rtdetr_r101vd``).
+        weights: a local checkpoint file in the published layout; None: the published weights
+            through kornia's downloader (its torch hub cache first). A ``serve`` reads only
+            files its weights allow-list admits.
+        input_size: square side the frames are resized to (a multiple of 32, >= 128).
+        score_thr: lowest person score kept.
+        nms_iou: overlap above which the weaker of two person boxes is dropped.
+    """
+
+    model: str = "rtdetr_r18vd"
+    weights: str | None = None
+    input_size: int = 640
+    score_thr: float = 0.3
+    nms_iou: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.model not in DETECTOR_MODELS:
+            raise SpecError(
+                f"detection.model must be one of {list(DETECTOR_MODELS)}, got {self.model!r}"
+            )
+        size = self.input_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 128 or size % 32:
+            raise SpecError(f"detection.input_size must be a multiple of 32 >= 128, got {size!r}")
+        for name in ("score_thr", "nms_iou"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                raise SpecError(f"detection.{name} must be in (0, 1), got {value!r}")
+        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
+            raise SpecError(f"detection.weights must be a file path or null, got {self.weights!r}")
+
+    def detector_options(self) -> dict[str, Any]:
+        """The RT-DETR detector's constructor options."""
+        return {
+            "model_name": self.model,
+            "weights": self.weights,
+            "input_size": self.input_size,
+            "score_thr": float(self.score_thr),
+            "nms_iou": float(self.nms_iou),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sampling:
     """Which decoded frames are processed: every ``stride``-th, or resampled to ``target_fps``,
     within ``[start_s, end_s)``."""
@@ -137,6 +186,7 @@ class JobSpec:
         model: the model choice.
         detector: ``full-frame``, ``boxes`` (per-frame boxes in ``boxes``) or ``rtdetr``.
         boxes: source frame index -> list of xyxy boxes (``detector="boxes"`` only).
+        detection: the ``rtdetr`` detector's model, weights, input size and thresholds.
         sampling: frame sampling.
         output_root: directory or fsspec URL under which ``<job_id>.zarr`` is written.
         max_side: downscale dense outputs so their longer side is at most this (None = source).
@@ -155,6 +205,7 @@ class JobSpec:
     model: ModelChoice = field(default_factory=ModelChoice)
     detector: DetectorKind = "full-frame"
     boxes: Mapping[int, tuple[tuple[float, float, float, float], ...]] | None = None
+    detection: Detection = field(default_factory=Detection)
     sampling: Sampling = field(default_factory=Sampling)
     output_root: str = "out/results"
     max_side: int | None = None
@@ -199,6 +250,8 @@ class JobSpec:
             data["model"] = ModelChoice(**_from_dict(ModelChoice, data["model"], "model"))
         if "sampling" in data:
             data["sampling"] = Sampling(**_from_dict(Sampling, data["sampling"], "sampling"))
+        if "detection" in data:
+            data["detection"] = Detection(**_from_dict(Detection, data["detection"], "detection"))
         if "limits" in data:
             data["limits"] = Limits(**_from_dict(Limits, data["limits"], "limits"))
         if "tasks" in data:

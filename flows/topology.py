@@ -166,6 +166,13 @@ def _build(
         wait_ready(plan, facts_ref, watch, "its Sapiens actor")
     for kind in STAGE_KINDS:
         made[kind] = stages.acquire(kind, spec.job_id)
+    person_request = PersonRequest(
+        detector=plan.detector,
+        options=dict(plan.detector_options or {}),
+        max_persons=plan.max_persons,
+    )
+    # The detector is built before any frame is decoded: missing weights fail the job here.
+    watch.get(made["persons"].prepare.remote(person_request), "the person detector")
     request = DecodeRequest(
         job_id=spec.job_id,
         source=spec.source,
@@ -206,11 +213,7 @@ def _build(
         video=video,
         out_size=plan.out_size(video),
         decode_from=request,
-        person_request=PersonRequest(
-            detector=plan.detector,
-            options=dict(plan.detector_options or {}),
-            max_persons=plan.max_persons,
-        ),
+        person_request=person_request,
         resume=checkpoint,
         watermark=watermark,
         first_index=checkpoint.frames if checkpoint else 0,

@@ -33,6 +33,7 @@ from .errors import ModelError
 
 __all__ = [
     "COCO_PERSON",
+    "MODEL_NAMES",
     "DetectionError",
     "Detections",
     "DetectorKind",

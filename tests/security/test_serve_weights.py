@@ -73,3 +73,23 @@ def test_allowed_weights_pass_the_check(coord: Coordinator, allowed: Path) -> No
     service = _service(coord, allowed)
     service._check_weights(str(allowed))
     service._check_weights("hub")
+
+
+def test_detector_weights_outside_the_allow_list_fail_the_job(
+    coord: Coordinator, allowed: Path, tmp_path: Path
+) -> None:
+    """The RT-DETR weights file a job names goes through the same allow-list."""
+    outside = tmp_path / "elsewhere.pth"
+    outside.write_bytes(b"x")
+    spec = {
+        "source": "a.mp4",
+        "detector": "rtdetr",
+        "detection": {"weights": str(outside)},
+    }
+    job_id = coord.submit(spec).job_id
+    lease = coord.claim("sec-weights")
+    assert lease is not None and lease.job_id == job_id
+    _service(coord, allowed)._run_job(lease)
+    record = coord.get(job_id)
+    assert record.state == "failed"
+    assert "allow-list" in record.error["reason"] and str(outside) in record.error["reason"]

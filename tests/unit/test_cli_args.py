@@ -23,3 +23,25 @@ def test_a_remote_output_root_needs_a_configured_redis(
 def test_bad_scaling_settings_are_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--min-actors", "3", "--max-actors", "2"]) == 2
     assert "min_actors" in capsys.readouterr().err
+
+
+def test_detector_flags_reach_the_job_spec() -> None:
+    from flows.cli import _parser
+    from flows.cmdutil import spec_from_args
+
+    args = _parser().parse_args(
+        ["run", "a.mp4", "--detector", "rtdetr", "--detector-model", "rtdetr_r34vd",
+         "--detector-weights", "/w/r34.pth", "--detector-input-size", "512",
+         "--score-thr", "0.45", "--nms-iou", "0.55"]
+    )  # fmt: skip
+    spec = spec_from_args(args)
+    assert spec.detector == "rtdetr"
+    d = spec.detection
+    assert (d.model, d.weights, d.input_size, d.score_thr, d.nms_iou) == (
+        "rtdetr_r34vd", "/w/r34.pth", 512, 0.45, 0.55
+    )  # fmt: skip
+
+
+def test_a_bad_detector_setting_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "a.mp4", "--detector", "rtdetr", "--detector-input-size", "100"]) == 2
+    assert "input_size" in capsys.readouterr().err

@@ -136,3 +136,45 @@ def test_an_output_root_that_is_empty_or_the_filesystem_root_is_refused(root: st
 @pytest.mark.parametrize("root", ["out/results", "/data/out", "s3://bucket/out", "file:///d/o"])
 def test_ordinary_output_roots_are_accepted(root: str) -> None:
     assert JobSpec.from_dict({"source": "a.mp4", "output_root": root}).output_root == root
+
+
+def test_detection_settings_round_trip_and_reach_the_detector() -> None:
+    from flows.plan import plan_job
+    from flows.spec import Detection
+
+    raw = {
+        "source": "a.mp4",
+        "detector": "rtdetr",
+        "detection": {"model": "rtdetr_r50vd", "weights": "/w/r50.pth", "input_size": 320,
+                      "score_thr": 0.4, "nms_iou": 0.6},
+    }  # fmt: skip
+    spec = JobSpec.from_dict(raw)
+    assert spec.detection == Detection(
+        model="rtdetr_r50vd", weights="/w/r50.pth", input_size=320, score_thr=0.4, nms_iou=0.6
+    )
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    assert plan_job(spec).detector_options == {
+        "model_name": "rtdetr_r50vd",
+        "weights": "/w/r50.pth",
+        "input_size": 320,
+        "score_thr": 0.4,
+        "nms_iou": 0.6,
+    }
+    assert plan_job(JobSpec(source="a.mp4")).detector_options == {}  # full-frame: none
+
+
+@pytest.mark.parametrize(
+    ("detection", "match"),
+    [
+        ({"model": "yolo"}, "detection.model"),
+        ({"input_size": 100}, "multiple of 32"),
+        ({"input_size": 330}, "multiple of 32"),
+        ({"score_thr": 1.5}, "score_thr"),
+        ({"nms_iou": 0}, "nms_iou"),
+        ({"weights": ""}, "weights"),
+        ({"thresholds": 1}, "thresholds"),
+    ],
+)
+def test_bad_detection_settings_are_refused(detection: dict, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        JobSpec.from_dict({"source": "a.mp4", "detector": "rtdetr", "detection": detection})

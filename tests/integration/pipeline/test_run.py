@@ -214,3 +214,56 @@ def test_a_live_http_source_gives_the_same_store_as_the_file(
     assert open_result(out.store_url).attrs["source"]["uri"] == url
     local = run_on_ray(plan_job(_spec(shared_clip, tmp_path, "http-local", **extra)))
     _assert_same_store(out.store_url, local.store_url)
+
+
+def _rtdetr_checkpoint(path: Path) -> Path:
+    """A random RT-DETR R18 saved as the published checkpoints are: ``torch.save`` of
+    ``{"ema": {"module": state}}`` with the reference implementation's parameter names."""
+    import torch
+    from kornia.models.rt_detr.model import RTDETR
+
+    torch.manual_seed(5)
+    model = RTDETR.from_name("rtdetr_r18vd", num_classes=80)
+    published = {
+        k.replace("encoder.ccfm.", "encoder.").replace(".convs.branch2", ".branch2"): v
+        for k, v in model.state_dict().items()
+    }
+    torch.save({"ema": {"module": published, "updates": 1}}, path)
+    return path
+
+
+def test_rtdetr_from_a_local_weights_file_end_to_end(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
+    """The job names the detector's weights file, input size and thresholds; nothing is
+    downloaded. (Random weights: the detections mean nothing, but every frame is either
+    analysed or, with more detections than the store holds, recorded as skipped.)"""
+    weights = _rtdetr_checkpoint(tmp_path / "rtdetr_r18vd_dec3_6x_coco_from_paddle.pth")
+    detection = {"weights": str(weights), "input_size": 128, "score_thr": 0.5, "nms_iou": 0.5}
+    spec = _spec(
+        shared_clip, tmp_path, "rtdetr", detector="rtdetr", detection=detection,
+        sampling={"stride": 85}, tasks=["pose"],
+    )  # fmt: skip
+    plan = plan_job(spec)
+    assert plan.detector_options["weights"] == str(weights)
+    out = run_on_ray(plan)
+    assert out.state == "succeeded", out.error
+    reader = open_result(out.store_url)
+    assert reader.num_frames == 5
+    assert set(reader.read_frames().statuses()) <= {"ok", "skipped"}
+    assert reader.attrs["job"]["spec"]["detection"]["weights"] == str(weights)
+
+
+def test_missing_detector_weights_fail_the_job_before_any_frame(
+    ray_cluster, shared_clip: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "rtdetr.pth"
+    spec = _spec(
+        shared_clip, tmp_path, "no-weights", detector="rtdetr",
+        detection={"weights": str(missing)},
+    )  # fmt: skip
+    out = run_on_ray(plan_job(spec))
+    assert out.state == "failed"
+    assert "DetectorWeightsUnavailableError" in out.error and str(missing) in out.error
+    assert "\n" not in out.error
+    assert not Path(plan_job(spec).store_url).exists()  # no store: no work was done
