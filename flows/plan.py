@@ -15,7 +15,10 @@ from media import output_size
 from models.spec import output_keypoints
 from storage import DEFAULT_MAX_PERSONS, StoreSpec
 
-__all__ = ["MAP_BYTES_PER_PIXEL", "JobPlan", "map_bytes_per_pixel", "plan_job"]
+__all__ = ["MAP_BYTES_PER_PIXEL", "TYPICAL_FRAME", "JobPlan", "map_bytes_per_pixel", "plan_job"]
+
+#: (H, W) a batch is sized for before its source is probed.
+TYPICAL_FRAME = (1080, 1920)
 
 #: Bytes per output pixel and frame of each task's dense map in the Sapiens actor: part labels
 #: (uint8), relative depth (float32), normals (3 x float32); pose has no dense map.
@@ -80,6 +83,15 @@ class JobPlan:
     def max_persons(self) -> int:
         """Persons the store holds per frame: a frame with more detections is skipped."""
         return DEFAULT_MAX_PERSONS
+
+    def batch_bytes(self, frame: tuple[int, int] | None = None) -> int:
+        """Bytes one batch of this job holds between decode and commit: its RGB frames and
+        its dense maps, for ``frame`` (H, W) sources (default: the frame size the limits are
+        sized for when unknown, 1080p)."""
+        h, w = frame or TYPICAL_FRAME
+        oh, ow = output_size(h, w, max_side=self.spec.max_side)
+        per_frame = h * w * 3 + oh * ow * self.decode.limits.map_bytes_per_pixel
+        return self.spec.batch_size * per_frame
 
     def job_facts(self) -> dict[str, Any]:
         return {"job_id": self.spec.job_id, "spec": self.spec.to_dict()}

@@ -73,9 +73,29 @@ def secure_token_file(path: Path | None = None) -> Path | None:
     return path
 
 
-def ensure_ray(address: str | None = None) -> None:
+#: Smallest object store of a local cluster.
+MIN_OBJECT_STORE = 256 * 2**20
+#: Largest share of this machine's memory a local cluster's object store takes.
+MAX_OBJECT_STORE_SHARE = 0.3
+
+
+def object_store_bytes(batch_bytes: int, batches: int) -> int:
+    """Object store of a local cluster that holds ``batches`` batches of ``batch_bytes`` at
+    once, twice over (a batch's frames and its results live side by side until its commit,
+    and Ray spills to disk when the store fills, several times slower): at least 256 MiB, at
+    most 30% of this machine's memory."""
+    want = 2 * max(0, batch_bytes) * max(1, batches)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: keep the floor
+        return MIN_OBJECT_STORE
+    return int(max(MIN_OBJECT_STORE, min(want, MAX_OBJECT_STORE_SHARE * memory)))
+
+
+def ensure_ray(address: str | None = None, *, store_bytes: int | None = None) -> None:
     """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster sized to this machine,
-    bound to loopback, with a private token file."""
+    bound to loopback, with a private token file. ``store_bytes``: the local cluster's object
+    store (see :func:`object_store_bytes`; default the floor)."""
     _no_auto_init()
     import ray
 
@@ -91,7 +111,7 @@ def ensure_ray(address: str | None = None) -> None:
         address="local",  # a new local cluster, even if another runs on this machine
         num_cpus=max(4, os.cpu_count() or 1),
         include_dashboard=False,
-        object_store_memory=256 * 2**20,
+        object_store_memory=max(MIN_OBJECT_STORE, store_bytes or 0),
         log_to_driver=False,
     )
 

@@ -22,7 +22,7 @@ from flows.outcome import failure_reason, mark_store_failed
 from flows.ownactors import private_gpus
 from flows.plan import JobPlan
 from flows.pool import InferPool
-from flows.raylocal import ensure_ray
+from flows.raylocal import ensure_ray, object_store_bytes
 from flows.stagepool import StagePolicy, StagePool, is_dead, stage_name
 from flows.topology import JobActors, build_actors
 from flows.watch import (
@@ -34,17 +34,21 @@ from flows.watch import (
     Watchdog,
 )
 
-__all__ = ["JobCancelledError", "ensure_ray", "run_on_ray", "stage_name"]
+__all__ = ["MAX_IN_FLIGHT", "JobCancelledError", "ensure_ray", "run_on_ray", "stage_name"]
 
 logger = logging.getLogger(__name__)
 OnVideo = Callable[[Any], None]
 ShouldStop = StopCheck
 
 
+#: Batches of a job between decode and commit (backpressure).
+MAX_IN_FLIGHT = 3
+
+
 def run_on_ray(
     plan: JobPlan,
     *,
-    max_in_flight: int = 3,
+    max_in_flight: int = MAX_IN_FLIGHT,
     retries: int = 2,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -79,7 +83,7 @@ def run_on_ray(
     """
     from storage import store_state
 
-    ensure_ray(address)
+    ensure_ray(address, store_bytes=object_store_bytes(plan.batch_bytes(), max_in_flight + 1))
     t0 = time.perf_counter()
     job_id, url = plan.spec.job_id, plan.store_url
     state = store_state(url) if resume else None

@@ -28,7 +28,7 @@ from flows.errors import SpecError, one_line
 from flows.metrics import metric
 from flows.plan import plan_job
 from flows.pool import InferPool, ScalePolicy, desired_actors
-from flows.run import run_on_ray
+from flows.run import MAX_IN_FLIGHT, run_on_ray
 from flows.spec import JobSpec
 from flows.stagepool import StagePolicy, StagePool
 from flows.watch import DEFAULT_STALL_S, StopReason
@@ -113,7 +113,7 @@ class JobService:
         """Claim and run jobs until ``until()`` is true (forever when None)."""
         from flows.raylocal import ensure_ray, exit_on_sigterm
 
-        ensure_ray(self.address)
+        ensure_ray(self.address, store_bytes=self._store_bytes())
         exit_on_sigterm()
         self.heartbeat.start()
         try:
@@ -151,7 +151,7 @@ class JobService:
         a cluster through its Jobs API runs so)."""
         from flows.raylocal import ensure_ray, exit_on_sigterm
 
-        ensure_ray(self.address)
+        ensure_ray(self.address, store_bytes=self._store_bytes())
         exit_on_sigterm()
         self.heartbeat.start()
         try:
@@ -272,6 +272,14 @@ class JobService:
         else:
             self._retrying(self.coord.fail, lease, outcome.error or "failed")
         logger.info("job %s %s (%d frames)", lease.job_id, outcome.state, outcome.frames)
+
+    def _store_bytes(self) -> int:
+        """Object store of a local cluster: the batches in flight of ``max_jobs`` jobs of the
+        default settings (1080p, every task, batches of 8) at once."""
+        from flows.raylocal import object_store_bytes
+
+        typical = plan_job(JobSpec(source="typical.mp4", job_id="sizing")).batch_bytes()
+        return object_store_bytes(typical, (MAX_IN_FLIGHT + 1) * self.max_jobs)
 
     def _check_weights(self, weights: str) -> None:
         """A job's weights must come from the allow-list: the directory it names, and every

@@ -178,3 +178,24 @@ def test_detection_settings_round_trip_and_reach_the_detector() -> None:
 def test_bad_detection_settings_are_refused(detection: dict, match: str) -> None:
     with pytest.raises(SpecError, match=match):
         JobSpec.from_dict({"source": "a.mp4", "detector": "rtdetr", "detection": detection})
+
+
+def test_a_local_object_store_holds_the_batches_in_flight() -> None:
+    """Sized from the batch: a default job at 1080p holds 8 frames of RGB (6.2 MB each) and
+    25 bytes of dense maps per pixel (51.8 MB): 465 MB per batch, twice for each of 4 batches
+    in flight; at least 256 MiB, at most 30% of the machine."""
+    import os
+
+    from flows.raylocal import MIN_OBJECT_STORE, object_store_bytes
+
+    plan = plan_job(JobSpec(source="a.mp4"))
+    # RGB; part labels 1, depth 4, normals 12 and the ownership maps 8 (pose has none).
+    per_frame = 1080 * 1920 * (3 + 1 + 4 + 12 + 8)
+    assert plan.batch_bytes() == 8 * per_frame
+    assert plan_job(JobSpec(source="a.mp4", max_side=960)).batch_bytes() == 8 * (
+        1080 * 1920 * 3 + 540 * 960 * 25
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert object_store_bytes(plan.batch_bytes(), 4) == min(2 * 4 * 8 * per_frame, 0.3 * memory)
+    assert object_store_bytes(1000, 1) == MIN_OBJECT_STORE
+    assert object_store_bytes(10**13, 4) == int(0.3 * memory)
