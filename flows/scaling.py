@@ -22,6 +22,7 @@ __all__ = [
     "detected_gpu_memory_gib",
     "detected_gpus",
     "gpu_share",
+    "model_tag",
     "move_to",
     "serve_defaults",
 ]
@@ -159,3 +160,11 @@ def detected_gpus() -> float:
     except Exception:  # no cluster to ask: CPU actors
         pass
     return 0.0
+
+
+def model_tag(key: ModelSpec) -> str:
+    """A model's metric tag: its size, and what sets it apart from others of that size."""
+    extras = [key.weights if key.weights != "hub" else "", key.fmt if key.fmt != "original" else ""]
+    extras += [key.dtype or "", "compiled" if key.compile else "", "flip" if key.flip_test else ""]
+    extras += [f"seed{key.seed}" if key.size == "tiny" and key.seed else ""]
+    return ":".join([key.size, *(e for e in extras if e)])

@@ -29,6 +29,7 @@ from flows.metrics import metric
 from flows.plan import plan_job
 from flows.pool import InferPool, ScalePolicy, desired_actors
 from flows.run import MAX_IN_FLIGHT, run_on_ray
+from flows.scaling import model_tag
 from flows.spec import JobSpec
 from flows.stagepool import StagePolicy, StagePool
 from flows.watch import DEFAULT_STALL_S, StopReason
@@ -329,7 +330,7 @@ class JobService:
             if added or removed:
                 change = {
                     "time": time.time(),
-                    "model": _model_tag(key),
+                    "model": model_tag(key),
                     "before": before,
                     "target": target,
                     "after": self.pool.size(key),
@@ -341,8 +342,8 @@ class JobService:
                 metric("scale_events").inc(
                     1, tags={"model": change["model"], "direction": "up" if added else "down"}
                 )
-            metric("actors").set(self.pool.size(key), tags={"model": _model_tag(key)})
-            metric("actors_target").set(target, tags={"model": _model_tag(key)})
+            metric("actors").set(self.pool.size(key), tags={"model": model_tag(key)})
+            metric("actors_target").set(target, tags={"model": model_tag(key)})
         self.stages.scale()
         self.decisions = [*self.decisions, *changes][-100:]
         self.pool.request_resources()
@@ -391,11 +392,3 @@ class JobService:
             logger.warning(
                 "coordination call %s failed", getattr(fn, "__name__", fn), exc_info=True
             )
-
-
-def _model_tag(key: ModelSpec) -> str:
-    """A model's metric tag: its size, and what sets it apart from others of that size."""
-    extras = [key.weights if key.weights != "hub" else "", key.fmt if key.fmt != "original" else ""]
-    extras += [key.dtype or "", "compiled" if key.compile else "", "flip" if key.flip_test else ""]
-    extras += [f"seed{key.seed}" if key.size == "tiny" and key.seed else ""]
-    return ":".join([key.size, *(e for e in extras if e)])

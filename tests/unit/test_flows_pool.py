@@ -81,3 +81,13 @@ def test_serve_defaults_follow_the_gpus(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert serve_defaults(None, None) == (32, 4)
     assert serve_defaults(2, None) == (2, 4) and serve_defaults(None, 1) == (32, 1)
+
+
+def test_model_tags_tell_the_pools_apart() -> None:
+    from actors.infer import ModelSpec
+    from flows.scaling import model_tag
+
+    assert model_tag(ModelSpec(size="0.3b")) == "0.3b"
+    assert model_tag(ModelSpec(size="1b", dtype="bfloat16", compile=True)) == "1b:bfloat16:compiled"
+    assert model_tag(ModelSpec(size="tiny", seed=3)) == "tiny:seed3"
+    assert model_tag(ModelSpec(size="2b", weights="/w", fmt="torchscript")) == "2b:/w:torchscript"
