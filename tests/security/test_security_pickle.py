@@ -347,7 +347,7 @@ def test_a_poisoned_job_does_not_stop_the_service(
     from flows.pool import ScalePolicy
     from flows.service import JobService
 
-    monkeypatch.setattr(flows.raylocal, "ensure_ray", lambda address=None: None)
+    monkeypatch.setattr(flows.raylocal, "ensure_ray", lambda address=None, **_: None)
     monkeypatch.setattr(flows.raylocal, "exit_on_sigterm", lambda: None)
     bad = coord.submit({"source": "a.mp4"}).job_id
     coord.client.hset(coord.keys.job(bad), "spec", live_payloads["open-p5"])
