@@ -9,17 +9,19 @@ another member from the store.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from actors._sessions import SessionCache
 from actors.errors import WriterSessionError
 from storage import FrameResult, ModelProvenance, ResumeState, StoreSpec, Writer
 
-__all__ = ["WriterSessionError", "WriterStage", "WriterWorker"]
+__all__ = ["StoreRequest", "WriterSessionError", "WriterStage", "WriterWorker"]
 
 
-class WriterStage:
-    """Creates (or resumes) a store and commits results in frame order.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreRequest:
+    """What a job asks of the writer stage: the store to create, or to resume.
 
     Args:
         url: store location.
@@ -32,24 +34,28 @@ class WriterStage:
             with a larger token resumed it (``StaleOwnerError``). None: unfenced (local use).
     """
 
-    def __init__(
-        self,
-        url: str,
-        spec: StoreSpec,
-        *,
-        job: Mapping[str, Any],
-        source: Mapping[str, Any],
-        models: Sequence[ModelProvenance | Mapping[str, Any]],
-        resume: bool = False,
-        fence: int | None = None,
-    ) -> None:
-        self.url = url
+    url: str
+    spec: StoreSpec
+    job: Mapping[str, Any]
+    source: Mapping[str, Any]
+    models: Sequence[ModelProvenance | Mapping[str, Any]]
+    resume: bool = False
+    fence: int | None = None
+
+
+class WriterStage:
+    """Creates (or resumes) the store a :class:`StoreRequest` names and commits results in
+    frame order."""
+
+    def __init__(self, request: StoreRequest) -> None:
+        r = request
+        self.url = r.url
         self._checkpoints: list[ResumeState] = []
-        if resume:
-            self.writer = Writer.resume(url, fence=fence)
+        if r.resume:
+            self.writer = Writer.resume(r.url, fence=r.fence)
         else:
             self.writer = Writer.create(
-                url, spec, job=job, source=source, models=models, fence=fence
+                r.url, r.spec, job=r.job, source=r.source, models=r.models, fence=r.fence
             )
 
     def watermark(self) -> int:
@@ -93,23 +99,10 @@ class WriterWorker:
     def __init__(self) -> None:
         self._stores: SessionCache[WriterStage] = SessionCache()
 
-    def open(
-        self,
-        key: str,
-        url: str,
-        spec: StoreSpec,
-        *,
-        job: Mapping[str, Any],
-        source: Mapping[str, Any],
-        models: Sequence[ModelProvenance | Mapping[str, Any]],
-        resume: bool = False,
-        fence: int | None = None,
-    ) -> int:
+    def open(self, key: str, request: StoreRequest) -> int:
         """Create (or resume) the store of the attempt ``key``; returns its watermark."""
         with self._stores.session(key) as entry:
-            entry.value = WriterStage(
-                url, spec, job=job, source=source, models=models, resume=resume, fence=fence
-            )
+            entry.value = WriterStage(request)
             return entry.value.watermark()
 
     def add(

@@ -10,10 +10,11 @@ from typing import Any
 from actors.decode import DecodeLimits, DecodeSpec
 from actors.infer import InferSpec, ModelSpec
 from actors.messages import VideoInfo
+from actors.writer import StoreRequest
 from flows.spec import JobSpec
 from media import output_size
 from models.spec import output_keypoints
-from storage import DEFAULT_MAX_PERSONS, StoreSpec
+from storage import DEFAULT_MAX_PERSONS, ModelProvenance, StoreSpec
 
 __all__ = ["MAP_BYTES_PER_PIXEL", "TYPICAL_FRAME", "JobPlan", "map_bytes_per_pixel", "plan_job"]
 
@@ -92,6 +93,25 @@ class JobPlan:
         oh, ow = output_size(h, w, max_side=self.spec.max_side)
         per_frame = h * w * 3 + oh * ow * self.decode.limits.map_bytes_per_pixel
         return self.spec.batch_size * per_frame
+
+    def store_request(
+        self,
+        info: VideoInfo,
+        models: list[ModelProvenance],
+        *,
+        resume: bool = False,
+        fence: int | None = None,
+    ) -> StoreRequest:
+        """What the writer stage is asked to create (or resume) for this job."""
+        return StoreRequest(
+            url=self.store_url,
+            spec=self.store_spec(info),
+            job=self.job_facts(),
+            source={"uri": self.spec.source, **info.to_dict()},
+            models=models,
+            resume=resume,
+            fence=fence,
+        )
 
     def job_facts(self) -> dict[str, Any]:
         return {"job_id": self.spec.job_id, "spec": self.spec.to_dict()}

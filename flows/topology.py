@@ -187,16 +187,8 @@ def _build(
         facts_ref if facts_ref is not None else infer.model_facts.remote(plan.infer.tasks),
         "the Sapiens model",
     )
-    opened = made["writer"].open.remote(
-        key,
-        plan.store_url,
-        plan.store_spec(video),
-        job=plan.job_facts(),
-        source={"uri": spec.source, **video.to_dict()},
-        models=model_entries(facts),
-        resume=resume,
-        fence=fence,
-    )
+    store = plan.store_request(video, model_entries(facts), resume=resume, fence=fence)
+    opened = made["writer"].open.remote(key, store)
     watermark = watch.get(opened, "the store to open")
     return JobActors(
         key=key,

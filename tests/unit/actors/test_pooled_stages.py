@@ -20,7 +20,7 @@ from actors.errors import WriterSessionError
 from actors.messages import FrameBatch, PersonBatch
 from actors.persons import PersonRequest, PersonStage, PersonWorker
 from actors.session import DecodePoolWorker, DecodeRequest, DecodeSession
-from actors.writer import WriterWorker
+from actors.writer import StoreRequest, WriterWorker
 from storage import ResumeState, StoreSpec, open_result
 from storage.synthetic import synthetic_frame
 from tests.unit.actors.test_decode import _write
@@ -141,9 +141,10 @@ MODELS = [{"name": "tiny", "task": "pose", "checkpoint_sha256": None, "random_we
 
 
 def _open(worker: WriterWorker, key: str, url: str, resume: bool = False) -> int:
-    return worker.open(
-        key, url, STORE, job={"job_id": key}, source={}, models=MODELS, resume=resume
+    request = StoreRequest(
+        url=url, spec=STORE, job={"job_id": key}, source={}, models=MODELS, resume=resume
     )
+    return worker.open(key, request)
 
 
 def test_one_writer_member_commits_several_jobs_side_by_side(tmp_path: Path) -> None:

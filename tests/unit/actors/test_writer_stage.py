@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.writer import WriterStage
+from actors.writer import StoreRequest, WriterStage
 from storage import ResumeState, SchemaMismatchError, StorageError, StoreSpec, open_result
 from storage.synthetic import synthetic_frame
 
@@ -15,7 +15,10 @@ MODELS = [{"name": "tiny", "task": "pose", "checkpoint_sha256": None, "random_we
 
 
 def _stage(url: str, resume: bool = False) -> WriterStage:
-    return WriterStage(url, SPEC, job={"job_id": "cp"}, source={}, models=MODELS, resume=resume)
+    request = StoreRequest(
+        url=url, spec=SPEC, job={"job_id": "cp"}, source={}, models=MODELS, resume=resume
+    )
+    return WriterStage(request)
 
 
 def test_checkpoints_are_saved_once_the_watermark_reaches_them(tmp_path: Path) -> None:
