@@ -101,6 +101,35 @@ def _warp(
     )[0]
 
 
+def _warp_all(
+    outputs: Mapping[str, Tensor],
+    i: int,
+    matrix: Tensor,
+    crop_size: tuple[int, int],
+    out_to_frame: Tensor,
+    rect: tuple[int, int, int, int],
+) -> dict[str, Tensor]:
+    """Person ``i``'s head maps (and, with seg, its crop coverage ``covered``) resampled onto
+    ``rect``: the maps of one spatial size are stacked and warped in one call (each channel is
+    sampled on its own, so the values are those of one warp per map)."""
+    maps = {name: out[i] for name, out in outputs.items()}
+    if "seg" in maps:
+        maps["covered"] = torch.ones_like(maps["seg"][:1])
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for name, m in maps.items():
+        by_size.setdefault((int(m.shape[-2]), int(m.shape[-1])), []).append(name)
+    out: dict[str, Tensor] = {}
+    for names in by_size.values():
+        stacked = torch.cat([maps[n].float() for n in names]) if len(names) > 1 else maps[names[0]]
+        warped = _warp(stacked, matrix, crop_size, out_to_frame, rect)
+        start = 0
+        for n in names:
+            c = int(maps[n].shape[0])
+            out[n] = warped[start : start + c]
+            start += c
+    return out
+
+
 def composite_persons(
     outputs: Mapping[str, Tensor],
     *,
@@ -151,18 +180,10 @@ def composite_persons(
         if rect is None:
             continue
         y0, y1, x0, x1 = rect
+        warped = _warp_all(outputs, i, matrix[i].cpu(), crop_size, to_frame, rect)
         if "seg" in outputs:
-            logits = _warp(outputs["seg"][i], matrix[i].cpu(), crop_size, to_frame, rect)
-            covered = (
-                _warp(
-                    torch.ones_like(outputs["seg"][i][:1]),
-                    matrix[i].cpu(),
-                    crop_size,
-                    to_frame,
-                    rect,
-                )[0]
-                > 0.999
-            )
+            logits = warped["seg"]
+            covered = warped["covered"][0] > 0.999
             prob = F.softmax(logits, dim=0)
             fg = torch.where(covered, 1.0 - prob[0], 0.0)
             labels = prob.argmax(0).to(torch.uint8)
@@ -175,10 +196,10 @@ def composite_persons(
         if part is not None and labels is not None:
             part[f, y0:y1, x0:x1] = torch.where(own, labels, part[f, y0:y1, x0:x1])
         if depth is not None:
-            d = _warp(outputs["depth"][i], matrix[i].cpu(), crop_size, to_frame, rect)[0]
+            d = warped["depth"][0]
             depth[f, y0:y1, x0:x1] = torch.where(own, d, depth[f, y0:y1, x0:x1])
         if normal is not None:
-            n = _warp(outputs["normal"][i], matrix[i].cpu(), crop_size, to_frame, rect)
+            n = warped["normal"]
             n = (n / (n.norm(dim=0, keepdim=True) + 1e-5)).permute(1, 2, 0)
             normal[f, y0:y1, x0:x1] = torch.where(own[..., None], n, normal[f, y0:y1, x0:x1])
     if part is not None:  # a pixel the seg head calls background is nobody's
