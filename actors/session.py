@@ -88,12 +88,17 @@ class DecodeSession:
         )
         return meta, batch
 
+    def close(self) -> None:
+        """Close the reader (its container and decoder) now rather than when collected."""
+        self._batches.close()
+
 
 class DecodePoolWorker:
     """Decodes the videos of every job bound to it; open readers are kept per attempt key."""
 
     def __init__(self) -> None:
-        self._open: SessionCache[DecodeSession] = SessionCache()
+        # A reader dropped for idling (its job died) closes its container at once.
+        self._open: SessionCache[DecodeSession] = SessionCache(on_drop=DecodeSession.close)
 
     def probe(self, key: str, request: DecodeRequest) -> VideoInfo:
         """Open the source for the attempt ``key`` and return its facts (the reader stays open
@@ -104,6 +109,7 @@ class DecodePoolWorker:
                 the job fails with that line, nothing else.
         """
         with self._open.session(key) as entry:
+            _close(entry.value)
             entry.value = _session(request)
             return entry.value.info
 
@@ -112,19 +118,26 @@ class DecodePoolWorker:
         ends the attempt's reader; it is empty only when no frame was selected at all."""
         with self._open.session(key) as entry:
             if entry.value is None or entry.value.position != request.start_index:
+                _close(entry.value)
                 entry.value = _session(request)
             meta, batch = entry.value.next()
             if meta.is_last:
+                _close(entry.value)
                 entry.value = None
             return meta, batch
 
     def close(self, key: str) -> None:
-        """Forget the attempt ``key``'s reader."""
-        self._open.pop(key)
+        """Close and forget the attempt ``key``'s reader."""
+        _close(self._open.pop(key))
 
     def sessions(self) -> int:
         """Job attempts with an open reader here."""
         return len(self._open)
+
+
+def _close(session: DecodeSession | None) -> None:
+    if session is not None:
+        session.close()
 
 
 def _session(request: DecodeRequest) -> DecodeSession:

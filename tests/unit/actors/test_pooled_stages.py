@@ -7,8 +7,11 @@ job run by the per-job classes they wrap.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +226,50 @@ def test_session_cache_keeps_a_keys_calls_in_order_and_drops_idle_entries() -> N
     with cache.session("other"):
         pass  # starting any session drops entries idle longer than idle_s
     assert dropped == ["reader"] and len(cache) == 0
+
+
+def _open_fds(path: Path) -> int:
+    """File descriptors of this process open on ``path``."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed while listing
+            count += Path(os.readlink(fd)) == path
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_a_decode_member_closes_the_readers_it_drops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader the member replaces (a request elsewhere), closes (the job went) or drops for
+    idling closes its file at once, even while something else still refers to it (here the
+    test keeps every session it made, as a traceback or a pending result could)."""
+    import actors.session as session_mod
+
+    made: list[DecodeSession] = []
+    real = session_mod._session
+
+    def keep(request: DecodeRequest) -> DecodeSession:
+        made.append(real(request))
+        return made[-1]
+
+    monkeypatch.setattr(session_mod, "_session", keep)
+    clip = _write(tmp_path / "a.mp4").resolve()
+    worker = DecodePoolWorker()
+    request = DecodeRequest(job_id="j", source=str(clip), spec=SPEC)
+    worker.probe("j/0", request)
+    meta, _ = worker.next("j/0", request)  # the reader opens the file at its first batch
+    assert not meta.is_last and _open_fds(clip) == 1
+    worker.next("j/0", replace(request, start_index=0))  # behind the reader: reopened
+    assert _open_fds(clip) == 1
+    worker.close("j/0")
+    assert _open_fds(clip) == 0
+    idle = DecodePoolWorker()
+    idle._open = SessionCache(idle_s=0.0, on_drop=DecodeSession.close)
+    idle.probe("k/0", request)
+    idle.next("k/0", request)
+    assert _open_fds(clip) == 1
+    idle.probe("other/0", request)  # starting a session drops the idle one
+    assert _open_fds(clip) == 0
+    assert len(made) >= 4
