@@ -10,7 +10,7 @@ one (each call's crops padded to full forwards on their own). Reported: frames/s
 forwards run and the mean share of each forward holding real crops.
 
     python bench/pipeline.py                         # shared clip, tiny model, CPU
-    python bench/pipeline.py --video my.mp4 --stride 2 --max-side 480
+    python bench/pipeline.py --video my.mp4 --stride 2 --max-side 480   # smaller maps
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--video", type=Path, default=CLIP)
     p.add_argument("--stride", type=int, default=4)
-    p.add_argument("--max-side", type=int, default=320)
+    p.add_argument(
+        "--max-side", type=int, default=None, help="downscale the dense maps (default: none)"
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--model", default="tiny")
     p.add_argument("--shared-jobs", type=int, default=3)

@@ -39,8 +39,7 @@ def run_inline(plan: JobPlan) -> JobOutcome:
     busy = {"decode": 0.0, "persons": 0.0, "infer": 0.0, "write": 0.0}
     index, mark = 0, time.perf_counter()
     for batch in decoder.batches(spec.job_id, spec.source):
-        busy["decode"] += time.perf_counter() - mark
-        mark = _tick(busy, "persons", mark)
+        mark = _tick(busy, "decode", mark)
         tracked = persons.tracked(batch)
         mark = _tick(busy, "persons", mark)
         results = worker(batch, tracked, index, plan.out_size(info))
