@@ -33,6 +33,7 @@ import numpy as np
 from flows.inline import run_inline
 from flows.plan import plan_job
 from flows.pool import InferPool
+from flows.raylocal import object_store_bytes
 from flows.run import ensure_ray, run_on_ray
 from flows.spec import JobSpec
 
@@ -74,7 +75,7 @@ class PeakRSS(threading.Thread):
 def main(argv: list[str] | None = None) -> dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--video", type=Path, default=CLIP)
-    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--stride", type=int, default=20)
     p.add_argument(
         "--max-side", type=int, default=None, help="downscale the dense maps (default: none)"
     )
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             )
 
         inline = run_inline(plan_job(spec("inline")))
-        ensure_ray()
+        # The object store a `run` of this job gets (several jobs' batches in flight below).
+        batch = plan_job(spec("sizing")).batch_bytes()
+        ensure_ray(store_bytes=object_store_bytes(batch, 4 * max(1, args.shared_jobs)))
         run_on_ray(plan_job(spec("warmup")), retries=0)  # actor start-up, imports
         sampler = PeakRSS()
         sampler.start()
