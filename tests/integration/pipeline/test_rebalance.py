@@ -12,31 +12,10 @@ import numpy as np
 import pytest
 
 from actors.infer import InferSpec, ModelSpec
-from actors.messages import FrameBatch, PersonBatch
 from flows.pool import InferPool, ScalePolicy
+from tests.unit.actors.test_infer_batching import _call
 
 pytestmark = [pytest.mark.ray]
-
-
-def _batch() -> tuple[FrameBatch, PersonBatch]:
-    rng = np.random.default_rng(3)
-    frames = rng.integers(0, 255, (2, 96, 128, 3), dtype=np.uint8)
-    batch = FrameBatch(
-        job_id="j",
-        batch_index=0,
-        frames=frames,
-        source_index=np.array([0, 1], np.int64),
-        pts=np.array([0, 1], np.int64),
-        time_s=np.array([0.0, 0.04]),
-        is_last=True,
-    )
-    persons = PersonBatch(
-        boxes=np.array([[10, 5, 60, 90], [50, 0, 120, 95]], np.float32),
-        scores=np.array([0.9, 0.8], np.float32),
-        frame=np.array([0, 1], np.int64),
-        track_id=np.array([1, 2], np.int64),
-    )
-    return batch, persons
 
 
 def _ready(pool: InferPool, key: ModelSpec, handle, timeout_s: float = 120.0) -> None:
@@ -68,7 +47,7 @@ def test_a_job_moves_to_a_new_member_and_gets_the_same_results(ray_cluster) -> N
         # One job moves (3 vs 0); then 2 vs 1 is no reason to move another.
         assert list(moved.values()).count(new) == 1
         mover = next(j for j, h in moved.items() if h is new)
-        batch, persons = _batch()
+        batch, persons = _call(0)
         request = {"tasks": spec.tasks, "dense_mode": "crop"}
         there = ray.get(new.__call__.remote(batch, persons, 0, (48, 64), job=mover, **request))
         here = ray.get(old.__call__.remote(batch, persons, 0, (48, 64), job="job-b", **request))
