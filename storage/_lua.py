@@ -29,10 +29,12 @@ local function move_state(job_id, old, new, now)
 end
 -- Fencing tokens only grow, also across a loss of the server's data (FLUSHALL, a failover to
 -- an empty replica): a token is never below the server's clock in microseconds, so a counter
--- that starts again from nothing still issues tokens above every earlier one. Kept as text
--- ('%d') so Lua's number formatting never turns one into an exponent.
-local function next_token(now)
-  local floor = now * 1000
+-- that starts again from nothing still issues tokens above every earlier one (one script run
+-- takes more than a microsecond, so the clock outruns the counter). Kept as text ('%d') so
+-- Lua's number formatting never turns one into an exponent.
+local function next_token()
+  local clock = redis.call('TIME')
+  local floor = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   local t = redis.call('INCR', KEYS[4])
   if t < floor then
     t = floor
@@ -110,7 +112,7 @@ if attempts > tonumber(ARGV[5]) then
   release(ARGV[7], ARGV[3])
   return {'done', 'failed'}
 end
-local token = next_token(now)
+local token = next_token()
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'token', token)
 move_state(ARGV[1], state, 'running', now)
 local etype = 'started'
@@ -211,7 +213,7 @@ else
   add_event(ARGV[6], now, 'submitted', cmsgpack.pack({worker=ARGV[4]}))
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local token = next_token(now)
+local token = next_token()
 redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'token', token,
   'lease_until', now + tonumber(ARGV[5]))
 move_state(ARGV[1], state, 'running', now)

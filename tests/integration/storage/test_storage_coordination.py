@@ -287,6 +287,21 @@ class CoordinationSuite:
         assert new is not None and new.job_id == "after"
         assert new.token > old.token
 
+    def test_tokens_grow_across_data_losses_in_quick_succession(
+        self, client: redis.Redis, prefix: str
+    ) -> None:
+        """Losses of every key one right after another (many within one millisecond): each
+        token issued afterwards is still above every earlier one."""
+        c = self.coord(client, prefix)
+        tokens = []
+        for i in range(30):
+            c.submit({"n": i}, job_id=f"job{i}")
+            lease = c.claim("w1")
+            assert lease is not None
+            tokens.append(lease.token)
+            delete_prefix(client, prefix)
+        assert all(b > a for a, b in zip(tokens, tokens[1:], strict=False)), tokens
+
     def test_claim_recreates_a_vanished_group(self, client: redis.Redis, prefix: str) -> None:
         c = self.coord(client, prefix)
         assert c.claim("w1") is None  # the group exists and is cached from here on
