@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -300,7 +301,7 @@ class CoordinationSuite:
             assert lease is not None
             tokens.append(lease.token)
             delete_prefix(client, prefix)
-        assert all(b > a for a, b in zip(tokens, tokens[1:], strict=False)), tokens
+        assert all(b > a for a, b in itertools.pairwise(tokens)), tokens
 
     def test_claim_recreates_a_vanished_group(self, client: redis.Redis, prefix: str) -> None:
         c = self.coord(client, prefix)
