@@ -12,6 +12,7 @@ API (``submit --address``), which registers the job in the cluster's Redis and h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from typing import Any
@@ -71,7 +72,9 @@ def run_command(args: argparse.Namespace) -> int:
     plan = plan_job(spec, device=args.device)
     out: dict[str, Any] = {"job_id": spec.job_id}
     try:
-        with JobRunLock(plan.store_url):
+        # Stdout is the result's JSON alone: what Ray prints while the job runs or its cluster
+        # stops (a worker's death as the job's own actors go) goes to stderr.
+        with JobRunLock(plan.store_url), contextlib.redirect_stdout(sys.stderr):
             state = store_state(plan.store_url)
             if state is not None and state.status == "failed":
                 msg = (
@@ -97,6 +100,7 @@ def run_command(args: argparse.Namespace) -> int:
                 finally:
                     progress.end()
                     pool.shutdown()
+                    _stop_ray()
                 outcome_state, error = outcome.state, outcome.error
     except StoreBusyError as e:
         raise SpecError(f"job {spec.job_id!r}: {e}; wait for it instead") from e
@@ -105,6 +109,14 @@ def run_command(args: argparse.Namespace) -> int:
         out["summary"] = open_result(plan.store_url).summary().as_dict()
     print_json(out)
     return EXIT_OK if outcome_state == "succeeded" else EXIT_FAILED
+
+
+def _stop_ray() -> None:
+    """Leave the Ray cluster (a local one stops) before the result is printed."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _run_registered(args: argparse.Namespace, spec: Any) -> int:
