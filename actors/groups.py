@@ -13,7 +13,7 @@ import torch
 from models import build_model, load_checkpoint
 from models.analyze import DenseMode
 from models.hub import hub_ref
-from models.runtime import Predictor, RuntimeSpec
+from models.runtime import CompileMode, Predictor, RuntimeSpec, compile_mode
 from models.spec import INPUT_SIZE
 
 __all__ = [
@@ -46,7 +46,8 @@ class ModelSpec:
         num_keypoints: pose keypoint set of the tiny model (released pose models are 308).
         device: ``cuda``/``cpu``; None picks CUDA when available.
         dtype: see ``RuntimeSpec``.
-        compile: ``torch.compile`` each group.
+        compile: ``torch.compile`` mode of each group (``models.runtime.CompileMode``; a bool
+            is ``default`` or ``off``).
         flip_test: average pose heatmaps with the mirrored crop's (test-time augmentation:
             a property of the pose predictions, so part of the key).
         seed: random-weight seed of the tiny model (equal seeds, equal weights).
@@ -63,11 +64,14 @@ class ModelSpec:
     num_keypoints: int = 308
     device: str | None = None
     dtype: str | None = None
-    compile: bool = False
+    compile: bool | CompileMode = "off"
     flip_test: bool = False
     seed: int = 0
     crop_size: tuple[int, int] | None = None
     cpu_threads: int | None = None
+
+    def __post_init__(self) -> None:  # one key per mode: True and "default" are one model
+        object.__setattr__(self, "compile", compile_mode(self.compile))
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:

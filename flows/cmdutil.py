@@ -45,7 +45,11 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     if args.tasks:
         raw["tasks"] = args.tasks.split(",")
     model = raw.setdefault("model", {})
-    for key, value in (("size", args.model), ("weights", args.weights)):
+    for key, value in (
+        ("size", args.model),
+        ("weights", args.weights),
+        ("compile", getattr(args, "compile", None)),
+    ):
         if value is not None:
             model[key] = value
     detection = raw.setdefault("detection", {})

@@ -21,6 +21,7 @@ from flows.cmdutil import (
 from flows.errors import SpecError
 from flows.runcmd import run_command
 from flows.spec import DENSE_MODES, DETECTOR_MODELS, DETECTORS, TASK_NAMES
+from models.runtime import COMPILE_MODES
 from models.spec import SIZES
 
 __all__ = ["add_job_commands"]
@@ -201,6 +202,13 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help=f"comma list of {','.join(TASK_NAMES)}")
     p.add_argument("--model", choices=SIZES, help="model size (tiny: random weights)")
     p.add_argument("--weights", help="'hub' or a directory of checkpoint files")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        help="torch.compile the model (alone: default mode; reduce-overhead: CUDA graphs)",
+    )
     p.add_argument("--detector", choices=DETECTORS)
     p.add_argument("--detector-model", choices=DETECTOR_MODELS, help="RT-DETR variant")
     p.add_argument(

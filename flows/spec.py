@@ -14,6 +14,7 @@ from media import MAX_PIXELS
 from models.analyze import DENSE_MODES, DenseMode
 from models.detect import MODEL_NAMES as DETECTOR_MODELS
 from models.detect import DetectorKind
+from models.runtime import compile_mode
 from models.spec import SIZES
 from storage.schema import TASKS, Task
 
@@ -63,7 +64,9 @@ class ModelChoice:
         fmt: checkpoint format on the hub: ``original``, ``torchscript`` or ``bfloat16``.
         num_keypoints: pose keypoint set (308, 133 or 17).
         dtype: ``float32``/``bfloat16``/``float16``; None = bf16 on GPU, fp32 on CPU.
-        compile: ``torch.compile`` the backbone group.
+        compile: ``torch.compile`` mode of each backbone group: ``off``, ``default``,
+            ``reduce-overhead`` (CUDA graphs of the fixed batch) or ``max-autotune``; true
+            and false mean ``default`` and ``off``.
     """
 
     size: str = "tiny"
@@ -71,9 +74,13 @@ class ModelChoice:
     fmt: str = "original"
     num_keypoints: int = 308
     dtype: str | None = None
-    compile: bool = False
+    compile: bool | str = "off"
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "compile", compile_mode(self.compile))
+        except ValueError as e:
+            raise SpecError(f"model.{e}") from None
         if self.size not in SIZES:
             raise SpecError(f"model.size must be one of {list(SIZES)}, got {self.size!r}")
         if self.num_keypoints not in (308, 133, 17):

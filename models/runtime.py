@@ -2,10 +2,11 @@
 
 GPU path: bfloat16 weights and activations, ``scaled_dot_product_attention`` (flash kernels where
 the head width allows; the 2B model's 60-wide heads fall back to the memory-efficient kernel),
-optional ``torch.compile``, and fixed-shape batches (the last batch is zero-padded, its padded
-outputs dropped) so compiled graphs are reused. CPU path: float32. Both give the same outputs
-within bfloat16 tolerance; every stage is per-sample (LayerNorm per token, InstanceNorm per
-image), so padding never changes a real sample's output.
+optional ``torch.compile`` (``reduce-overhead`` adds CUDA graphs), and fixed-shape batches
+(the last batch is zero-padded, its padded outputs dropped) so compiled graphs are reused.
+CPU path: float32. Both give the same outputs within bfloat16 tolerance; every stage is
+per-sample (LayerNorm per token, InstanceNorm per image), so padding never changes a real
+sample's output.
 """
 
 from __future__ import annotations
@@ -13,11 +14,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Predictor", "RuntimeSpec"]
+__all__ = ["COMPILE_MODES", "CompileMode", "Predictor", "RuntimeSpec", "compile_mode"]
+
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+"""``torch.compile`` modes: ``reduce-overhead`` replays CUDA graphs of the fixed batch shape
+(on CUDA; elsewhere it compiles as ``default``); ``max-autotune`` also tunes kernels."""
+COMPILE_MODES: tuple[CompileMode, ...] = get_args(CompileMode)
+
+
+def compile_mode(value: bool | str) -> CompileMode:
+    """The mode named by ``value``: True is ``default``, False is ``off``.
+
+    Raises:
+        ValueError: For any other value.
+    """
+    if value is True:
+        return "default"
+    if value is False:
+        return "off"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"compile must be a bool or one of {list(COMPILE_MODES)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +59,18 @@ class RuntimeSpec:
         device: ``cpu``, ``cuda``, ``cuda:1``, ...
         dtype: ``float32``, ``bfloat16`` or ``float16``; ``None`` picks bfloat16 on CUDA and
             float32 elsewhere.
-        compile: wrap the model in ``torch.compile`` (first batches are slow while it tunes).
+        compile: a :data:`CompileMode` (or a bool: True is ``default``) for ``torch.compile``
+            (first batches are slow while it compiles).
         batch_size: fixed batch the model always sees.
     """
 
     device: str = "cpu"
     dtype: str | None = None
-    compile: bool = False
+    compile: bool | CompileMode = "off"
     batch_size: int = 8
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "compile", compile_mode(self.compile))
         if self.dtype is not None and self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.batch_size < 1:
@@ -72,7 +97,12 @@ class Predictor:
         self.device = torch.device(spec.device)
         self.dtype = spec.torch_dtype
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self._forward = torch.compile(self.model) if spec.compile else self.model
+        mode = spec.compile
+        self._graphs = mode == "reduce-overhead" and self.device.type == "cuda"
+        if mode == "off":
+            self._forward = self.model
+        else:
+            self._forward = torch.compile(self.model, mode=None if mode == "default" else mode)
         logger.debug(
             "predictor %s on %s/%s batch=%d compile=%s",
             type(model).__name__,
@@ -95,8 +125,13 @@ class Predictor:
             if real < bs:
                 pad = batch.new_zeros((bs - real, *batch.shape[1:]))
                 batch = torch.cat((batch, pad))
+            if self._graphs:  # a new replay may reuse the graph's output memory
+                torch.compiler.cudagraph_mark_step_begin()
             for task, out in self._run(batch, tasks).items():
-                chunks.setdefault(task, []).append(out[:real].float())
+                kept = out[:real].float()
+                chunks.setdefault(task, []).append(
+                    kept.clone() if self._graphs and kept.dtype == out.dtype else kept
+                )
         if n == 0:
             return {}
         return {task: torch.cat(parts) for task, parts in chunks.items()}

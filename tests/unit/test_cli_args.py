@@ -45,3 +45,33 @@ def test_detector_flags_reach_the_job_spec() -> None:
 def test_a_bad_detector_setting_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "a.mp4", "--detector", "rtdetr", "--detector-input-size", "100"]) == 2
     assert "input_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "mode"),
+    [
+        ([], "off"),
+        (["--compile"], "default"),
+        (["--compile", "reduce-overhead"], "reduce-overhead"),
+    ],
+)
+def test_compile_flag_reaches_the_model_runtime(flags: list[str], mode: str) -> None:
+    from actors.groups import runtime_spec
+    from flows.cli import _parser
+    from flows.cmdutil import spec_from_args
+    from flows.plan import plan_job
+
+    spec = spec_from_args(_parser().parse_args(["run", "a.mp4", *flags]))
+    assert spec.model.compile == mode
+    assert runtime_spec(plan_job(spec).infer.model, 4).compile == mode
+
+
+def test_an_unknown_compile_mode_is_bad_input() -> None:
+    from flows.errors import SpecError
+    from flows.spec import JobSpec
+
+    with pytest.raises(SpecError, match=r"model\.compile must be"):
+        JobSpec.from_dict({"source": "a.mp4", "model": {"compile": "fastest"}})
+    assert JobSpec.from_dict({"source": "a.mp4", "model": {"compile": True}}).model.compile == (
+        "default"
+    )

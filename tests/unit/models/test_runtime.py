@@ -45,3 +45,14 @@ def test_empty_and_bad_inputs(model: torch.nn.Module) -> None:
         RuntimeSpec(batch_size=0)
     with pytest.raises(ValueError, match="dtype must be one of"):
         RuntimeSpec(dtype="int8")
+
+
+def test_compiled_predictor_equals_eager_on_cpu(model: torch.nn.Module) -> None:
+    """``torch.compile`` (inductor on the CPU; CUDA graphs are measured by bench/gpu.sh)."""
+    x = torch.randn(3, 3, 128, 96)
+    eager = Predictor(model, RuntimeSpec(batch_size=2))(x)
+    compiled = Predictor(model, RuntimeSpec(batch_size=2, compile="default"))
+    assert compiled._forward is not compiled.model  # really wrapped
+    out = compiled(x)
+    for task, want in eager.items():
+        torch.testing.assert_close(out[task], want, rtol=1e-4, atol=1e-4)
