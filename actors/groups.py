@@ -48,6 +48,7 @@ class ModelSpec:
         dtype: see ``RuntimeSpec``.
         compile: ``torch.compile`` mode of each group (``models.runtime.CompileMode``; a bool
             is ``default`` or ``off``).
+        channels_last: channels-last memory order for convolutions (see ``RuntimeSpec``).
         flip_test: average pose heatmaps with the mirrored crop's (test-time augmentation:
             a property of the pose predictions, so part of the key).
         seed: random-weight seed of the tiny model (equal seeds, equal weights).
@@ -65,6 +66,7 @@ class ModelSpec:
     device: str | None = None
     dtype: str | None = None
     compile: bool | CompileMode = "off"
+    channels_last: bool = False
     flip_test: bool = False
     seed: int = 0
     crop_size: tuple[int, int] | None = None
@@ -144,6 +146,7 @@ def runtime_spec(key: ModelSpec, batch_size: int) -> RuntimeSpec:
         dtype=key.dtype,
         compile=key.compile,
         batch_size=batch_size,
+        channels_last=key.channels_last,
     )
 
 

@@ -49,6 +49,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("size", args.model),
         ("weights", args.weights),
         ("compile", getattr(args, "compile", None)),
+        ("channels_last", getattr(args, "channels_last", None)),
     ):
         if value is not None:
             model[key] = value

@@ -209,6 +209,12 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         choices=COMPILE_MODES,
         help="torch.compile the model (alone: default mode; reduce-overhead: CUDA graphs)",
     )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="convolutions in channels-last memory order",
+    )
     p.add_argument("--detector", choices=DETECTORS)
     p.add_argument("--detector-model", choices=DETECTOR_MODELS, help="RT-DETR variant")
     p.add_argument(

@@ -169,6 +169,7 @@ def model_tag(key: ModelSpec) -> str:
     """A model's metric tag: its size, and what sets it apart from others of that size."""
     extras = [key.weights if key.weights != "hub" else "", key.fmt if key.fmt != "original" else ""]
     compiled = _COMPILE_TAGS.get(str(key.compile), f"compiled-{key.compile}")
-    extras += [key.dtype or "", compiled, "flip" if key.flip_test else ""]
+    extras += [key.dtype or "", compiled, "cl" if key.channels_last else ""]
+    extras += ["flip" if key.flip_test else ""]
     extras += [f"seed{key.seed}" if key.size == "tiny" and key.seed else ""]
     return ":".join([key.size, *(e for e in extras if e)])

@@ -67,6 +67,7 @@ class ModelChoice:
         compile: ``torch.compile`` mode of each backbone group: ``off``, ``default``,
             ``reduce-overhead`` (CUDA graphs of the fixed batch) or ``max-autotune``; true
             and false mean ``default`` and ``off``.
+        channels_last: convolutions in channels-last memory order.
     """
 
     size: str = "tiny"
@@ -75,6 +76,7 @@ class ModelChoice:
     num_keypoints: int = 308
     dtype: str | None = None
     compile: bool | str = "off"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         try:

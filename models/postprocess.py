@@ -139,14 +139,16 @@ def flip_test_average(
 
     Returns:
         ``0.5 * (heatmaps + flip_back_heatmaps(heatmaps_of_flipped_input, flip_indices))``,
-        (N, K, h, w).
+        (N, K, h, w), computed in float32 (float64 kept) whatever the heatmaps' dtype.
 
     Raises:
         ValueError: On mismatched shapes or bad flip indices.
     """
     check_shape("heatmaps", heatmaps, ("N", "K", "h", "w"))
     check_shape("heatmaps_of_flipped_input", heatmaps_of_flipped_input, tuple(heatmaps.shape))
-    return 0.5 * (heatmaps + flip_back_heatmaps(heatmaps_of_flipped_input, flip_indices))
+    dtype = work_dtype(heatmaps.dtype)
+    back = flip_back_heatmaps(heatmaps_of_flipped_input, flip_indices)
+    return 0.5 * (heatmaps.to(dtype) + back.to(dtype))
 
 
 def _upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:

@@ -64,6 +64,17 @@ def test_compile_flag_reaches_the_model_runtime(flags: list[str], mode: str) -> 
     spec = spec_from_args(_parser().parse_args(["run", "a.mp4", *flags]))
     assert spec.model.compile == mode
     assert runtime_spec(plan_job(spec).infer.model, 4).compile == mode
+    assert not runtime_spec(plan_job(spec).infer.model, 4).channels_last
+
+
+def test_channels_last_flag_reaches_the_model_runtime() -> None:
+    from actors.groups import runtime_spec
+    from flows.cli import _parser
+    from flows.cmdutil import spec_from_args
+    from flows.plan import plan_job
+
+    spec = spec_from_args(_parser().parse_args(["run", "a.mp4", "--channels-last"]))
+    assert runtime_spec(plan_job(spec).infer.model, 4).channels_last
 
 
 def test_an_unknown_compile_mode_is_bad_input() -> None:
