@@ -284,6 +284,17 @@ def _record(meta: FrameMeta, persons: PersonBatch, res: PersonResults, f: int) -
     if res.keypoints is not None and res.keypoint_scores is not None:
         fields["keypoints_xy"] = res.keypoints[rows].numpy()
         fields["keypoint_score"] = res.keypoint_scores[rows].numpy()
+    patches = res.patches
+    if patches is not None:
+        fields["patch_box"] = patches.box[rows]
+        if patches.part is not None:
+            fields["part_patch"] = patches.split("part", rows)
+            fields["fg_patch"] = patches.split("fg", rows)
+        if patches.depth is not None and patches.depth_scale is not None:
+            fields["depth_patch"] = patches.split("depth", rows)
+            fields["depth_scale"] = patches.depth_scale[rows]
+        if patches.normal is not None:
+            fields["normal_patch"] = patches.split("normal", rows)
     maps = res.maps
     if maps is not None:
         if maps.part is not None:

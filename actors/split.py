@@ -87,7 +87,9 @@ class BackboneWorker:
         )
         crops = normalize(crop.crops, self.analyzer.norm)
         feats = tuple(
-            p(crops)["features"].cpu().numpy() if len(persons.boxes) else np.zeros((0,), np.float32)
+            p(crops)["features"].float().cpu().numpy()
+            if len(persons.boxes)
+            else np.zeros((0,), np.float32)
             for p in self.backbones
         )
         return FeatureBatch(
@@ -124,7 +126,8 @@ class HeadWorker:
     def __call__(self, fb: FeatureBatch) -> np.ndarray:
         if len(fb.persons.boxes) == 0:
             return np.zeros((0,), np.float32)
-        return self.predictor(torch.from_numpy(fb.features[self.group]))[self.task].numpy()
+        out = self.predictor(torch.from_numpy(fb.features[self.group]))[self.task]
+        return out.float().cpu().numpy()
 
 
 class PostWorker:
@@ -145,12 +148,8 @@ class PostWorker:
             center=torch.from_numpy(fb.center),
             scale=torch.from_numpy(fb.scale),
             matrix=torch.from_numpy(fb.matrix),
-            frame_index=torch.from_numpy(fb.persons.frame),
-            scores=torch.from_numpy(fb.persons.scores),
             boxes=torch.from_numpy(fb.persons.boxes),
-            n_frames=len(fb.meta),
             frame_size=fb.frame_size,
-            out_size=fb.out_size,
             crop_size=self.spec.resolved_crop_size,
             tasks=self.spec.tasks,
             num_keypoints=self.num_keypoints,

@@ -29,8 +29,17 @@ MAP_BYTES_PER_PIXEL = {"pose": 0, "seg": 1, "depth": 4, "normal": 12}
 _OWNER_BYTES_PER_PIXEL = 8
 
 
-def map_bytes_per_pixel(tasks: tuple[str, ...]) -> int:
-    """Bytes of dense maps per output pixel and frame for ``tasks`` (25 for all four)."""
+#: Bytes per source pixel of crop-mode per-person patches, for persons whose boxes together
+#: cover the frame once (their upper bound without overlaps): part labels and foreground
+#: (2), depth float16 (2), normals int8 (3).
+PATCH_BYTES_PER_PIXEL = {"pose": 0, "seg": 2, "depth": 2, "normal": 3}
+
+
+def map_bytes_per_pixel(tasks: tuple[str, ...], dense_mode: str = "frame") -> int:
+    """Bytes of dense results per pixel and frame for ``tasks``: frame maps per output pixel
+    (25 for all four), or per-person patches per source pixel in crop mode (7)."""
+    if dense_mode == "crop":
+        return sum(PATCH_BYTES_PER_PIXEL[t] for t in tasks)
     dense = sum(MAP_BYTES_PER_PIXEL[t] for t in tasks)
     return dense + _OWNER_BYTES_PER_PIXEL if dense else 0
 
@@ -78,7 +87,17 @@ class JobPlan:
             width=w,
             source_height=info.height,
             source_width=info.width,
+            patch_size=self.patch_size(info),
         )
+
+    def patch_size(self, info: VideoInfo) -> tuple[int, int] | None:
+        """The store's per-person slot (H, W) for crop-mode dense results: the crop size (a
+        patch is never finer than the crop nor than the frame), or None when dense results
+        are frame maps (whole-frame mode) or there are none."""
+        if self.spec.dense_mode != "crop" or not set(self.spec.tasks) & {"seg", "depth", "normal"}:
+            return None
+        ch, cw = self.infer.resolved_crop_size
+        return min(ch, info.height), min(cw, info.width)
 
     @property
     def max_persons(self) -> int:
@@ -87,10 +106,10 @@ class JobPlan:
 
     def batch_bytes(self, frame: tuple[int, int] | None = None) -> int:
         """Bytes one batch of this job holds between decode and commit: its RGB frames and
-        its dense maps, for ``frame`` (H, W) sources (default: the frame size the limits are
-        sized for when unknown, 1080p)."""
+        its dense results (``map_bytes_per_pixel``), for ``frame`` (H, W) sources (default:
+        the frame size the limits are sized for when unknown, 1080p)."""
         h, w = frame or TYPICAL_FRAME
-        oh, ow = output_size(h, w, max_side=self.spec.max_side)
+        oh, ow = output_size(h, w, max_side=self.decode.limits.map_max_side)
         per_frame = h * w * 3 + oh * ow * self.decode.limits.map_bytes_per_pixel
         return self.spec.batch_size * per_frame
 
@@ -120,11 +139,12 @@ class JobPlan:
 def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     """Stage settings for ``spec``; ``device`` overrides the automatic choice."""
     s = spec.sampling
-    limits = DecodeLimits(  # the maps' size follows ``JobPlan.out_size``
+    frame_maps = spec.dense_mode == "frame"
+    limits = DecodeLimits(  # frame maps follow ``JobPlan.out_size``; patches the source size
         max_pixels=spec.limits.max_pixels,
         max_map_bytes=spec.limits.max_map_bytes,
-        map_bytes_per_pixel=map_bytes_per_pixel(spec.tasks),
-        map_max_side=spec.max_side,
+        map_bytes_per_pixel=map_bytes_per_pixel(spec.tasks, spec.dense_mode),
+        map_max_side=spec.max_side if frame_maps else None,
     )
     decode = DecodeSpec(
         batch_size=spec.batch_size,
@@ -145,6 +165,7 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
             device=device,
             dtype=m.dtype,
             compile=m.compile,
+            channels_last=m.channels_last,
             cpu_threads=os.cpu_count(),
         ),
         batch_size=spec.batch_size,

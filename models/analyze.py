@@ -1,8 +1,9 @@
 """Frames and person boxes in, frame-coordinate results out: the model math of one batch.
 
 Frames travel to the device once; crops are cut there (kornia), every backbone group runs once
-per crop, and the raw outputs are decoded: pose keypoints back to frame pixels, dense maps
-composited into per-frame maps (``models._persons``) on the requested output grid.
+per crop, and the raw outputs are decoded there: pose keypoints back to frame pixels, dense
+outputs reduced to per-person patches in the stored dtypes (``models.patches``; frame maps are
+composed from them on read). Whole-frame dense mode gives frame maps on the output grid.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import torch
 from torch import Tensor
 
 from models._frame_maps import frames_to_input, whole_frame_maps
-from models._persons import FrameMaps, composite_persons
+from models._persons import FrameMaps
+from models.patches import PersonPatches, person_patches
 from models.postprocess import flip_test_average, heatmap_to_crop, udp_decode
 from models.preprocess import (
     CONFIG_NORM,
     CropResult,
     Normalization,
+    boxes_to_center_scale,
     crop_persons,
     normalize,
     points_crop_to_image,
 )
 from models.runtime import Predictor
 from models.spec import INPUT_SIZE
+from models.transfer import to_device
 
 __all__ = ["DENSE_MODES", "Analyzer", "DenseMode", "PersonResults", "decode_outputs"]
 
@@ -43,12 +47,14 @@ class PersonResults:
     Attributes:
         keypoints: (N, K, 2) float32 frame pixels, or None without pose.
         keypoint_scores: (N, K) float32, or None.
-        maps: per-frame dense maps, or None without dense tasks.
+        maps: per-frame dense maps (whole-frame mode), or None.
+        patches: per-person dense patches (crop mode), or None.
     """
 
     keypoints: Tensor | None
     keypoint_scores: Tensor | None
-    maps: FrameMaps | None
+    maps: FrameMaps | None = None
+    patches: PersonPatches | None = None
 
 
 class Analyzer:
@@ -138,7 +144,7 @@ class Analyzer:
         """
         tasks = self.tasks if tasks is None else self.check_tasks(tasks)
         mode = self.dense_mode if dense_mode is None else _check_dense_mode(dense_mode)
-        frames = frames.to(self.device, non_blocking=True)
+        frames = to_device(frames, self.device)
         run = forward or (lambda images, want: self.run_groups(images, frozenset(want)))
         if mode == "frame":
             return self._whole_frame(frames, frame_index, boxes, scores, out_size, run, tasks)
@@ -149,12 +155,8 @@ class Analyzer:
             center=crop.center,
             scale=crop.scale,
             matrix=crop.matrix,
-            frame_index=frame_index,
-            scores=scores,
             boxes=boxes,
-            n_frames=frames.shape[0],
             frame_size=(frames.shape[-2], frames.shape[-1]),
-            out_size=out_size,
             crop_size=self.crop_size,
             tasks=tasks,
             num_keypoints=self._num_keypoints(),
@@ -192,12 +194,8 @@ class Analyzer:
             center=crop.center,
             scale=crop.scale,
             matrix=crop.matrix,
-            frame_index=frame_index,
-            scores=scores,
             boxes=boxes,
-            n_frames=n_frames,
             frame_size=frame_size,
-            out_size=out_size,
             crop_size=self.crop_size,
             tasks=("pose",) if "pose" in tasks else (),
             num_keypoints=self._num_keypoints(),
@@ -222,13 +220,9 @@ class Analyzer:
         )
 
     def crop(self, frames: Tensor, frame_index: Tensor, boxes: Tensor) -> CropResult:
-        """Person crops (on the analyzer's device) and their geometry."""
-        return crop_persons(
-            frames.to(self.device),
-            frame_index.to(self.device),
-            boxes.to(self.device),
-            self.crop_size,
-        )
+        """Person crops (on the analyzer's device) and their geometry; the boxes stay where
+        they are (the host) for the geometry, so cropping does not wait on the device."""
+        return crop_persons(frames.to(self.device), frame_index, boxes, self.crop_size)
 
     def _num_keypoints(self) -> int:
         for group in self.groups:
@@ -253,27 +247,21 @@ def decode_outputs(
     center: Tensor,
     scale: Tensor,
     matrix: Tensor,
-    frame_index: Tensor,
-    scores: Tensor,
     boxes: Tensor,
-    n_frames: int,
     frame_size: tuple[int, int],
-    out_size: tuple[int, int] | None,
     crop_size: tuple[int, int],
     tasks: Sequence[str],
     num_keypoints: int,
 ) -> PersonResults:
-    """Raw head outputs of N crops -> keypoints in frame pixels and composited frame maps.
+    """Raw head outputs of N crops -> keypoints in frame pixels and per-person patches.
 
     Args:
         outputs: ``{task: (N, C, h, w)}`` raw head outputs.
         center, scale, matrix: the crops' geometry (``preprocess.CropResult``).
-        frame_index, scores, boxes: the persons, (N,), (N,), (N, 4).
-        n_frames: frames in the batch.
+        boxes: the persons' boxes, (N, 4) xyxy frame pixels.
         frame_size: (H, W) of the frames.
-        out_size: (H', W') of the dense maps (default: the frame size).
         crop_size: (Hc, Wc) of the crops.
-        tasks: tasks to produce results for (maps exist even with no persons).
+        tasks: tasks to produce results for (patches exist even with no persons).
         num_keypoints: K of the pose head.
     """
     keypoints = kp_scores = None
@@ -287,18 +275,17 @@ def decode_outputs(
             in_crop = heatmap_to_crop(kp_hm, (heatmaps.shape[-2], heatmaps.shape[-1]), crop_size)
             keypoints = points_crop_to_image(in_crop, center, scale, crop_size).float().cpu()
             kp_scores = kp_scores.float().cpu()
-    maps = None
-    if any(t in tasks for t in DENSE_TASKS):
-        maps = composite_persons(
-            {t: outputs[t] for t in DENSE_TASKS if t in outputs},
-            matrix=matrix.cpu(),
-            frame_index=frame_index.cpu(),
-            scores=scores.cpu(),
-            boxes=boxes.cpu(),
-            n_frames=n_frames,
+    patches = None
+    dense = tuple(t for t in DENSE_TASKS if t in tasks)
+    if dense:
+        host_boxes = boxes.detach().cpu()  # the caller's own copy: boxes arrive from the host
+        patches = person_patches(
+            outputs,
+            boxes=host_boxes.numpy(),
+            crop_scale=boxes_to_center_scale(host_boxes)[1].numpy(),
+            matrix=matrix,
             frame_size=frame_size,
-            out_size=out_size,
             crop_size=crop_size,
-            tasks=tuple(t for t in DENSE_TASKS if t in tasks),
-        ).cpu()
-    return PersonResults(keypoints=keypoints, keypoint_scores=kp_scores, maps=maps)
+            tasks=dense,
+        )
+    return PersonResults(keypoints=keypoints, keypoint_scores=kp_scores, patches=patches)

@@ -276,26 +276,34 @@ def crop_persons(
         raise ValueError(msg)
     device, n_frames, n = frames.device, frames.shape[0], frame_index.shape[0]
     compute = work_dtype(frames.dtype)
-    frame_index = frame_index.to(device=device, dtype=torch.long)
-    center, scale = boxes_to_center_scale(boxes.to(device), padding=padding)
+    # Geometry and checks run where the boxes are (the host, in the pipeline), so cropping
+    # never waits on the device; only the results move to it.
+    frame_index = frame_index.to(dtype=torch.long)
+    center, scale = boxes_to_center_scale(boxes, padding=padding)
     matrix = udp_warp_matrix(center, scale, out_size)
     out_dtype = frames.dtype if frames.is_floating_point() else torch.float32
     crops = torch.zeros((n, 3, *out_size), dtype=out_dtype, device=device)
+    if n:
+        _check_crop_inputs(frame_index, scale, n_frames)
+        counts = torch.bincount(frame_index, minlength=n_frames).tolist()
+    center, scale, matrix = (t.to(device, non_blocking=True) for t in (center, scale, matrix))
     if n == 0:
         return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
-    _check_crop_inputs(frame_index, scale, n_frames)
-    _warp_by_frame(frames, frame_index, matrix.to(compute), out=crops)
+    index = frame_index.to(device, non_blocking=True)
+    _warp_by_frame(frames, index, counts, matrix.to(compute), out=crops)
     return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
 
 
-def _warp_by_frame(frames: Tensor, frame_index: Tensor, matrix: Tensor, *, out: Tensor) -> None:
+def _warp_by_frame(
+    frames: Tensor, frame_index: Tensor, counts: list[int], matrix: Tensor, *, out: Tensor
+) -> None:
     """Warp each frame once for all of its persons and write the crops into ``out`` (N, 3, Ho, Wo).
 
-    A frame is converted to the dtype of ``matrix`` and expanded (a stride-0 view) over its
-    persons, so no more than one converted frame exists at a time.
+    ``counts[b]`` is the number of persons of frame b. A frame is converted to the dtype of
+    ``matrix`` and expanded (a stride-0 view) over its persons, so no more than one converted
+    frame exists at a time.
     """
     order = torch.argsort(frame_index, stable=True)
-    counts = torch.bincount(frame_index, minlength=frames.shape[0]).tolist()
     start = 0
     for b, count in enumerate(counts):
         if count == 0:
@@ -315,7 +323,8 @@ def _warp_by_frame(frames: Tensor, frame_index: Tensor, matrix: Tensor, *, out: 
 
 
 def _check_crop_inputs(frame_index: Tensor, scale: Tensor, n_frames: int) -> None:
-    """Validate frame indices and box sizes of a non-empty crop request (syncs the device)."""
+    """Validate frame indices and box sizes of a non-empty crop request (on the host when they
+    are there; on a device this waits for it)."""
     lo, hi = (int(v) for v in torch.aminmax(frame_index))
     if lo < 0 or hi >= n_frames:
         msg = f"frame_index: expected values in [0, {n_frames}), got range [{lo}, {hi}]"

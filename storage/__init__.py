@@ -3,6 +3,7 @@
 This package is the only code that touches Zarr or Redis. It imports neither torch nor ray.
 
 * Results: :class:`StoreSpec` -> :class:`Writer` (one per job) -> :func:`open_result`.
+  Per-person stores (schema v2) compose frame maps on read: :func:`compose_frame_maps`.
 * Coordination: :func:`connect` -> :class:`Coordinator` (+ :class:`HeartbeatThread`).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from storage._keys import new_job_id
 from storage._store import check_output_root
+from storage.compose import ComposedMaps, compose_frame_maps
 from storage.connection import RedisConnection, connect, redacted, redis_url_from_env
 from storage.coordination import Coordinator
 from storage.embedded import EmbeddedServer, stop_embedded
@@ -41,13 +43,22 @@ from storage.jobs import (
 )
 from storage.provenance import ModelProvenance
 from storage.reader import ResultReader, StoreState, open_result, store_state
-from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
+from storage.results import (
+    FrameData,
+    FrameTable,
+    PersonPatches,
+    Persons,
+    StoreSummary,
+    Track,
+)
 from storage.resume import ResumeState
 from storage.runlock import JobRunLock, StoreBusyError
 from storage.schema import (
     DEFAULT_MAX_PERSONS,
+    DENSE_TASKS,
     FRAME_STATUS,
     SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
     TASKS,
     FrameStatus,
     StoreSpec,
@@ -59,11 +70,14 @@ from storage.writer import BlockWriter, Writer
 
 __all__ = [
     "DEFAULT_MAX_PERSONS",
+    "DENSE_TASKS",
     "FRAME_STATUS",
     "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
     "TASKS",
     "TERMINAL_STATES",
     "BlockWriter",
+    "ComposedMaps",
     "CoordinationError",
     "Coordinator",
     "CoordinatorConfig",
@@ -87,6 +101,7 @@ __all__ = [
     "JobState",
     "LeaseLostError",
     "ModelProvenance",
+    "PersonPatches",
     "Persons",
     "RedisConnection",
     "ResultReader",
@@ -105,6 +120,7 @@ __all__ = [
     "Writer",
     "ZarrLayout",
     "check_output_root",
+    "compose_frame_maps",
     "connect",
     "new_job_id",
     "open_result",

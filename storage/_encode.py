@@ -6,10 +6,14 @@ Precision kept (tested in tests/unit/storage/test_encode.py):
 * keypoint_score, depth: float16 (relative error <= 2**-11; |depth| must be < 65504).
 * normal: int8 ``round(n * 127)``; decoded vectors are renormalised (angle error < 0.5 deg).
 * part, person_map, boxes, scores, ids: exact.
+* per-person patches (schema v2) arrive in their stored dtypes (uint8 labels and foreground,
+  float16 depth with a float32 scale, int8 normals) and are stored exactly, at the top-left of
+  the block's pixel segment; see :mod:`storage._pixels` for how they are written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,24 +23,30 @@ import numpy.typing as npt
 
 from storage.errors import SchemaMismatchError
 from storage.frame import FrameResult
-from storage.schema import FRAME_STATUS, NORMAL_SCALE, ZarrLayout
+from storage.schema import FRAME_STATUS, NORMAL_SCALE, StoreSpec, ZarrLayout
 
 KEYPOINT_GRID = 64.0
 PTS_UNKNOWN = -(2**63)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 Rows = dict[str, npt.NDArray[Any]]
+Patches = dict[str, tuple[npt.NDArray[Any], ...]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EncodedFrame:
-    """One frame converted to on-disk dtypes; ``persons`` rows are packed per frame."""
+    """One frame converted to on-disk dtypes; ``persons`` rows are packed per frame.
+
+    ``patches`` holds each pixel array's per-person patches at their own size (written
+    packed, never padded).
+    """
 
     index: int
     scalars: tuple[int, int, float]
     persons: Rows
     maps: Rows
     status: int = FRAME_STATUS["ok"]
+    patches: Patches = dataclasses.field(default_factory=dict)
 
     @property
     def num_persons(self) -> int:
@@ -75,6 +85,72 @@ def _check_against_spec(layout: ZarrLayout, r: FrameResult) -> None:
     if size is not None and size not in allowed:
         msg = f"frame {r.index}: expected maps of size {sorted(allowed)}, got {size}"
         raise SchemaMismatchError(msg)
+    _check_patches_against_spec(spec, r)
+
+
+def _check_patches_against_spec(spec: StoreSpec, r: FrameResult) -> None:
+    """Per-person patches only in a per-person store (and no frame maps there), each patch
+    within the store's ``patch_size`` and each patch box within the source frame."""
+    if not spec.per_person:
+        if r.patch_tasks:
+            msg = (
+                f"frame {r.index}: per-person patches for {r.patch_tasks} in a store of frame "
+                f"maps (its spec has no patch_size); create the store with "
+                f"StoreSpec(patch_size=...) or send frame maps"
+            )
+            raise SchemaMismatchError(msg)
+        return
+    if r.map_size is not None:
+        maps = tuple(t for t in r.tasks if t not in r.patch_tasks and t != "pose")
+        msg = (
+            f"frame {r.index}: frame maps for {maps} in a per-person store (patch_size "
+            f"{spec.patch_size}); send per-person patches (part_patch, depth_patch, ...)"
+        )
+        raise SchemaMismatchError(msg)
+    assert spec.patch_size is not None
+    hs, ws = spec.patch_size
+    for name in ("part_patch", "depth_patch", "normal_patch"):
+        for k, a in enumerate(getattr(r, name) or ()):
+            if a.shape[0] > hs or a.shape[1] > ws:
+                msg = (
+                    f"frame {r.index}: {name}[{k}] of {a.shape[0]}x{a.shape[1]} does not fit "
+                    f"the store's patch_size of {hs}x{ws}; reduce it to at most that or "
+                    f"create the store with a larger patch_size"
+                )
+                raise SchemaMismatchError(msg)
+    if r.patch_box is not None and r.num_persons:
+        box = r.patch_box
+        if int(box[:, 2].max()) > spec.source_width or int(box[:, 3].max()) > spec.source_height:
+            msg = (
+                f"frame {r.index}: patch_box reaches past the source frame of "
+                f"{spec.source_width}x{spec.source_height} (width x height), got "
+                f"x1 up to {int(box[:, 2].max())}, y1 up to {int(box[:, 3].max())}"
+            )
+            raise SchemaMismatchError(msg)
+
+
+def _patch_hw(patches: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[np.int32]:
+    """(P, 2) int32 (h, w) of each patch."""
+    return np.array([a.shape[:2] for a in patches], dtype=np.int32).reshape(len(patches), 2)
+
+
+def _encode_patches(r: FrameResult, persons: Rows) -> Patches:
+    """Add the per-person rows of ``r``'s patches to ``persons``; return the patches."""
+    patches: Patches = {}
+    if r.patch_box is not None:
+        persons["persons/patch_box"] = r.patch_box.astype(np.int32)
+    if r.part_patch is not None and r.fg_patch is not None:
+        persons["seg/patch_hw"] = _patch_hw(r.part_patch)
+        patches["seg/part_patch"] = r.part_patch
+        patches["seg/fg_patch"] = r.fg_patch
+    if r.depth_patch is not None and r.depth_scale is not None:
+        persons["depth/patch_hw"] = _patch_hw(r.depth_patch)
+        persons["depth/scale"] = r.depth_scale.astype(np.float32)
+        patches["depth/patch"] = r.depth_patch
+    if r.normal_patch is not None:
+        persons["normal/patch_hw"] = _patch_hw(r.normal_patch)
+        patches["normal/patch"] = r.normal_patch
+    return patches
 
 
 def _encode_depth(index: int, depth: npt.NDArray[Any]) -> npt.NDArray[np.float16]:
@@ -123,6 +199,7 @@ def encode_frame(layout: ZarrLayout, r: FrameResult) -> EncodedFrame:
         maps["depth/relative"] = _encode_depth(r.index, _resample(r.depth, h, w))
     if r.normal is not None:
         maps["normal/xyz"] = _encode_normal(r.index, _resample(r.normal, h, w))
+    patches = _encode_patches(r, persons)
     pts = PTS_UNKNOWN if r.pts is None else int(r.pts)
     return EncodedFrame(
         index=r.index,
@@ -130,11 +207,13 @@ def encode_frame(layout: ZarrLayout, r: FrameResult) -> EncodedFrame:
         persons=persons,
         maps=maps,
         status=FRAME_STATUS[r.status],
+        patches=patches,
     )
 
 
 def assemble_block(layout: ZarrLayout, block: int, frames: Sequence[EncodedFrame]) -> Rows:
-    """Return full-block rows for every array: frames ``block*B ..`` then fill values.
+    """Return full-block rows for every array but the pixel arrays: frames ``block*B ..`` then
+    fill values. (Pixel arrays are written packed: ``storage._pixels``.)
 
     ``frames`` must be the block's first ``len(frames)`` frames, in order.
     """
@@ -150,6 +229,9 @@ def assemble_block(layout: ZarrLayout, block: int, frames: Sequence[EncodedFrame
     out: Rows = {}
     full_maps = len(frames) == b
     for a in layout.arrays:
+        if a.packed:
+            continue  # a block's segment is GBs of room: its patches are written packed
+
         shape = a.shape(layout.rows_for_blocks(a, 1))
         if full_maps and a.task is not None and a.axis == "frame":
             out[a.path] = np.empty(shape, dtype=a.dtype)  # every row is overwritten below

@@ -38,7 +38,7 @@ from storage.errors import (
     StorageError,
     StoreNotFoundError,
 )
-from storage.schema import SCHEMA_VERSION, ArrayLayout, StoreSpec, ZarrLayout
+from storage.schema import SUPPORTED_SCHEMA_VERSIONS, ArrayLayout, StoreSpec, ZarrLayout
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,18 @@ def _durable_put(
     _fsync_dir(path.parent)
     for d in created:
         _fsync_dir(d.parent)
+
+
+def _durable_unlink(path: Path, defer: list[Path] | None) -> None:
+    """Remove ``path`` if it exists and fsync its directory (or defer that, see _durable_put)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    if defer is not None:
+        defer.append(path.parent)
+    else:
+        _fsync_dir(path.parent)
 
 
 def _make_dir_durably(path: Path) -> None:
@@ -175,6 +187,16 @@ class DurableLocalStore(LocalStore):
         await asyncio.to_thread(shutil.rmtree, self.root)
         await asyncio.to_thread(_make_dir_durably, self.root)
 
+    async def delete(self, key: str) -> None:
+        # zarr deletes a chunk or shard whose every element became the fill value: the removal
+        # is made durable like a write (a stale object must not come back after a host crash).
+        self._check_writable()
+        path = self.root / key
+        if path.is_dir():
+            await super().delete(key)
+            return
+        await asyncio.to_thread(_durable_unlink, path, self._defer)
+
     def set_sync(self, key: str, value: Buffer) -> None:
         self._ensure_open_sync()
         self._check_writable()
@@ -224,6 +246,8 @@ def open_store(path_or_url: str | Path, *, read_only: bool, must_exist: bool = T
 def _compressor(layout: ArrayLayout) -> BytesBytesCodec:
     if layout.codec == "blosc":
         return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+    if layout.codec == "blosc-fast":
+        return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
     return ZstdCodec(level=3)
 
 
@@ -279,10 +303,10 @@ def read_meta(root: zarr.Group, *, allow_incomplete: bool = False) -> dict[str, 
         msg = f"{root.store}: root attribute {ATTRS_KEY!r} is missing; not a sapiens-stream store"
         raise SchemaMismatchError(msg)
     version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
         msg = (
             f"{root.store}: schema_version {version!r} is not supported; this code reads "
-            f"version {SCHEMA_VERSION}"
+            f"versions {list(SUPPORTED_SCHEMA_VERSIONS)}"
         )
         raise SchemaMismatchError(msg)
     if meta.get("status") == CREATING and not allow_incomplete:

@@ -6,18 +6,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from storage._pixels import pixel_spans
+
 if TYPE_CHECKING:
     import xarray
 
     from storage.reader import ResultReader
 
-# (group, array) -> variable name in the Dataset; names must not clash with dimension names.
+# (group, array) -> variable name in the Dataset; names must not clash with dimension names
+# nor with each other (each dense task of a per-person store has a ``patch_hw``).
 _RENAMES = {
     "frames": {"status": "frame_status"},
     "persons": {"frame": "person_frame"},
-    "seg": {"person": "person_map"},
-    "depth": {"relative": "depth"},
-    "normal": {"xyz": "normal"},
+    "seg": {"person": "person_map", "patch_hw": "seg_patch_hw"},
+    "depth": {
+        "relative": "depth",
+        "patch": "depth_patch",
+        "scale": "depth_scale",
+        "patch_hw": "depth_patch_hw",
+    },
+    "normal": {"xyz": "normal", "patch": "normal_patch", "patch_hw": "normal_patch_hw"},
 }
 
 
@@ -28,6 +36,14 @@ def build_dataset(reader: ResultReader) -> xarray.Dataset:
     in frame order; ``person_frame`` says which frame), ``keypoint``, ``xy``, ``xyxy``, ``y``,
     ``x``, ``component``. Normals are decoded with their ``scale_factor`` (raw int8 / 127, not
     renormalised); everything else keeps its stored dtype.
+
+    A per-person store (schema v2) has no frame maps here: it gives the packed per-person
+    pixel arrays, lazily, with dim ``pixel`` (``seg``: ``part_patch``, ``fg_patch``;
+    ``depth_patch`` times ``depth_scale`` is relative depth; ``normal_patch`` with
+    ``component``). Person k's patch of a task is the ``h * w`` pixels from
+    ``<task>_pixel_start[k]``, row-major, with (h, w) in ``<task>_patch_hw`` (dim ``hw``);
+    ``patch_box`` (``xyxy``) is x0, y0, x1, y1 in source pixels. Frame maps come from
+    :meth:`ResultReader.frame` or :func:`storage.compose_frame_maps`.
 
     Raises:
         ImportError: If xarray is not installed.
@@ -61,4 +77,11 @@ def build_dataset(reader: ResultReader) -> xarray.Dataset:
         "tasks": list(reader.spec.tasks),
         "job_id": str(reader.attrs.get("job", {}).get("job_id", "")),
     }
+    spec = reader.spec
+    if spec.per_person and spec.patch_size is not None:
+        out.attrs["patch_size"] = list(spec.patch_size)
+        for task in (t for t in ("seg", "depth", "normal") if spec.has(t)):
+            hw = reader._arrays[f"{task}/patch_hw"]
+            starts, _ = pixel_spans(hw, rows, spec.person_rows_per_block, spec.pixels_per_block)
+            out[f"{task}_pixel_start"] = ("person", starts)
     return out

@@ -18,35 +18,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from storage.errors import SchemaMismatchError
+from storage._frame_checks import check_array as _check_array
+from storage._frame_checks import check_patches, normalise_patches
+from storage._frame_checks import fail as _fail
 from storage.schema import FRAME_STATUS, NUM_PART_CLASSES, FrameStatus, Task
 
 __all__ = ["FrameResult"]
-
-
-def _fail(index: int, message: str) -> SchemaMismatchError:
-    return SchemaMismatchError(f"FrameResult(index={index}): {message}")
-
-
-def _check_array(
-    index: int,
-    name: str,
-    value: Any,
-    shape: tuple[int | None, ...],
-    kinds: str,
-) -> None:
-    """Check that ``value`` is an ndarray of dtype kind in ``kinds`` and the given shape."""
-    if not isinstance(value, np.ndarray):
-        raise _fail(index, f"{name}: expected a numpy array, got {type(value).__name__}")
-    want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-    if value.ndim != len(shape) or any(
-        s is not None and s != v for s, v in zip(shape, value.shape, strict=True)
-    ):
-        raise _fail(index, f"{name}: expected shape {want}, got {value.shape}")
-    if value.dtype.kind not in kinds:
-        names = {"f": "floating", "i": "signed integer", "u": "unsigned integer", "b": "bool"}
-        want_kind = " or ".join(names[k] for k in kinds)
-        raise _fail(index, f"{name}: expected a dtype of kind {want_kind}, got {value.dtype}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +32,12 @@ class FrameResult:
 
     Maps may be at the store's output size or at the source size (the writer downsamples
     those with nearest-neighbour sampling). Keypoints and boxes are in source pixels.
+
+    Dense results come either as frame maps (``part``/``person_map``, ``depth``, ``normal``:
+    whole-frame mode) or per person (the ``*_patch`` fields with ``patch_box``: crop mode,
+    stored in a store whose spec has a ``patch_size``), never both for one task. Pixel
+    (i, j) of a patch of shape (h, w) on its box (x0, y0, x1, y1) has its centre at source
+    x = x0 - 0.5 + (j + 0.5) * (x1 - x0) / w (y likewise); see docs/schema.md.
 
     Attributes:
         index: Position of the frame in the store (the decode-order counter), >= 0.
@@ -72,6 +55,13 @@ class FrameResult:
         normal: (H, W, 3) float unit normals, 0 off-person, or None if normals are off.
         status: ``ok``, or ``corrupt``/``skipped`` for a selected frame that was not analysed
             (no persons; its time may be unknown, NaN).
+        patch_box: (P, 4) int ``x0, y0, x1, y1`` source-pixel rectangle of each person's
+            patches (x1, y1 exclusive; 0 <= x0 < x1, 0 <= y0 < y1), present iff a patch is.
+        part_patch: P uint8 (h_i, w_i) part labels 0..27, with ``fg_patch``, or None.
+        fg_patch: P uint8 arrays shaped like ``part_patch``: round(255 * foreground prob.).
+        depth_patch: P float16 (h_i, w_i) relative depth divided by ``depth_scale``, or None.
+        depth_scale: (P,) float finite scales > 0, present iff ``depth_patch`` is.
+        normal_patch: P int8 (h_i, w_i, 3) unit normals as round(n * 127), or None.
     """
 
     index: int
@@ -88,12 +78,20 @@ class FrameResult:
     depth: npt.NDArray[np.floating[Any]] | None = None
     normal: npt.NDArray[np.floating[Any]] | None = None
     status: FrameStatus = "ok"
+    patch_box: npt.NDArray[np.integer[Any]] | None = None
+    part_patch: tuple[npt.NDArray[np.uint8], ...] | None = None
+    fg_patch: tuple[npt.NDArray[np.uint8], ...] | None = None
+    depth_patch: tuple[npt.NDArray[np.float16], ...] | None = None
+    depth_scale: npt.NDArray[np.floating[Any]] | None = None
+    normal_patch: tuple[npt.NDArray[np.int8], ...] | None = None
 
     def __post_init__(self) -> None:
+        normalise_patches(self)
         self._check_scalars()
         self._check_persons()
         self._check_pose()
         self._check_maps()
+        check_patches(self)
 
     @property
     def num_persons(self) -> int:
@@ -106,13 +104,23 @@ class FrameResult:
         present: list[Task] = []
         if self.keypoints_xy is not None:
             present.append("pose")
-        if self.part is not None:
+        if self.part is not None or self.part_patch is not None:
             present.append("seg")
-        if self.depth is not None:
+        if self.depth is not None or self.depth_patch is not None:
             present.append("depth")
-        if self.normal is not None:
+        if self.normal is not None or self.normal_patch is not None:
             present.append("normal")
         return tuple(present)
+
+    @property
+    def patch_tasks(self) -> tuple[Task, ...]:
+        """Dense tasks carried per person (as patches), in canonical order."""
+        fields: tuple[tuple[Task, Any], ...] = (
+            ("seg", self.part_patch),
+            ("depth", self.depth_patch),
+            ("normal", self.normal_patch),
+        )
+        return tuple(t for t, v in fields if v is not None)
 
     @property
     def map_size(self) -> tuple[int, int] | None:

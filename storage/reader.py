@@ -4,6 +4,11 @@ A reader serves exactly the frames below the commit watermark recorded in the st
 attributes; it never trusts array shapes (the writer grows arrays ahead of the data). Call
 :meth:`ResultReader.refresh` to see frames committed since it was opened.
 
+A per-person store (schema v2, spec with ``patch_size``) keeps each person's dense results on
+its box; :meth:`ResultReader.frame` and :meth:`ResultReader.task_arrays` compose the frame
+maps from them (:func:`storage.compose_frame_maps`), so they return what a frame-map store
+returns, plus each person's own patches.
+
 Example:
     >>> from storage.schema import StoreSpec
     >>> from storage.synthetic import synthetic_frame
@@ -33,13 +38,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from storage import _store
+from storage import _patches, _store
 from storage._encode import PTS_UNKNOWN, decode_normal
-from storage.errors import FrameNotCommittedError, SchemaMismatchError, StoreNotFoundError
+from storage.errors import (
+    FrameNotCommittedError,
+    InvalidValueError,
+    SchemaMismatchError,
+    StoreNotFoundError,
+)
 from storage.provenance import ModelProvenance
-from storage.results import FrameData, FrameTable, Persons, StoreSummary, Track
+from storage.results import FrameData, FrameTable, PersonPatches, Persons, StoreSummary, Track
 from storage.resume import ResumeState
-from storage.schema import FRAME_STATUS, StoreSpec, Task, ZarrLayout
+from storage.schema import DENSE_TASKS, FRAME_STATUS, StoreSpec, Task, ZarrLayout
 
 if TYPE_CHECKING:
     import xarray
@@ -49,6 +59,17 @@ __all__ = ["ResultReader", "StoreState", "open_result", "store_state"]
 logger = logging.getLogger(__name__)
 
 _TABLE_FIELDS = ("source_index", "pts", "time_s", "person_offset", "person_count", "status")
+_MAP_PATHS = {
+    "part": "seg/part",
+    "person_map": "seg/person",
+    "depth": "depth/relative",
+    "normal": "normal/xyz",
+}
+_TASK_KEYS: dict[Task, dict[str, str]] = {
+    "seg": {"part": "part", "person_map": "person"},
+    "depth": {"depth": "relative"},
+    "normal": {"normal": "xyz"},
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,21 +225,54 @@ class ResultReader:
         t = self._cached_table().time_s[: self.num_frames]
         return np.flatnonzero((t >= start_s) & (t < stop_s)).astype(np.int64)
 
-    def frame(self, index: int) -> FrameData:
-        """Return everything stored for committed frame ``index``."""
+    def frame(self, index: int, *, size: tuple[int, int] | None = None) -> FrameData:
+        """Return everything stored for committed frame ``index``.
+
+        Args:
+            index: The frame.
+            size: (H, W) of the maps; default the store's output size. A per-person store
+                composes them at that size; a frame-map store resamples its maps (nearest).
+        """
         self._check_range(index, index + 1)
+        out_size = self._out_size(size)
         table = self.read_frames(index, index + 1)
         pts = int(table.pts[0])
-        maps = self._read_maps(index, index + 1)
+        rows = table.person_rows()
+        persons = self._read_person_rows(rows)
+        patches: PersonPatches | None = None
+        if self.spec.per_person:
+            dense = self._dense_tasks()
+            patches = _patches.read_patches(self._arrays, rows, dense, self.spec)
+            maps = _patches.compose_fields(
+                self.spec, patches, persons.box_xyxy, persons.score, out_size, dense
+            )
+        else:
+            maps = {k: v[0] for k, v in self._read_maps(index, index + 1, out_size).items()}
         return FrameData(
             index=index,
             source_index=int(table.source_index[0]),
             pts=None if pts == PTS_UNKNOWN else pts,
             time_s=float(table.time_s[0]),
             status=table.statuses()[0],
-            persons=self._read_person_rows(table.person_rows()),
-            **{k: v[0] for k, v in maps.items()},
+            persons=persons,
+            patches=patches,
+            **maps,
         )
+
+    def _dense_tasks(self) -> tuple[Task, ...]:
+        return tuple(t for t in self.spec.tasks if t in DENSE_TASKS)
+
+    def _out_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        if size is None:
+            return self.spec.height, self.spec.width
+        if not (
+            isinstance(size, tuple | list)
+            and len(size) == 2
+            and all(isinstance(v, int | np.integer) and v >= 1 for v in size)
+        ):
+            msg = f"{self.uri}: size: expected (height, width), two ints >= 1, got {size!r}"
+            raise InvalidValueError(msg)
+        return int(size[0]), int(size[1])
 
     def persons(self, start: int, stop: int | None = None) -> Persons:
         """Return persons of frame ``start`` (or of frames ``start .. stop-1``), frame order."""
@@ -284,14 +338,10 @@ class ResultReader:
         return Persons(**merged)
 
     # -- task arrays -------------------------------------------------------------------------
-    def _read_maps(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        paths = {
-            "part": "seg/part",
-            "person_map": "seg/person",
-            "depth": "depth/relative",
-            "normal": "normal/xyz",
-        }
-        wanted = {k: p for k, p in paths.items() if p in self._arrays}
+    def _read_maps(
+        self, start: int, stop: int, size: tuple[int, int] | None = None
+    ) -> dict[str, np.ndarray]:
+        wanted = {k: p for k, p in _MAP_PATHS.items() if p in self._arrays}
         if not wanted:
             return {}
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
@@ -304,14 +354,29 @@ class ResultReader:
             out["depth"] = out["depth"].astype(np.float32)
         if "normal" in out:
             out["normal"] = decode_normal(out["normal"])
+        if size is not None and size != (self.spec.height, self.spec.width):
+            out = {k: _resize_stack(v, size) for k, v in out.items()}
         return out
 
-    def task_arrays(self, task: Task, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+    def task_arrays(
+        self,
+        task: Task,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        size: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
         """Return one task's decoded arrays for committed frames ``start .. stop-1``.
 
         ``pose`` gives ``keypoints_xy`` (P, K, 2), ``keypoint_score`` (P, K) and compact CSR
         ``person_offset`` (n+1,); ``seg`` gives ``part`` and ``person`` (n, H, W); ``depth``
         gives ``relative`` (n, H, W) float32; ``normal`` gives ``xyz`` (n, H, W, 3) float32.
+        ``size`` (H, W) changes the maps' size (default: the store's output size).
+
+        A per-person store composes those maps and adds each person's patches, in frame order
+        (frame j's persons are ``[person_offset[j], person_offset[j+1])``): ``patch_box``
+        (P, 4), ``person_offset``, and ``part_patch`` and ``fg_patch`` (seg) or ``patch``
+        (depth: float32, scale applied; normal: float32 unit vectors), tuples of P arrays.
 
         Raises:
             SchemaMismatchError: If the task is not enabled in this store.
@@ -320,6 +385,7 @@ class ResultReader:
             msg = f"{self.uri}: task {task!r} is not in this store (tasks: {self.spec.tasks})"
             raise SchemaMismatchError(msg)
         start, stop = self._check_range(start, stop)
+        out_size = self._out_size(size)
         if task == "pose":
             table = self.read_frames(start, stop)
             p = self._read_person_rows(table.person_rows())
@@ -328,10 +394,31 @@ class ResultReader:
                 "keypoint_score": p.keypoint_score,
                 "person_offset": table.csr_offsets(),
             }
-        maps = self._read_maps(start, stop)
-        names = {"seg": {"part": "part", "person_map": "person"}, "depth": {"depth": "relative"}}
-        names["normal"] = {"normal": "xyz"}
-        return {new: maps[old] for old, new in names[task].items()}
+        if self.spec.per_person:
+            return self._per_person_arrays(task, start, stop, out_size)
+        maps = self._read_maps(start, stop, out_size)
+        return {new: maps[old] for old, new in _TASK_KEYS[task].items()}
+
+    def _per_person_arrays(
+        self, task: Task, start: int, stop: int, size: tuple[int, int]
+    ) -> dict[str, Any]:
+        """task_arrays of a per-person store: composed maps plus the persons' patches."""
+        table = self.read_frames(start, stop)
+        rows = table.person_rows()
+        persons = self._read_person_rows(rows)
+        needed = tuple(t for t in self._dense_tasks() if t in (task, "seg"))  # seg: ownership
+        patches = _patches.read_patches(self._arrays, rows, needed, self.spec)
+        maps = _patches.composed_range(
+            self.spec, table, patches, persons.box_xyxy, persons.score, size, (task,)
+        )
+        out: dict[str, Any] = {new: maps[old] for old, new in _TASK_KEYS[task].items()}
+        out["patch_box"] = patches.patch_box
+        out["person_offset"] = table.csr_offsets()
+        if task == "seg":
+            out["part_patch"], out["fg_patch"] = patches.part_patch, patches.fg_patch
+        else:
+            out["patch"] = patches.depth_patch if task == "depth" else patches.normal_patch
+        return out
 
     # -- summaries and views -----------------------------------------------------------------
     def summary(self) -> StoreSummary:
@@ -358,3 +445,11 @@ class ResultReader:
         from storage._xarray import build_dataset
 
         return build_dataset(self)
+
+
+def _resize_stack(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resample of (n, h, w[, c]) maps to (n, H, W[, c])."""
+    h, w = maps.shape[1:3]
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.intp), w - 1)
+    return maps[:, rows[:, None], cols[None, :]]

@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from storage._encode import decode_normal
+from storage.errors import SchemaMismatchError
+from storage.frame import FrameResult
 from storage.schema import FRAME_STATUS, FrameStatus
 
-__all__ = ["FrameData", "FrameTable", "Persons", "StoreSummary", "Track"]
+__all__ = ["FrameData", "FrameTable", "PersonPatches", "Persons", "StoreSummary", "Track"]
 
 Array = npt.NDArray[Any]
 
@@ -99,6 +102,58 @@ class Persons:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PersonPatches:
+    """Each person's own dense results (a per-person store), aligned with :class:`Persons`.
+
+    Patch k covers the source-pixel rectangle ``patch_box[k]``; its pixel (i, j) of a patch of
+    shape (h, w) is centred at source x = x0 - 0.5 + (j + 0.5) * (x1 - x0) / w (y likewise).
+    Sizes may differ per task (e.g. seg at half the depth resolution).
+
+    Attributes:
+        patch_box: (P, 4) int32 ``x0, y0, x1, y1`` in source pixels (x1, y1 exclusive).
+        part_patch: P uint8 (h, w) part labels 0..27, or None without seg.
+        fg_patch: P uint8 (h, w) foreground probability as round(p * 255), or None without seg.
+        depth_patch: P float32 (h, w) relative depth, decoded: the stored float16 patch times
+            the person's scale (unlike ``FrameResult.depth_patch``), or None.
+        normal_patch: P float32 (h, w, 3) unit normals, decoded and renormalised (unlike
+            ``FrameResult.normal_patch``), or None.
+    """
+
+    patch_box: Array
+    part_patch: tuple[Array, ...] | None = None
+    fg_patch: tuple[Array, ...] | None = None
+    depth_patch: tuple[Array, ...] | None = None
+    normal_patch: tuple[Array, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.patch_box.shape[0])
+
+    @classmethod
+    def from_frame_result(cls, r: FrameResult) -> PersonPatches:
+        """Decode the per-person fields of ``r`` as a reader would return them.
+
+        Raises:
+            SchemaMismatchError: If ``r`` has no per-person fields (a ValueError).
+        """
+        if r.patch_box is None:
+            msg = f"FrameResult(index={r.index}) has no per-person patches (patch_box is None)"
+            raise SchemaMismatchError(msg)
+        depth = None
+        if r.depth_patch is not None and r.depth_scale is not None:
+            scale = r.depth_scale.astype(np.float32)
+            depth = tuple(d.astype(np.float32) * scale[k] for k, d in enumerate(r.depth_patch))
+        return cls(
+            patch_box=r.patch_box.astype(np.int32),
+            part_patch=r.part_patch,
+            fg_patch=r.fg_patch,
+            depth_patch=depth,
+            normal_patch=None
+            if r.normal_patch is None
+            else tuple(map(decode_normal, r.normal_patch)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FrameData:
     """Everything stored for one frame; map fields are None for disabled tasks.
 
@@ -113,6 +168,9 @@ class FrameData:
         person_map: (H, W) uint16 owning person (0 = none).
         depth: (H, W) float32 relative depth, NaN off-person.
         normal: (H, W, 3) float32 unit normals, 0 off-person.
+        patches: Each person's own dense results in a per-person store (schema v2), aligned
+            with ``persons``; None in a frame-map store. The maps above are composed from them
+            (see :func:`storage.compose_frame_maps`).
     """
 
     index: int
@@ -125,6 +183,7 @@ class FrameData:
     person_map: Array | None = None
     depth: Array | None = None
     normal: Array | None = None
+    patches: PersonPatches | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

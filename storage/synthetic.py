@@ -5,12 +5,20 @@ ellipsoid depth bump with small noise, and the ellipsoid's surface normals with 
 so compression sees data shaped like real dense predictions (smooth inside a person, constant
 outside). Keypoints lie inside each person's box at sub-pixel positions.
 
+For a per-person spec (``patch_size`` set), the dense results are per-person patches instead:
+each person's box holds the same kind of ellipse, with depth at box resolution (capped at the
+patch_size) and seg and normals at half that, as Sapiens' heads differ in output size.
+
 Example:
     >>> from storage.schema import StoreSpec
     >>> spec = StoreSpec.for_source(32, 48, num_keypoints=17)
     >>> r = synthetic_frame(spec, 3, n_persons=2)
     >>> r.index, r.num_persons, r.part.shape, r.keypoints_xy.shape
     (3, 2, (32, 48), (2, 17, 2))
+    >>> spec = StoreSpec.for_source(32, 48, tasks=("seg", "depth"), patch_size=(16, 12))
+    >>> r = synthetic_frame(spec, 3, n_persons=2)
+    >>> r.tasks, len(r.part_patch), r.depth_patch[0].dtype
+    (('seg', 'depth'), 2, dtype('float16'))
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from storage.frame import FrameResult
-from storage.schema import StoreSpec
+from storage.schema import NORMAL_SCALE, StoreSpec
 
 __all__ = ["synthetic_frame"]
 
@@ -94,6 +102,8 @@ def synthetic_frame(
         A validated FrameResult with exactly the spec's tasks.
     """
     rng = np.random.default_rng([seed, index])
+    if spec.per_person:
+        return _synthetic_per_person(spec, rng, index, n_persons, fps)
     h, w = spec.height, spec.width
     sy, sx = spec.source_height / h, spec.source_width / w
     maps = _blank_maps(h, w)
@@ -121,4 +131,83 @@ def synthetic_frame(
         person_map=maps["person"] if seg else None,
         depth=maps["depth"] if spec.has("depth") else None,
         normal=maps["normal"] if spec.has("normal") else None,
+    )
+
+
+def _ellipse(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, r2) of an (h, w) grid: -1..1 across the box, r2 = u*u + v*v."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (u + 0.5) * 2 / w - 1
+    v = (v + 0.5) * 2 / h - 1
+    return u, v, u * u + v * v
+
+
+def _person_patches(rng: np.random.Generator, depth_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One person's patches: depth at ``depth_hw``, seg and normals at half of it."""
+    dh, dw = depth_hw
+    u, v, r2 = _ellipse(max(1, dh // 2), max(1, dw // 2))
+    band = np.clip(((v + 1.0) * 6.5).astype(np.int32), 0, 12)
+    # Foreground fades out across the ellipse's rim; labels stop a little inside it, so some
+    # foreground pixels are background-labelled (the reader leaves them unowned).
+    part = np.where(r2 < 0.9, 1 + band * 2 + (u > 0), 0).astype(np.uint8)
+    fg = np.rint(np.clip((1.2 - r2) / 0.4, 0.0, 1.0) * 255).astype(np.uint8)
+    z = np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
+    n = np.stack([u, v, z + 0.05], axis=-1) + rng.normal(0.0, 0.01, size=(*z.shape, 3))
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    _, _, dr2 = _ellipse(dh, dw)
+    dz = np.sqrt(np.clip(1.0 - dr2, 0.0, 1.0))
+    depth = rng.uniform(2.0, 8.0) - 0.3 * dz + rng.normal(0.0, 0.002, size=dz.shape)
+    scale = np.float32(np.abs(depth).max())
+    return {
+        "part": part,
+        "fg": fg,
+        "depth": (depth / scale).astype(np.float16),
+        "scale": np.array(scale, np.float32),
+        "normal": np.rint(n * NORMAL_SCALE).astype(np.int8),
+    }
+
+
+def _synthetic_per_person(
+    spec: StoreSpec, rng: np.random.Generator, index: int, n_persons: int, fps: float
+) -> FrameResult:
+    """A frame of per-person patches for a spec with ``patch_size`` (see the module doc)."""
+    assert spec.patch_size is not None
+    sh, sw = spec.source_height, spec.source_width
+    boxes = np.zeros((n_persons, 4), np.float32)
+    patch_box = np.zeros((n_persons, 4), np.int32)
+    people = []
+    for k, (cx, cy, ax, ay) in enumerate(_person_geometry(rng, sh, sw, n_persons)):
+        boxes[k] = (cx - ax, cy - ay, cx + ax, cy + ay)
+        boxes[k] = np.clip(boxes[k], 0.0, [sw - 1, sh - 1, sw - 1, sh - 1])
+        x0, y0 = int(np.ceil(boxes[k, 0])), int(np.ceil(boxes[k, 1]))
+        x1, y1 = int(np.floor(boxes[k, 2])) + 1, int(np.floor(boxes[k, 3])) + 1
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        patch_box[k] = (x0, y0, x1, y1)
+        depth_hw = (min(spec.patch_size[0], y1 - y0), min(spec.patch_size[1], x1 - x0))
+        people.append(_person_patches(rng, depth_hw))
+    kps = rng.uniform(boxes[:, None, :2], boxes[:, None, 2:], (n_persons, spec.num_keypoints, 2))
+    scores = rng.uniform(0, 1, (n_persons, spec.num_keypoints)).astype(np.float32)
+    pose, seg = spec.has("pose"), spec.has("seg")
+
+    def each(name: str, on: bool) -> tuple[np.ndarray, ...] | None:
+        return tuple(p[name] for p in people) if on else None
+
+    return FrameResult(
+        index=index,
+        source_index=index,
+        pts=round(index * 90000 / fps),
+        time_s=index / fps,
+        track_id=np.arange(n_persons, dtype=np.int64) + 100,
+        box_xyxy=boxes,
+        score=rng.uniform(0.3, 1.0, n_persons).astype(np.float32),
+        keypoints_xy=kps.astype(np.float32) if pose else None,
+        keypoint_score=scores if pose else None,
+        patch_box=patch_box,
+        part_patch=each("part", seg),
+        fg_patch=each("fg", seg),
+        depth_patch=each("depth", spec.has("depth")),
+        depth_scale=np.array([p["scale"] for p in people], np.float32).reshape(n_persons)
+        if spec.has("depth")
+        else None,
+        normal_patch=each("normal", spec.has("normal")),
     )

@@ -3,8 +3,11 @@
 A block is ``frames_per_shard`` consecutive frames. Everything a block owns (its frame rows,
 its person rows and its shards of every map) lives in storage objects no other block touches,
 and every block is written whole, so blocks can be written in any order, by any process, and
-re-written after a crash with the same bytes. Only the `Writer` creates or resizes arrays and
-writes the root attributes, including the commit watermark that readers trust.
+re-written after a crash with the same bytes. (The per-person pixel arrays of a schema-v2
+store are written packed at the start of each block's segment, and pixels an earlier write
+left past the new end are reset first: storage/_pixels.py.) Only the `Writer` creates or
+resizes arrays and writes the root attributes, including the commit watermark that readers
+trust.
 
 Fencing: a `Writer` made with ``fence=token`` (the job claim's fencing token; tokens only
 grow) records it in the root attributes, and every mutation first re-reads that record and
@@ -41,15 +44,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from zarr.abc.store import Store
 
-from storage import _store
+from storage import _pixels, _store
 from storage._encode import EncodedFrame, assemble_block, encode_frame
 from storage.errors import InvalidValueError, SchemaMismatchError, StaleOwnerError, StorageError
 from storage.frame import FrameResult
 from storage.provenance import ModelProvenance
 from storage.resume import ResumeState
-from storage.schema import SCHEMA_VERSION, StoreSpec, ZarrLayout
+from storage.schema import SCHEMA_VERSION, ArrayLayout, StoreSpec, ZarrLayout
 
 __all__ = ["BlockWriter", "Writer"]
 
@@ -143,16 +147,26 @@ class BlockWriter:
             )
             raise SchemaMismatchError(msg)
         rows = assemble_block(self.layout, block, frames)
+        layouts = self.layout.by_path()
+        packed = _pixels.packed_layouts(self.layout, self._arrays)
+        if packed:  # before patch_hw is rewritten: it says how far an earlier write went
+            new_hw = {_pixels.hw_path(a): rows[_pixels.hw_path(a)] for a in packed}
+            _pixels.clear_stale(self._arrays, self.layout, block, new_hw)
 
         def put(path: str) -> None:
             n = self.layout.rows_for_blocks(layouts[path], 1)
             self._arrays[path][block * n : (block + 1) * n] = rows[path]
 
-        layouts = self.layout.by_path()
-        data = [p for p in layouts if p != "blocks/frames" and p in self._arrays]
+        def put_pixels(a: ArrayLayout) -> None:
+            patches = [p for f in frames for p in f.patches[a.path]]
+            seg = self.spec.pixels_per_block
+            _pixels.write_packed(self._arrays[a.path], a, block, seg, patches)
+
+        data = [p for p in rows if p != "blocks/frames" and p in self._arrays]
         # Arrays are independent objects: compress and write them concurrently.
         with ThreadPoolExecutor(max_workers=min(len(data), 4)) as pool:
             list(pool.map(put, data))
+            list(pool.map(put_pixels, packed))  # after patch_hw (see storage/_pixels.py)
         put("blocks/frames")  # the commit marker goes last
         logger.debug("wrote block %d (%d frames)", block, len(frames))
 
@@ -511,7 +525,13 @@ class Writer:
         sizes = {"frame": n_frames, "person": persons, "block": n_blocks}
         resized = False
         for a in layout.arrays:
-            shape = a.shape(sizes[a.axis])
+            if a.axis == "pixel":  # up to the last block's last packed pixel
+                last_rows = (max(n_blocks - 1, 0) * spec.person_rows_per_block, persons)
+                hw = np.asarray(arrays[_pixels.hw_path(a)][slice(*last_rows)]).astype(np.int64)
+                used = int((hw[:, 0] * hw[:, 1]).sum())
+                shape = a.shape(max(n_blocks - 1, 0) * spec.pixels_per_block + used)
+            else:
+                shape = a.shape(sizes[a.axis])
             if a.path in arrays and tuple(arrays[a.path].shape) != tuple(shape):
                 arrays[a.path].resize(shape)
                 resized = True

@@ -106,11 +106,21 @@ def _video(width: int, height: int) -> VideoInfo:
         ({}, (12000, 12000), pytest.raises(ResourceLimitError, match=r"limits\.max_pixels")),
         ({}, (4320, 7680), does_not_raise()),  # portrait 8K
         (
-            {"batch_size": 16},
+            {"batch_size": 16, "dense_mode": "frame"},
             (7680, 4320),
             pytest.raises(ResourceLimitError, match=r"7680x4320 \(25 bytes per pixel\)"),
         ),
-        ({"batch_size": 16, "max_side": 3840}, (7680, 4320), does_not_raise()),
+        ({"batch_size": 16}, (7680, 4320), does_not_raise()),  # 7 bytes of patches per pixel
+        (
+            {"batch_size": 40},
+            (7680, 4320),
+            pytest.raises(ResourceLimitError, match=r"7680x4320 \(7 bytes per pixel\)"),
+        ),
+        (
+            {"batch_size": 16, "max_side": 3840, "dense_mode": "frame"},
+            (7680, 4320),
+            does_not_raise(),
+        ),
         ({"batch_size": 64, "tasks": ["pose"]}, (7680, 4320), does_not_raise()),
         (
             {"limits": {"max_pixels": 12000 * 12000, "max_map_bytes": 2**40}},
@@ -182,19 +192,21 @@ def test_bad_detection_settings_are_refused(detection: dict, match: str) -> None
 
 def test_a_local_object_store_holds_the_batches_in_flight() -> None:
     """Sized from the batch: a default job at 1080p holds 8 frames of RGB (6.2 MB each) and
-    25 bytes of dense maps per pixel (51.8 MB): 465 MB per batch, twice for each of 4 batches
-    in flight; at least 256 MiB, at most 30% of the machine."""
+    per-person patches of at most 7 bytes per frame pixel (14.5 MB): 166 MB per batch, twice
+    for each of 4 batches in flight; at least 256 MiB, at most 30% of the machine. Whole-frame
+    mode holds 25 bytes of frame maps per output pixel instead."""
     import os
 
     from flows.raylocal import MIN_OBJECT_STORE, object_store_bytes
 
     plan = plan_job(JobSpec(source="a.mp4"))
-    # RGB; part labels 1, depth 4, normals 12 and the ownership maps 8 (pose has none).
-    per_frame = 1080 * 1920 * (3 + 1 + 4 + 12 + 8)
+    # RGB; part labels + foreground 2, depth 2, normals 3 (pose has none), at source size.
+    per_frame = 1080 * 1920 * (3 + 2 + 2 + 3)
     assert plan.batch_bytes() == 8 * per_frame
-    assert plan_job(JobSpec(source="a.mp4", max_side=960)).batch_bytes() == 8 * (
-        1080 * 1920 * 3 + 540 * 960 * 25
-    )
+    assert plan_job(JobSpec(source="a.mp4", max_side=960)).batch_bytes() == 8 * per_frame
+    frame_mode = JobSpec(source="a.mp4", max_side=960, dense_mode="frame")
+    # part labels 1, depth 4, normals 12 and the ownership maps 8, at the output size
+    assert plan_job(frame_mode).batch_bytes() == 8 * (1080 * 1920 * 3 + 540 * 960 * 25)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert object_store_bytes(plan.batch_bytes(), 4) == min(2 * 4 * 8 * per_frame, 0.3 * memory)
     assert object_store_bytes(1000, 1) == MIN_OBJECT_STORE

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 
 from actors.infer import InferSpec, ModelSpec
 from flows.pool import InferPool, ScalePolicy
+from tests._compare import assert_results_equal
 from tests.unit.actors.test_infer_batching import _call
 
 pytestmark = [pytest.mark.ray]
@@ -54,8 +54,7 @@ def test_a_job_moves_to_a_new_member_and_gets_the_same_results(ray_cluster) -> N
         stats = ray.get(new.stats.remote())
         assert stats["calls"] == 1 and stats["jobs"] == 1
         for a, b in zip(here, there, strict=True):
-            np.testing.assert_array_equal(a.keypoints_xy, b.keypoints_xy)
-            np.testing.assert_array_equal(a.depth, b.depth)
+            assert_results_equal(a, b)
         for j in jobs:
             pool.release(key, j)
         assert pool.rebalance(key, mover, new) is new  # released jobs are not counted

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import redis
 
 SPEC = StoreSpec.for_source(48, 64, num_keypoints=17, frames_per_shard=4)
+PP_SPEC = StoreSpec.for_source(48, 64, num_keypoints=17, frames_per_shard=4, patch_size=(32, 16))
+"""A per-person store (schema v2): dense results in per-person slots."""
 
 
 def make_frame(spec: StoreSpec, i: int) -> FrameResult:

@@ -10,17 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from storage_procs import SPEC, make_frame, snapshot
+from storage_procs import PP_SPEC, SPEC, make_frame, snapshot
 
-from storage import StorageError, Writer, open_result
+from storage import StorageError, StoreSpec, Writer, open_result
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
 
-def clean_store(path: Path, n: int) -> Path:
-    w = Writer.create(path, SPEC, job={"job_id": "p"})
+def clean_store(path: Path, n: int, spec: StoreSpec = SPEC) -> Path:
+    w = Writer.create(path, spec, job={"job_id": "p"})
     for i in range(n):
-        w.add(make_frame(SPEC, i))
+        w.add(make_frame(spec, i))
     w.finalize()
     return path
 
@@ -45,6 +45,27 @@ def test_two_processes_writing_disjoint_blocks_lose_nothing(tmp_path: Path, spaw
         assert np.array_equal(got.part, src.part)
         assert np.array_equal(got.persons.track_id, src.track_id)
     assert snapshot(url) == snapshot(clean_store(tmp_path / "clean.zarr", 64))
+
+
+def test_two_processes_writing_per_person_blocks(tmp_path: Path, spawn: Spawn) -> None:
+    """The same with per-person slots (schema v2): each process writes only its blocks' shards."""
+    url = tmp_path / "job.zarr"
+    owner = Writer.create(url, PP_SPEC, job={"job_id": "p"}, capacity_frames=32)
+    a = spawn("write-blocks", str(url), *map(str, range(0, 8, 2)))
+    b = spawn("write-blocks", str(url), *map(str, range(1, 8, 2)))
+    finish(a)
+    finish(b)
+    assert owner.sync_watermark() == 32
+    owner.finalize()
+    r = open_result(url)
+    for i in (1, 6, 30):
+        src, got = make_frame(PP_SPEC, i), r.frame(i)
+        assert got.patches is not None and src.part_patch is not None
+        assert all(
+            np.array_equal(g, s)
+            for g, s in zip(got.patches.part_patch, src.part_patch, strict=True)
+        )
+    assert snapshot(url) == snapshot(clean_store(tmp_path / "clean.zarr", 32, PP_SPEC))
 
 
 def _wait_for_watermark(url: Path, frames: int, timeout: float = 60.0) -> None:

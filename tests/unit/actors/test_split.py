@@ -8,6 +8,7 @@ import pytest
 from actors.infer import InferSpec, ModelSpec, SapiensWorker
 from actors.messages import FrameBatch, PersonBatch
 from actors.split import BackboneWorker, HeadWorker, PostWorker
+from tests._compare import assert_results_equal
 
 TASKS = ("pose", "seg", "depth", "normal")
 
@@ -46,20 +47,7 @@ def test_split_equals_fused(tasks: tuple[str, ...]) -> None:
     assert [r.index for r in split] == [10, 11] and split[0].pts == 8 and split[1].pts is None
     assert [r.track_id.tolist() for r in split] == [[1], [3]]
     for a, b in zip(fused, split, strict=True):
-        for name in (
-            "keypoints_xy",
-            "keypoint_score",
-            "part",
-            "person_map",
-            "depth",
-            "normal",
-            "box_xyxy",
-            "track_id",
-        ):
-            x, y = getattr(a, name), getattr(b, name)
-            assert (x is None) == (y is None), name
-            if x is not None:
-                np.testing.assert_array_equal(x, y, err_msg=name)
+        assert_results_equal(a, b)
 
 
 def test_flip_test_is_refused_in_split_placement() -> None:

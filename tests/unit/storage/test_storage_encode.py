@@ -98,3 +98,31 @@ def test_block_assembly_packs_persons(small_spec: StoreSpec) -> None:
     assert np.isnan(rows["frames/time_s"][3])
     with pytest.raises(SchemaMismatchError, match=r"block 1: expected frames 4.. in order"):
         assemble_block(layout, 1, frames[1:])
+
+
+def test_per_person_block_assembly_leaves_pixels_out() -> None:
+    """Pixel arrays are never assembled as a whole block; per-person rows are packed."""
+    spec = StoreSpec.for_source(48, 80, num_keypoints=17, frames_per_shard=4, patch_size=(24, 16))
+    layout = ZarrLayout.from_spec(spec)
+    frames = [encode_frame(layout, synthetic_frame(spec, i, n_persons=i)) for i in (0, 1, 2)]
+    rows = assemble_block(layout, 0, frames)
+    assert not {a.path for a in layout.arrays if a.packed} & set(rows)
+    assert rows["seg/patch_hw"][:3].tolist() == [
+        list(p.shape) for f in frames for p in f.patches["seg/part_patch"]
+    ]
+    assert rows["seg/patch_hw"][3:].max() == 0 and rows["persons/patch_box"][3:].min() == -1
+    assert np.isnan(rows["depth/scale"][3:]).all()
+    assert len(frames[2].patches["normal/patch"]) == 2
+
+
+def test_pixel_spans_follow_the_blocks_patch_sizes() -> None:
+    """A person's pixels start at its block's segment plus the pixels of the block's earlier
+    rows (reference: the packing rule written out by hand)."""
+    from storage._pixels import pixel_spans
+
+    hw = np.zeros((12, 2), np.int32)  # 2 blocks of 6 rows
+    hw[:3] = [[2, 3], [4, 5], [1, 1]]
+    hw[6:8] = [[3, 3], [2, 2]]
+    starts, sizes = pixel_spans(hw, np.array([1, 2, 6, 7]), 6, 1000)
+    assert starts.tolist() == [6, 6 + 20, 1000, 1009]
+    assert sizes.tolist() == [20, 1, 9, 4]

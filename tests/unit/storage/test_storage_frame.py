@@ -112,3 +112,176 @@ def test_zero_persons_and_no_tasks() -> None:
 def test_tasks_and_map_size(good: FrameResult) -> None:
     assert good.tasks == ("pose", "seg", "depth", "normal")
     assert good.map_size == (24, 40)
+
+
+# -- per-person fields (schema v2) -------------------------------------------------------------
+PP_SPEC = StoreSpec.for_source(48, 80, num_keypoints=17, patch_size=(24, 16))
+
+
+@pytest.fixture
+def per_person() -> FrameResult:
+    r = synthetic_frame(PP_SPEC, 5, n_persons=2)
+    assert r.patch_box is not None and r.patch_box[0].tolist() == [31, 12, 37, 30]
+    assert r.part_patch is not None and r.part_patch[0].shape == (9, 3)
+    return r
+
+
+def _first(r: FrameResult, name: str, value: Any) -> tuple[Any, ...]:
+    """``name`` of ``r`` with person 0's patch replaced."""
+    return (value, *getattr(r, name)[1:])
+
+
+def _bad(match: str) -> Any:
+    return pytest.raises(SchemaMismatchError, match=match)
+
+
+PATCH_CASES: list[tuple[str, Any, Any]] = [
+    ("ok", lambda r: {}, does_not_raise()),
+    ("list", lambda r: {"part_patch": list(r.part_patch)}, does_not_raise()),
+    ("no box", lambda r: {"patch_box": None}, _bad(r"patch_box: expected a \(P, 4\) array")),
+    (
+        "box alone",
+        lambda r: {
+            "part_patch": None,
+            "fg_patch": None,
+            "depth_patch": None,
+            "depth_scale": None,
+            "normal_patch": None,
+        },
+        _bad("patch_box: expected None without any"),
+    ),
+    ("box shape", lambda r: {"patch_box": r.patch_box[:, :3]}, _bad(r"expected shape \(2, 4\)")),
+    (
+        "box float",
+        lambda r: {"patch_box": r.patch_box.astype(np.float32)},
+        _bad("patch_box: expected a dtype of kind signed integer or unsigned"),
+    ),
+    (
+        "box empty",
+        lambda r: {"patch_box": np.array([[3, 4, 3, 9], [0, 0, 5, 5]], np.int32)},
+        _bad(r"patch_box\[0\]: expected 0 <= x0 < x1 and 0 <= y0 < y1, got \[3, 4, 3, 9\]"),
+    ),
+    (
+        "box negative",
+        lambda r: {"patch_box": r.patch_box - np.array([40, 0, 0, 0], np.int32)},
+        _bad(r"patch_box\[0\]: expected 0 <= x0"),
+    ),
+    ("fg alone", lambda r: {"part_patch": None}, _bad("part_patch and fg_patch: expected both")),
+    ("scale alone", lambda r: {"depth_scale": None}, _bad("depth_patch and depth_scale")),
+    (
+        "count",
+        lambda r: {"part_patch": r.part_patch[:1]},
+        _bad(r"part_patch: expected a tuple of 2 arrays \(one per person\), got tuple of 1"),
+    ),
+    (
+        "not arrays",
+        lambda r: {"normal_patch": np.zeros((2, 4, 4, 3), np.int8)},
+        _bad("normal_patch: expected a tuple of 2 arrays .* got ndarray"),
+    ),
+    (
+        "part dtype",
+        lambda r: {"part_patch": _first(r, "part_patch", r.part_patch[0].astype(np.int16))},
+        _bad(r"part_patch\[0\]: expected dtype uint8, got int16"),
+    ),
+    (
+        "depth dtype",
+        lambda r: {"depth_patch": _first(r, "depth_patch", r.depth_patch[0].astype(np.float32))},
+        _bad(r"depth_patch\[0\]: expected dtype float16, got float32"),
+    ),
+    (
+        "normal dtype",
+        lambda r: {"normal_patch": _first(r, "normal_patch", r.normal_patch[0].astype(np.int16))},
+        _bad(r"normal_patch\[0\]: expected dtype int8, got int16"),
+    ),
+    (
+        "normal channels",
+        lambda r: {"normal_patch": _first(r, "normal_patch", r.normal_patch[0][..., :2])},
+        _bad(r"normal_patch\[0\]: expected shape \(h, w, 3\) with 1 <= h <= 18, 1 <= w <= 6"),
+    ),
+    (
+        "finer than pixels",
+        lambda r: {"depth_patch": _first(r, "depth_patch", np.zeros((19, 6), np.float16))},
+        _bad(
+            r"depth_patch\[0\]: expected shape \(h, w\) with 1 <= h <= 18, 1 <= w <= 6 "
+            r"\(patch_box \[31, 12, 37, 30\]\), got \(19, 6\)"
+        ),
+    ),
+    (
+        "empty patch",
+        lambda r: {"depth_patch": _first(r, "depth_patch", np.zeros((0, 6), np.float16))},
+        _bad(r"depth_patch\[0\]: expected shape"),
+    ),
+    (
+        "fg shape",
+        lambda r: {"fg_patch": _first(r, "fg_patch", np.zeros((9, 2), np.uint8))},
+        _bad(r"fg_patch\[0\]: expected the shape of part_patch\[0\] \(9, 3\), got \(9, 2\)"),
+    ),
+    (
+        "labels",
+        lambda r: {"part_patch": _first(r, "part_patch", np.full((9, 3), 28, np.uint8))},
+        _bad(r"part_patch\[0\]: expected labels 0..27, got 28"),
+    ),
+    (
+        "inf depth",
+        lambda r: {"depth_patch": _first(r, "depth_patch", np.full((2, 2), np.inf, np.float16))},
+        _bad(r"depth_patch\[0\]: expected finite values or NaN, got inf"),
+    ),
+    (
+        "scale zero",
+        lambda r: {"depth_scale": np.array([1.0, 0.0], np.float32)},
+        _bad("depth_scale: expected finite values > 0"),
+    ),
+    (
+        "scale nan",
+        lambda r: {"depth_scale": np.array([1.0, np.nan], np.float32)},
+        _bad("depth_scale: expected finite values > 0"),
+    ),
+    (
+        "scale shape",
+        lambda r: {"depth_scale": np.ones(3, np.float32)},
+        _bad(r"depth_scale: expected shape \(2\)"),
+    ),
+    (
+        "maps and patches",
+        lambda r: {"depth": np.zeros((48, 80), np.float32)},
+        _bad(r"depth: expected frame maps \(depth\) or per-person patches .*, got both"),
+    ),
+    (
+        "seg maps and patches",
+        lambda r: {
+            "part": np.zeros((48, 80), np.uint8),
+            "person_map": np.zeros((48, 80), np.uint16),
+        },
+        _bad(r"seg: expected frame maps \(part, person_map\) or per-person patches"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expectation"), [c[1:] for c in PATCH_CASES], ids=[c[0] for c in PATCH_CASES]
+)
+def test_patch_validation(per_person: FrameResult, changes: Any, expectation: Any) -> None:
+    with expectation:
+        _replace(per_person, **changes(per_person))
+
+
+def test_patch_tasks_and_tuples(per_person: FrameResult) -> None:
+    assert per_person.tasks == ("pose", "seg", "depth", "normal")
+    assert per_person.patch_tasks == ("seg", "depth", "normal")
+    assert per_person.map_size is None
+    r = _replace(
+        per_person, normal_patch=list(per_person.normal_patch), depth_patch=None, depth_scale=None
+    )
+    assert isinstance(r.normal_patch, tuple)
+    assert r.tasks == ("pose", "seg", "normal")
+
+
+def test_patch_errors_name_the_frame(per_person: FrameResult) -> None:
+    with pytest.raises(SchemaMismatchError, match=r"^FrameResult\(index=5\): depth_scale"):
+        _replace(per_person, depth_scale=np.zeros(2, np.float32))
+
+
+def test_zero_persons_with_patches() -> None:
+    r = synthetic_frame(PP_SPEC, 0, n_persons=0)
+    assert r.patch_box is not None and r.patch_box.shape == (0, 4)
+    assert r.tasks == ("pose", "seg", "depth", "normal") and r.part_patch == ()

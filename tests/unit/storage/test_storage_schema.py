@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from storage.errors import SchemaMismatchError
-from storage.schema import TASKS, StoreSpec, ZarrLayout, output_size
+from storage.schema import PIXEL_CHUNK, TASKS, StoreSpec, ZarrLayout, output_size
 
 BASE: dict[str, Any] = {"height": 36, "width": 64, "source_height": 72, "source_width": 128}
 
@@ -84,3 +84,68 @@ def test_layout_blocks_align_on_every_axis() -> None:
     assert by_path["depth/relative"].dtype == "float16"
     assert by_path["pose/keypoints_xy"].row_shape == (spec.num_keypoints, 2)
     assert spec.person_rows_per_block == 128
+
+
+@pytest.mark.parametrize(
+    ("patch_size", "expectation"),
+    [
+        (None, does_not_raise()),
+        ((1024, 768), does_not_raise()),
+        ([16, 12], does_not_raise()),
+        ((0, 768), pytest.raises(SchemaMismatchError, match=r"patch_size: expected None or")),
+        ((16,), pytest.raises(SchemaMismatchError, match=r"got \(16,\)")),
+        ((16.0, 12), pytest.raises(SchemaMismatchError, match="two ints >= 1")),
+        ((True, 12), pytest.raises(SchemaMismatchError, match="two ints >= 1")),
+        ("16x12", pytest.raises(SchemaMismatchError, match="got '16x12'")),
+    ],
+)
+def test_patch_size_validation(patch_size: Any, expectation: Any) -> None:
+    with expectation:
+        spec = StoreSpec(**BASE, patch_size=patch_size)
+        assert spec.patch_size is None or isinstance(spec.patch_size, tuple)
+
+
+def test_patch_size_round_trips_as_a_list() -> None:
+    spec = StoreSpec(**BASE, patch_size=(1024, 768))
+    raw = spec.to_dict()
+    assert raw["patch_size"] == [1024, 768]
+    assert StoreSpec.from_dict(raw) == spec
+    old = {k: v for k, v in StoreSpec(**BASE).to_dict().items() if k != "patch_size"}
+    assert StoreSpec.from_dict(old).patch_size is None  # a v1 layout has no such key
+
+
+def test_per_person_layout() -> None:
+    spec = StoreSpec(**BASE, patch_size=(32, 24), frames_per_shard=4, max_persons_per_frame=8)
+    layout = ZarrLayout.from_spec(spec)
+    by_path = layout.by_path()
+    assert not {"seg/part", "seg/person", "depth/relative", "normal/xyz"} & set(by_path)
+    r = spec.person_rows_per_block
+    px = spec.pixels_per_block
+    assert px >= r * 32 * 24 and px % PIXEL_CHUNK == 0  # room for every row at full size
+    expected = {
+        "persons/patch_box": ("person", (4,), "int32", -1, False),
+        "seg/part_patch": ("pixel", (), "uint8", 0, True),
+        "seg/fg_patch": ("pixel", (), "uint8", 0, True),
+        "seg/patch_hw": ("person", (2,), "int32", 0, False),
+        "depth/patch": ("pixel", (), "float16", None, True),
+        "depth/scale": ("person", (), "float32", None, False),
+        "depth/patch_hw": ("person", (2,), "int32", 0, False),
+        "normal/patch": ("pixel", (3,), "int8", 0, True),
+        "normal/patch_hw": ("person", (2,), "int32", 0, False),
+    }
+    for path, (axis, row_shape, dtype, fill, packed) in expected.items():
+        a = by_path[path]
+        assert (a.axis, a.row_shape, a.dtype, a.packed) == (axis, row_shape, dtype, packed), path
+        assert fill is None or a.fill_value == fill, path
+        if packed:  # chunks of PIXEL_CHUNK pixels, one shard per block
+            assert (a.chunk_rows, a.shard_rows) == (PIXEL_CHUNK, px), path
+    assert by_path["normal/patch"].transpose == (1, 0)
+    for a in layout.arrays:
+        assert (a.shard_rows or a.chunk_rows) == layout.rows_for_blocks(a, 1), a.path
+
+
+def test_patch_size_without_dense_tasks_changes_nothing() -> None:
+    spec = StoreSpec(**BASE, tasks=("pose",), patch_size=(32, 24))
+    assert not spec.per_person
+    plain = ZarrLayout.from_spec(StoreSpec(**BASE, tasks=("pose",)))
+    assert [a.path for a in ZarrLayout.from_spec(spec).arrays] == [a.path for a in plain.arrays]
