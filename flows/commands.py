@@ -219,7 +219,8 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-model", choices=DETECTOR_MODELS, help="RT-DETR variant")
     p.add_argument(
         "--detector-weights",
-        help="RT-DETR checkpoint file (published layout); default: kornia's download",
+        help="RT-DETR checkpoint (published layout): a file or hf://owner/repo/file; "
+        "default: kornia's download",
     )
     p.add_argument("--detector-input-size", type=int, help="RT-DETR input side (multiple of 32)")
     p.add_argument("--score-thr", type=float, help="lowest person score the detector keeps")

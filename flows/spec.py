@@ -99,9 +99,10 @@ class Detection:
 
     Args:
         model: kornia's RT-DETR variant (``rtdetr_r18vd`` ... ``rtdetr_r101vd``).
-        weights: a local checkpoint file in the published layout; None: the published weights
-            through kornia's downloader (its torch hub cache first). A ``serve`` reads only
-            files its weights allow-list admits.
+        weights: a checkpoint in the published layout: a local file, or
+            ``hf://owner/repo/file`` on the Hugging Face hub (its cache first); None: the
+            published weights through kornia's downloader (its torch hub cache first). A
+            ``serve`` reads only files and hub organisations its weights allow-list admits.
         input_size: square side the frames are resized to (a multiple of 32, >= 128).
         score_thr: lowest person score kept.
         nms_iou: overlap above which the weaker of two person boxes is dropped.
@@ -126,7 +127,10 @@ class Detection:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
                 raise SpecError(f"detection.{name} must be in (0, 1), got {value!r}")
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
-            raise SpecError(f"detection.weights must be a file path or null, got {self.weights!r}")
+            raise SpecError(
+                f"detection.weights must be a file path, hf://owner/repo/file or null, "
+                f"got {self.weights!r}"
+            )
 
     def detector_options(self) -> dict[str, Any]:
         """The RT-DETR detector's constructor options."""

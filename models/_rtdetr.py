@@ -1,4 +1,5 @@
-"""Loading kornia's COCO RT-DETR with its weights: local file, torch hub cache or download.
+"""Loading kornia's COCO RT-DETR with its weights: local file, Hugging Face hub file, torch hub
+cache or download.
 
 The published checkpoints (``URLs`` in ``kornia.models.rt_detr.model``) keep the reference
 implementation's parameter names inside ``{"ema": {"module": state_dict}}``; kornia's modules
@@ -21,12 +22,14 @@ from kornia.models.rt_detr.model import RTDETR, URLs
 from torch import nn
 
 from .errors import CheckpointError, CheckpointNotFoundError
+from .hub import HubRef, download
 
 __all__ = ["COCO_CLASSES", "MODEL_NAMES", "DetectorWeightsUnavailableError", "load_rtdetr"]
 
 logger = logging.getLogger(__name__)
 
 COCO_CLASSES = 80
+HUB_SCHEME = "hf://"
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(URLs))
 
 
@@ -41,7 +44,9 @@ def load_rtdetr(
 
     Args:
         model_name: One of :data:`MODEL_NAMES` (checked by the caller).
-        weights: Local checkpoint file; when given, nothing is downloaded.
+        weights: Local checkpoint file, or ``hf://owner/repo/file`` for a file of a Hugging
+            Face hub repository (fetched into, or found in, the hub cache); when given,
+            kornia's download is not used.
         pretrained: Without ``weights``: fetch the published weights through kornia's
             downloader (torch hub cache) when True, keep random weights when False.
         timeout: Seconds one network wait may stall (kornia retries transient failures).
@@ -56,7 +61,8 @@ def load_rtdetr(
     urls = list(URLs[model_name])
     if weights is not None:
         source = str(weights)
-        state = _read_weights(Path(weights), urls)
+        path = _hub_file(source) if source.startswith(HUB_SCHEME) else Path(weights)
+        state = _read_weights(path, urls)
     elif pretrained:
         source = urls[0]
         state = _download_weights(model_name, urls, timeout)
@@ -73,6 +79,26 @@ def _needed(urls: list[str]) -> str:
     """The 'what file, from where' part of a missing-weights message."""
     name = Path(urlparse(urls[0]).path).name
     return f"the file {name} (from {' or '.join(urls)})"
+
+
+def _hub_file(name: str) -> Path:
+    """The local copy of ``hf://owner/repo/path/file`` (``models.hub.download``: the hub
+    cache first; offline, the cache only)."""
+    parts = name[len(HUB_SCHEME) :].split("/")
+    if len(parts) < 3 or not all(parts):
+        msg = f"RT-DETR weights {name!r}: expected {HUB_SCHEME}owner/repo/file"
+        raise DetectorWeightsUnavailableError(msg)
+    ref = HubRef(
+        repo_id="/".join(parts[:2]),
+        filenames=("/".join(parts[2:]),),
+        task="person detection",
+        size="",
+        fmt="original",
+    )
+    try:
+        return download(ref)
+    except CheckpointNotFoundError as e:
+        raise DetectorWeightsUnavailableError(f"RT-DETR weights: {e}") from e
 
 
 def _read_weights(path: Path, urls: list[str]) -> dict[str, Any]:

@@ -384,6 +384,38 @@ def test_local_weights_in_the_published_layout_load_strictly(
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
 
 
+def _hub_cache_with(cache: Path, repo: str, filename: str, payload: Path) -> None:
+    """``payload`` laid out as huggingface_hub's cache holds a downloaded file."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    commit = "1" * 40
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    target = root / "snapshots" / commit / filename
+    target.parent.mkdir(parents=True)
+    target.write_bytes(payload.read_bytes())
+
+
+def test_weights_by_hub_name_load_from_the_hub_cache_offline(
+    reference_checkpoint: tuple[Path, nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    path, model = reference_checkpoint
+    cache = tmp_path / "hf"
+    _hub_cache_with(cache, "someorg/rtdetr", f"weights/{R18_FILE}", path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    detector = build_detector(
+        "rtdetr", weights=f"hf://someorg/rtdetr/weights/{R18_FILE}", input_size=SMALL
+    )
+    loaded, expected = detector._model.state_dict(), model.state_dict()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    with pytest.raises(DetectorWeightsUnavailableError, match="someorg/other"):
+        build_detector("rtdetr", weights=f"hf://someorg/other/{R18_FILE}")
+    with pytest.raises(DetectorWeightsUnavailableError, match="expected hf://owner/repo/file"):
+        build_detector("rtdetr", weights="hf://someorg/rtdetr")
+
+
 def test_local_weights_that_do_not_fit(tmp_path: Path) -> None:
     path = tmp_path / "other.pth"
     torch.save({"head.foo": torch.zeros(1)}, path)
