@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from actors.messages import FrameBatch, PersonBatch
-from models.detect import Detections, DetectorKind, PersonDetector, build_detector
+from models.detect import (
+    Detections,
+    DetectorKind,
+    PersonDetector,
+    build_detector,
+    detector_device,
+)
 from models.track import Tracker, TrackerConfig
 from storage import ResumeState
 
@@ -173,6 +179,8 @@ class PersonWorker:
         options = dict(request.options)
         if request.detector not in _CACHED_DETECTORS:
             return build_detector(request.detector, **options)
+        # "auto" becomes this member's device: CUDA when Ray gave it a share of a GPU
+        options["device"] = detector_device(str(options.get("device", "auto")))
         key = json.dumps([request.detector, options], sort_keys=True, default=str)
         with self._lock:
             if key in self._detectors:

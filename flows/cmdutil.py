@@ -58,6 +58,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("model", args.detector_model),
         ("weights", args.detector_weights),
         ("input_size", args.detector_input_size),
+        ("device", getattr(args, "detector_device", None)),
         ("score_thr", args.score_thr),
         ("nms_iou", args.nms_iou),
     ):

@@ -21,6 +21,7 @@ from flows.cmdutil import (
 from flows.errors import SpecError
 from flows.runcmd import run_command
 from flows.spec import DENSE_MODES, DETECTOR_MODELS, DETECTORS, TASK_NAMES
+from models.detect import DETECTOR_DEVICES
 from models.runtime import COMPILE_MODES
 from models.spec import SIZES
 
@@ -223,6 +224,11 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         "default: kornia's download",
     )
     p.add_argument("--detector-input-size", type=int, help="RT-DETR input side (multiple of 32)")
+    p.add_argument(
+        "--detector-device",
+        choices=DETECTOR_DEVICES,
+        help="where RT-DETR runs (auto: on the GPU share the person stage gets on GPU clusters)",
+    )
     p.add_argument("--score-thr", type=float, help="lowest person score the detector keeps")
     p.add_argument("--nms-iou", type=float, help="box overlap above which the weaker is dropped")
     p.add_argument("--boxes", help="JSON file: {source frame index: [[x1,y1,x2,y2], ...]}")

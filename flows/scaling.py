@@ -21,6 +21,7 @@ __all__ = [
     "desired_actors",
     "detected_gpu_memory_gib",
     "detected_gpus",
+    "detector_gpus",
     "gpu_share",
     "model_tag",
     "move_to",
@@ -144,6 +145,17 @@ def detected_gpu_memory_gib() -> float | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+DETECTOR_GPU_SHARE = 0.1
+"""The share of a GPU a person-stage member asks for on a cluster with GPUs: RT-DETR R18-R101
+holds 20-76 M parameters, well under a tenth of any data-centre GPU's memory."""
+
+
+def detector_gpus() -> float:
+    """What person-stage members ask Ray for: ``DETECTOR_GPU_SHARE`` of a GPU on a machine or
+    cluster with GPUs (detectors with weights then run there), else none."""
+    return DETECTOR_GPU_SHARE if detected_gpus() > 0 else 0.0
 
 
 def detected_gpus() -> float:

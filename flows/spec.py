@@ -12,8 +12,8 @@ from typing import Any, Literal, get_args
 from flows.errors import SpecError
 from media import MAX_PIXELS
 from models.analyze import DENSE_MODES, DenseMode
+from models.detect import DETECTOR_DEVICES, DetectorKind
 from models.detect import MODEL_NAMES as DETECTOR_MODELS
-from models.detect import DetectorKind
 from models.runtime import compile_mode
 from models.spec import SIZES
 from storage.schema import TASKS, Task
@@ -106,6 +106,9 @@ class Detection:
         input_size: square side the frames are resized to (a multiple of 32, >= 128).
         score_thr: lowest person score kept.
         nms_iou: overlap above which the weaker of two person boxes is dropped.
+        device: ``auto`` (CUDA where the person stage has a share of a GPU: on clusters with
+            GPUs it asks Ray for one), ``cpu`` or ``cuda`` (a job fails before decoding when
+            its person stage has no GPU).
     """
 
     model: str = "rtdetr_r18vd"
@@ -113,6 +116,7 @@ class Detection:
     input_size: int = 640
     score_thr: float = 0.3
     nms_iou: float = 0.3
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in DETECTOR_MODELS:
@@ -126,6 +130,10 @@ class Detection:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
                 raise SpecError(f"detection.{name} must be in (0, 1), got {value!r}")
+        if self.device not in DETECTOR_DEVICES:
+            raise SpecError(
+                f"detection.device must be one of {list(DETECTOR_DEVICES)}, got {self.device!r}"
+            )
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
             raise SpecError(
                 f"detection.weights must be a file path, hf://owner/repo/file or null, "
@@ -133,8 +141,9 @@ class Detection:
             )
 
     def detector_options(self) -> dict[str, Any]:
-        """The RT-DETR detector's constructor options."""
+        """The RT-DETR detector's constructor options (``device`` resolved by the stage)."""
         return {
+            "device": self.device,
             "model_name": self.model,
             "weights": self.weights,
             "input_size": self.input_size,

@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 from actors.persons import PersonWorker
 from actors.session import DecodePoolWorker
 from actors.writer import WriterWorker
+from flows.scaling import detector_gpus
 
 __all__ = ["STAGE_KINDS", "StageKind", "StagePolicy", "StagePool", "is_dead", "stage_name"]
 
@@ -77,12 +78,17 @@ class StagePolicy:
         max_actors: most members of each kind.
         jobs_per_actor: a new member is made when every member serves this many jobs.
         idle_s: a member with no job for this long may go (above ``min_actors``).
+        detector_gpus: the share of a GPU each person-stage member asks Ray for (0: none), so
+            that detectors with weights run batched on a GPU (``detection.device`` ``auto``);
+            None: ``flows.scaling.detector_gpus()`` when the member is made (a tenth of a GPU
+            when the machine or the cluster has GPUs).
     """
 
     min_actors: int = 1
     max_actors: int = 4
     jobs_per_actor: int = 8
     idle_s: float = 120.0
+    detector_gpus: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_actors <= self.max_actors or self.max_actors < 1:
@@ -91,6 +97,8 @@ class StagePolicy:
                 f"{self.min_actors}..{self.max_actors}"
             )
             raise ValueError(msg)
+        if self.detector_gpus is not None and not 0 <= self.detector_gpus <= 1:
+            raise ValueError(f"need 0 <= detector_gpus <= 1, got {self.detector_gpus}")
         if self.jobs_per_actor < 1 or self.idle_s <= 0:
             msg = f"need jobs_per_actor >= 1 and idle_s > 0, got {self}"
             raise ValueError(msg)
@@ -223,8 +231,14 @@ class StagePool:
         spec = _KINDS[kind]
         name = stage_name(self.owner, kind, self._made[kind]) + uuid.uuid4().hex[:8]
         self._made[kind] += 1
+        gpus = 0.0
+        if kind == "persons":
+            share = self.policy.detector_gpus
+            gpus = detector_gpus() if share is None else share
         handle = (
-            ray.remote(num_cpus=spec.num_cpus, max_concurrency=spec.concurrency)(spec.cls)
+            ray.remote(num_cpus=spec.num_cpus, num_gpus=gpus, max_concurrency=spec.concurrency)(
+                spec.cls
+            )
             .options(name=name)
             .remote()
         )

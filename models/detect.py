@@ -33,6 +33,7 @@ from .errors import ModelError
 
 __all__ = [
     "COCO_PERSON",
+    "DETECTOR_DEVICES",
     "MODEL_NAMES",
     "DetectionError",
     "Detections",
@@ -43,6 +44,7 @@ __all__ = [
     "PersonDetector",
     "RTDETRDetector",
     "build_detector",
+    "detector_device",
     "filter_persons",
 ]
 
@@ -350,6 +352,29 @@ _DETECTORS: dict[str, type[PersonDetector]] = {
     "full-frame": FullFrameDetector,
     "boxes": GivenBoxesDetector,
 }
+
+
+DETECTOR_DEVICES = ("auto", "cpu", "cuda")
+"""Where a detector with weights runs: ``auto`` is CUDA when this process has a GPU."""
+
+
+def detector_device(choice: str) -> str:
+    """The device a detector set to ``choice`` (one of :data:`DETECTOR_DEVICES`) runs on here.
+
+    Raises:
+        DetectionError: For an unknown choice, or ``cuda`` in a process without a GPU.
+    """
+    if choice not in DETECTOR_DEVICES:
+        msg = f"detector device: expected one of {list(DETECTOR_DEVICES)}, got {choice!r}"
+        raise DetectionError(msg)
+    has_gpu = torch.cuda.is_available()
+    if choice == "cuda" and not has_gpu:
+        msg = (
+            "detector device 'cuda', but the person stage has no GPU: give the cluster GPUs "
+            "(the person stage then asks for a share of one) or use 'auto' or 'cpu'"
+        )
+        raise DetectionError(msg)
+    return "cuda" if choice == "cuda" or (choice == "auto" and has_gpu) else "cpu"
 
 
 def build_detector(kind: DetectorKind, **options: Any) -> PersonDetector:

@@ -28,18 +28,27 @@ def test_bad_scaling_settings_are_bad_input(capsys: pytest.CaptureFixture[str]) 
 def test_detector_flags_reach_the_job_spec() -> None:
     from flows.cli import _parser
     from flows.cmdutil import spec_from_args
+    from flows.errors import SpecError
+    from flows.plan import plan_job
+    from flows.spec import JobSpec
 
     args = _parser().parse_args(
         ["run", "a.mp4", "--detector", "rtdetr", "--detector-model", "rtdetr_r34vd",
          "--detector-weights", "/w/r34.pth", "--detector-input-size", "512",
+         "--detector-device", "cpu",
          "--score-thr", "0.45", "--nms-iou", "0.55"]
     )  # fmt: skip
     spec = spec_from_args(args)
     assert spec.detector == "rtdetr"
     d = spec.detection
-    assert (d.model, d.weights, d.input_size, d.score_thr, d.nms_iou) == (
-        "rtdetr_r34vd", "/w/r34.pth", 512, 0.45, 0.55
+    assert (d.model, d.weights, d.input_size, d.score_thr, d.nms_iou, d.device) == (
+        "rtdetr_r34vd", "/w/r34.pth", 512, 0.45, 0.55, "cpu"
     )  # fmt: skip
+    assert plan_job(spec).detector_options["device"] == "cpu"
+    default = spec_from_args(_parser().parse_args(["run", "a.mp4", "--detector", "rtdetr"]))
+    assert plan_job(default).detector_options["device"] == "auto"
+    with pytest.raises(SpecError, match=r"detection\.device must be one of"):
+        JobSpec.from_dict({"source": "a.mp4", "detection": {"device": "tpu"}})
 
 
 def test_a_bad_detector_setting_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,3 +64,30 @@ def test_a_whole_gpu_per_member_leaves_the_second_model_waiting(
         assert not _ready(ray, b, 3)
     finally:
         pool.shutdown()
+
+
+def test_person_stage_members_ask_for_a_share_of_a_gpu(one_gpu_cluster: ModuleType) -> None:
+    """On a cluster with GPUs the person stage's members hold a tenth of one (detectors with
+    weights run there, ``detection.device`` ``auto``); an explicit share wins; the other
+    stages hold none."""
+    from flows.scaling import DETECTOR_GPU_SHARE, detector_gpus
+    from flows.stagepool import StagePolicy, StagePool
+
+    def gpus(handle: object) -> float:
+        def assigned(_actor: object) -> float:
+            import ray
+
+            return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+
+        return float(one_gpu_cluster.get(handle.__ray_call__.remote(assigned)))  # type: ignore[attr-defined]
+
+    assert detector_gpus() == DETECTOR_GPU_SHARE
+    auto = StagePool(StagePolicy(min_actors=0), owner="gpu-auto")
+    fixed = StagePool(StagePolicy(min_actors=0, detector_gpus=0.25), owner="gpu-fixed")
+    try:
+        assert gpus(auto.acquire("persons", "a")) == pytest.approx(DETECTOR_GPU_SHARE)
+        assert gpus(auto.acquire("writer", "a")) == 0.0
+        assert gpus(fixed.acquire("persons", "b")) == pytest.approx(0.25)
+    finally:
+        auto.shutdown()
+        fixed.shutdown()

@@ -122,6 +122,26 @@ def test_person_member_with_state_in_and_out_equals_one_job_stage() -> None:
     assert state.frames == 12 and state.next_source_index == 11 * STRIDE + 1
 
 
+def test_a_person_member_places_the_detector_on_its_own_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``auto`` builds RT-DETR on the member's device (the CPU here, without a share of a
+    GPU); ``cuda`` on a member without one fails at ``prepare``, before any frame is decoded.
+    Random weights (``pretrained=False``): no download."""
+    import torch
+
+    from models.detect import DetectionError
+
+    worker = PersonWorker()
+    options = {"pretrained": False, "input_size": 128}
+    worker.prepare(PersonRequest(detector="rtdetr", options={**options, "device": "auto"}))
+    (built,) = worker._detectors.values()
+    assert next(built._model.parameters()).device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DetectionError, match="no GPU"):
+        worker.prepare(PersonRequest(detector="rtdetr", options={**options, "device": "cuda"}))
+
+
 def test_person_batches_are_grouped_by_frame_and_drop_untracked() -> None:
     with pytest.raises(ValueError, match="non-decreasing"):
         PersonBatch(

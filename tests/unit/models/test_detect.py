@@ -424,3 +424,19 @@ def test_local_weights_that_do_not_fit(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read RT-DETR weights"):
         RTDETRDetector(weights=path)
+
+
+def test_detector_device_follows_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` is CUDA exactly where the process has a GPU; ``cuda`` without one is a clear
+    error (stand-in: torch.cuda.is_available, as these machines have no GPU)."""
+    from models.detect import detector_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert (detector_device("auto"), detector_device("cpu")) == ("cpu", "cpu")
+    with pytest.raises(DetectionError, match="'cuda', but the person stage has no GPU"):
+        detector_device("cuda")
+    with pytest.raises(DetectionError, match="expected one of"):
+        detector_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert (detector_device("auto"), detector_device("cuda")) == ("cuda", "cuda")
+    assert detector_device("cpu") == "cpu"
