@@ -279,7 +279,8 @@ class RTDETRDetector(PersonDetector):
         pretrained: Download the published COCO weights when ``weights`` is None.
         score_thr: Person score threshold of :func:`filter_persons`.
         nms_iou: NMS threshold of :func:`filter_persons`.
-        device: Where the model runs (default CPU).
+        device: Where the model runs: a torch device, or ``auto``/``cpu``/``cuda`` (see
+            :func:`detector_device`); default CPU.
         dtype: Model dtype (default float32).
         download_timeout: Seconds one network wait may stall before kornia retries.
 
@@ -314,6 +315,8 @@ class RTDETRDetector(PersonDetector):
             raise DetectionError(msg)
         self.model_name, self.input_size = model_name, input_size
         self.score_thr, self.nms_iou = score_thr, nms_iou
+        if isinstance(device, str) and device in DETECTOR_DEVICES:
+            device = detector_device(device)  # "auto": CUDA where this process has a GPU
         self._device = torch.device(device if device is not None else "cpu")
         self._dtype = dtype if dtype is not None else torch.float32
         model = load_rtdetr(model_name, weights, pretrained=pretrained, timeout=download_timeout)

@@ -164,6 +164,7 @@ def test_detection_settings_round_trip_and_reach_the_detector() -> None:
     )
     assert JobSpec.from_dict(spec.to_dict()) == spec
     assert plan_job(spec).detector_options == {
+        "device": "auto",
         "model_name": "rtdetr_r50vd",
         "weights": "/w/r50.pth",
         "input_size": 320,

@@ -440,3 +440,10 @@ def test_detector_device_follows_the_process(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert (detector_device("auto"), detector_device("cuda")) == ("cuda", "cuda")
     assert detector_device("cpu") == "cpu"
+
+
+def test_a_detector_built_directly_resolves_auto(tmp_path: Path) -> None:
+    """``build_detector`` with a job's own options (``device: auto``), as one-process runs and
+    the benchmarks build it, runs on this process's device."""
+    detector = build_detector("rtdetr", pretrained=False, input_size=SMALL, device="auto")
+    assert next(detector._model.parameters()).device.type == "cpu"
