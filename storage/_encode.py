@@ -3,12 +3,15 @@
 Precision kept (tested in tests/unit/storage/test_encode.py):
 
 * keypoints_xy: float32 rounded to a 1/64 px grid (error <= 1/128 px).
-* keypoint_score, depth: float16 (relative error <= 2**-11; |depth| must be < 65504).
+* keypoint_score, depth, pointmap: float16 (relative error <= 2**-11; |depth| and |x|, |y|,
+  |z| of the pointmap must be <= 65504, else the writer raises; non-finite values become NaN).
 * normal: int8 ``round(n * 127)``; decoded vectors are renormalised (angle error < 0.5 deg).
-* part, person_map, boxes, scores, ids: exact.
+* part, person_map, boxes, scores, ids: exact. Part labels must be below the store's
+  ``num_classes`` (28 or 29).
 * per-person patches (schema v2) arrive in their stored dtypes (uint8 labels and foreground,
-  float16 depth with a float32 scale, int8 normals) and are stored exactly, at the top-left of
-  the block's pixel segment; see :mod:`storage._pixels` for how they are written.
+  float16 depth with a float32 scale, int8 normals, float16 raw pointmap xyz with the model's
+  float32 scale) and are stored exactly, at the top-left of the block's pixel segment; see
+  :mod:`storage._pixels` for how they are written.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy.typing as npt
 
 from storage.errors import SchemaMismatchError
 from storage.frame import FrameResult
-from storage.schema import FRAME_STATUS, NORMAL_SCALE, StoreSpec, ZarrLayout
+from storage.schema import FRAME_STATUS, MAX_PART_CLASSES, NORMAL_SCALE, StoreSpec, ZarrLayout
 
 KEYPOINT_GRID = 64.0
 PTS_UNKNOWN = -(2**63)
@@ -86,6 +89,23 @@ def _check_against_spec(layout: ZarrLayout, r: FrameResult) -> None:
         msg = f"frame {r.index}: expected maps of size {sorted(allowed)}, got {size}"
         raise SchemaMismatchError(msg)
     _check_patches_against_spec(spec, r)
+    _check_labels(spec, r)
+
+
+def _check_labels(spec: StoreSpec, r: FrameResult) -> None:
+    """Part labels below the store's ``num_classes`` (a frame itself allows up to 29)."""
+    if spec.num_classes >= MAX_PART_CLASSES:
+        return  # the frame checked its labels against MAX_PART_CLASSES already
+    labels = [("part", r.part)] if r.part is not None else []
+    labels += [(f"part_patch[{k}]", p) for k, p in enumerate(r.part_patch or ())]
+    for name, values in labels:
+        if values.size and int(values.max()) >= spec.num_classes:
+            msg = (
+                f"frame {r.index}: {name}: expected labels 0..{spec.num_classes - 1} "
+                f"(the store's num_classes={spec.num_classes}), got {int(values.max())}; "
+                f"Sapiens2 results need a store made with StoreSpec(num_classes=29)"
+            )
+            raise SchemaMismatchError(msg)
 
 
 def _check_patches_against_spec(spec: StoreSpec, r: FrameResult) -> None:
@@ -109,7 +129,7 @@ def _check_patches_against_spec(spec: StoreSpec, r: FrameResult) -> None:
         raise SchemaMismatchError(msg)
     assert spec.patch_size is not None
     hs, ws = spec.patch_size
-    for name in ("part_patch", "depth_patch", "normal_patch"):
+    for name in ("part_patch", "depth_patch", "normal_patch", "pointmap_patch"):
         for k, a in enumerate(getattr(r, name) or ()):
             if a.shape[0] > hs or a.shape[1] > ws:
                 msg = (
@@ -150,15 +170,24 @@ def _encode_patches(r: FrameResult, persons: Rows) -> Patches:
     if r.normal_patch is not None:
         persons["normal/patch_hw"] = _patch_hw(r.normal_patch)
         patches["normal/patch"] = r.normal_patch
+    if r.pointmap_patch is not None and r.pointmap_scale is not None:
+        persons["pointmap/patch_hw"] = _patch_hw(r.pointmap_patch)
+        persons["pointmap/scale"] = r.pointmap_scale.astype(np.float32)
+        patches["pointmap/patch"] = r.pointmap_patch
     return patches
 
 
-def _encode_depth(index: int, depth: npt.NDArray[Any]) -> npt.NDArray[np.float16]:
-    finite = np.isfinite(depth)
-    if finite.any() and float(np.abs(depth[finite]).max()) > FLOAT16_MAX:
-        msg = f"frame {index}: |depth| exceeds the float16 range ({FLOAT16_MAX}); rescale it"
+def _encode_float16(index: int, name: str, values: npt.NDArray[Any]) -> npt.NDArray[np.float16]:
+    """``values`` as float16, non-finite values as NaN; |values| beyond float16 raise."""
+    finite = np.isfinite(values)
+    peak = float(np.abs(values[finite]).max()) if finite.any() else 0.0
+    if peak > FLOAT16_MAX:
+        msg = (
+            f"frame {index}: {name}: expected |values| <= {FLOAT16_MAX:g} (the float16 range "
+            f"it is stored in), got {peak:g}; rescale it"
+        )
         raise SchemaMismatchError(msg)
-    out = depth.astype(np.float16)
+    out = values.astype(np.float16)
     out[~finite] = np.nan
     return out
 
@@ -196,9 +225,12 @@ def encode_frame(layout: ZarrLayout, r: FrameResult) -> EncodedFrame:
         maps["seg/part"] = _resample(r.part, h, w).astype(np.uint8)
         maps["seg/person"] = _resample(r.person_map, h, w).astype(np.uint16)
     if r.depth is not None:
-        maps["depth/relative"] = _encode_depth(r.index, _resample(r.depth, h, w))
+        maps["depth/relative"] = _encode_float16(r.index, "depth", _resample(r.depth, h, w))
     if r.normal is not None:
         maps["normal/xyz"] = _encode_normal(r.index, _resample(r.normal, h, w))
+    if r.pointmap is not None:
+        xyz = _resample(r.pointmap, h, w)
+        maps["pointmap/xyz"] = _encode_float16(r.index, "pointmap", xyz)
     patches = _encode_patches(r, persons)
     pts = PTS_UNKNOWN if r.pts is None else int(r.pts)
     return EncodedFrame(
@@ -263,3 +295,14 @@ def decode_normal(raw: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
     np.divide(1.0, np.sqrt(sq), out=scale, where=sq > 0)
     n *= scale
     return n
+
+
+def decode_scaled(
+    patches: Sequence[npt.NDArray[Any]], scale: npt.ArrayLike, *, divide: bool
+) -> tuple[npt.NDArray[np.float32], ...]:
+    """Decode stored float16 patches as float32, each times (depth) or divided by (pointmap:
+    raw xyz / s = metric xyz) its person's float32 ``scale``."""
+    s = np.asarray(scale, dtype=np.float32)
+    if divide:
+        return tuple(p.astype(np.float32) / s[k] for k, p in enumerate(patches))
+    return tuple(p.astype(np.float32) * s[k] for k, p in enumerate(patches))

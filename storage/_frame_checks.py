@@ -1,6 +1,8 @@
 """Validation helpers of :class:`storage.frame.FrameResult` ("expected X, got Y" errors).
 
-The per-person fields (schema v2) are checked here: :func:`check_patches`.
+The per-person fields (schema v2) are checked here: :func:`check_patches`. Part labels are
+checked against the largest supported class count (29, Sapiens2); a store checks its own
+``num_classes`` when a frame is written.
 """
 
 from __future__ import annotations
@@ -10,19 +12,37 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from storage.errors import SchemaMismatchError
-from storage.schema import NUM_PART_CLASSES
+from storage.schema import MAX_PART_CLASSES
 
 if TYPE_CHECKING:
     from storage.frame import FrameResult
 
-PATCH_FIELDS = ("part_patch", "fg_patch", "depth_patch", "normal_patch")
+PATCH_FIELDS = ("part_patch", "fg_patch", "depth_patch", "normal_patch", "pointmap_patch")
 """Per-person fields that hold one array per person."""
 
 _MAP_OR_PATCH = (
     ("seg", ("part", "person_map"), ("part_patch", "fg_patch")),
     ("depth", ("depth",), ("depth_patch", "depth_scale")),
     ("normal", ("normal",), ("normal_patch",)),
+    ("pointmap", ("pointmap",), ("pointmap_patch", "pointmap_scale")),
 )
+"""Per dense task: its frame-map fields and its per-person fields (one or the other)."""
+
+_PAIRS = (
+    ("part_patch", "fg_patch"),
+    ("depth_patch", "depth_scale"),
+    ("pointmap_patch", "pointmap_scale"),
+)
+"""Per-person fields that come together or not at all."""
+
+_PATCH_DTYPES = (
+    ("part_patch", np.uint8, False),
+    ("fg_patch", np.uint8, False),
+    ("depth_patch", np.float16, False),
+    ("normal_patch", np.int8, True),
+    ("pointmap_patch", np.float16, True),
+)
+"""Each patch field's dtype and whether its pixels are 3-vectors."""
 
 
 def fail(index: int, message: str) -> SchemaMismatchError:
@@ -61,10 +81,10 @@ def normalise_patches(r: FrameResult) -> None:
 
 def check_patches(r: FrameResult) -> None:
     """Check the per-person fields: pairs present together, no task both as maps and patches,
-    boxes, then each person's patch (dtype, shape within its box, labels, finite depth)."""
+    boxes, then each person's patch (dtype, shape within its box, labels, no inf) and the
+    per-person scales."""
     i = r.index
-    pairs = (("part_patch", "fg_patch"), ("depth_patch", "depth_scale"))
-    for a, b in pairs:
+    for a, b in _PAIRS:
         if (getattr(r, a) is None) != (getattr(r, b) is None):
             raise fail(i, f"{a} and {b}: expected both or neither, got one")
     for task, maps, patches in _MAP_OR_PATCH:
@@ -81,38 +101,56 @@ def check_patches(r: FrameResult) -> None:
         return
     if not any_patch:
         raise fail(i, "patch_box: expected None without any *_patch field, got an array")
-    p = r.num_persons
-    check_array(i, "patch_box", r.patch_box, (p, 4), "iu")
-    box = r.patch_box.astype(np.int64)
+    box = _check_boxes(r, r.patch_box)
+    for name in ("depth_scale", "pointmap_scale"):
+        _check_scale(r, name)
+    for name, dtype, channels in _PATCH_DTYPES:
+        _check_patch_list(r, name, np.dtype(dtype), channels, box)
+    _check_seg_patches(r)
+    for name in ("depth_patch", "pointmap_patch"):
+        for k, values in enumerate(getattr(r, name) or ()):
+            if np.isinf(values).any():
+                raise fail(i, f"{name}[{k}]: expected finite values or NaN, got inf")
+
+
+def _check_boxes(r: FrameResult, patch_box: Any) -> np.ndarray:
+    """Check ``patch_box`` ((P, 4) ints, non-empty rectangles); return it as int64."""
+    check_array(r.index, "patch_box", patch_box, (r.num_persons, 4), "iu")
+    box: np.ndarray = patch_box.astype(np.int64)
     bad = (box[:, 0] < 0) | (box[:, 1] < 0) | (box[:, 0] >= box[:, 2]) | (box[:, 1] >= box[:, 3])
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         msg = f"patch_box[{k}]: expected 0 <= x0 < x1 and 0 <= y0 < y1, got {box[k].tolist()}"
-        raise fail(i, msg)
-    if r.depth_scale is not None:
-        check_array(i, "depth_scale", r.depth_scale, (p,), "f")
-        if not (np.isfinite(r.depth_scale).all() and (r.depth_scale > 0).all()):
-            raise fail(i, f"depth_scale: expected finite values > 0, got {r.depth_scale}")
-    specs = (
-        ("part_patch", np.uint8, False),
-        ("fg_patch", np.uint8, False),
-        ("depth_patch", np.float16, False),
-        ("normal_patch", np.int8, True),
-    )
-    for name, dtype, channels in specs:
-        _check_patch_list(r, name, np.dtype(dtype), channels, box)
-    if r.part_patch is not None and r.fg_patch is not None:
-        for k, (part, fg) in enumerate(zip(r.part_patch, r.fg_patch, strict=True)):
-            if part.shape != fg.shape:
-                msg = f"fg_patch[{k}]: expected the shape of part_patch[{k}] {part.shape}, got "
-                raise fail(i, msg + str(fg.shape))
-            if part.size and int(part.max()) >= NUM_PART_CLASSES:
-                msg = f"part_patch[{k}]: expected labels 0..{NUM_PART_CLASSES - 1}, got "
-                raise fail(i, msg + str(part.max()))
-    if r.depth_patch is not None:
-        for k, d in enumerate(r.depth_patch):
-            if np.isinf(d).any():
-                raise fail(i, f"depth_patch[{k}]: expected finite values or NaN, got inf")
+        raise fail(r.index, msg)
+    return box
+
+
+def _check_scale(r: FrameResult, name: str) -> None:
+    """Check a per-person scale field: None, or (P,) finite floats, > 0 for ``depth_scale``
+    (a largest |depth|) and non-zero for ``pointmap_scale`` (the model's own output, which an
+    untrained model may give negative: it is data, stored as given)."""
+    scale = getattr(r, name)
+    if scale is None:
+        return
+    check_array(r.index, name, scale, (r.num_persons,), "f")
+    positive = name == "depth_scale"
+    ok = (scale > 0) if positive else (scale != 0)
+    if not (np.isfinite(scale).all() and ok.all()):
+        want = "> 0" if positive else "!= 0"
+        raise fail(r.index, f"{name}: expected finite values {want}, got {scale}")
+
+
+def _check_seg_patches(r: FrameResult) -> None:
+    """``fg_patch`` shaped like ``part_patch``; labels below the largest class count."""
+    if r.part_patch is None or r.fg_patch is None:
+        return
+    for k, (part, fg) in enumerate(zip(r.part_patch, r.fg_patch, strict=True)):
+        if part.shape != fg.shape:
+            msg = f"fg_patch[{k}]: expected the shape of part_patch[{k}] {part.shape}, got "
+            raise fail(r.index, msg + str(fg.shape))
+        if part.size and int(part.max()) >= MAX_PART_CLASSES:
+            msg = f"part_patch[{k}]: expected labels 0..{MAX_PART_CLASSES - 1}, got "
+            raise fail(r.index, msg + str(part.max()))
 
 
 def _check_patch_list(

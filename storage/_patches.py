@@ -14,7 +14,7 @@ import numpy.typing as npt
 import zarr
 
 from storage import _pixels
-from storage._encode import decode_normal
+from storage._encode import decode_normal, decode_scaled
 from storage.compose import compose_frame_maps
 from storage.results import FrameTable, PersonPatches
 from storage.schema import StoreSpec, Task
@@ -25,6 +25,7 @@ _MAP_FIELDS: dict[Task, tuple[str, ...]] = {
     "seg": ("part", "person_map"),
     "depth": ("depth",),
     "normal": ("normal",),
+    "pointmap": ("pointmap",),
 }
 
 
@@ -58,10 +59,14 @@ def read_patches(
         fields["fg_patch"] = tuple(read("seg/fg_patch", "seg")[0])
     if "depth" in tasks:
         scale = _gather(arrays["depth/scale"], rows)
-        raw = read("depth/patch", "depth")[0]
-        fields["depth_patch"] = tuple(d.astype(np.float32) * scale[k] for k, d in enumerate(raw))
+        fields["depth_patch"] = decode_scaled(read("depth/patch", "depth")[0], scale, divide=False)
     if "normal" in tasks:
         fields["normal_patch"] = tuple(map(decode_normal, read("normal/patch", "normal")[0]))
+    if "pointmap" in tasks:
+        scale = _gather(arrays["pointmap/scale"], rows).astype(np.float32)
+        raw = read("pointmap/patch", "pointmap")[0]
+        fields["pointmap_patch"] = decode_scaled(raw, scale, divide=True)
+        fields["pointmap_scale"] = scale
     return PersonPatches(**fields)
 
 
@@ -77,6 +82,8 @@ def select(patches: PersonPatches, idx: slice) -> PersonPatches:
         fg_patch=cut(patches.fg_patch),
         depth_patch=cut(patches.depth_patch),
         normal_patch=cut(patches.normal_patch),
+        pointmap_patch=cut(patches.pointmap_patch),
+        pointmap_scale=None if patches.pointmap_scale is None else patches.pointmap_scale[idx],
     )
 
 
@@ -101,6 +108,7 @@ def compose_fields(
         "person_map": maps.person,
         "depth": maps.depth,
         "normal": maps.normal,
+        "pointmap": maps.pointmap,
     }
     out: dict[str, Array] = {}
     for task in tasks:
@@ -143,4 +151,5 @@ def _empty_maps(size: tuple[int, int]) -> dict[str, Array]:
         "person_map": np.zeros((0, h, w), np.uint16),
         "depth": np.zeros((0, h, w), np.float32),
         "normal": np.zeros((0, h, w, 3), np.float32),
+        "pointmap": np.zeros((0, h, w, 3), np.float32),
     }

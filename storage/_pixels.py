@@ -1,10 +1,11 @@
 """Writing and reading the per-person pixel arrays of a schema-v2 store.
 
-A pixel array (``seg/part_patch``, ``seg/fg_patch``, ``depth/patch``, ``normal/patch``) gives
-each block a segment of ``StoreSpec.pixels_per_block`` pixels (one shard). The block's persons'
-patches are packed at the segment's start, row-major, in person-row order, each of ``h * w``
-pixels with (h, w) in the task's ``patch_hw`` row; nothing is padded, so writing a block is
-one copy of its patches and reading a person is one contiguous range.
+A pixel array (``seg/part_patch``, ``seg/fg_patch``, ``depth/patch``, ``normal/patch``,
+``pointmap/patch``) gives each block a segment of ``StoreSpec.pixels_per_block`` pixels (one
+shard). The block's persons' patches are packed at the segment's start, row-major, in
+person-row order, each of ``h * w`` pixels with (h, w) in the task's ``patch_hw`` row; nothing
+is padded, so writing a block is one copy of its patches and reading a person is one
+contiguous range.
 
 Rewrites are byte-identical. A block is written from its segment's start, so pixels past the
 new total can only remain from an earlier, longer write of the block (a write killed

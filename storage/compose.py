@@ -1,8 +1,9 @@
 """Compose one frame's maps from its persons' own dense results (schema v2, numpy only).
 
-A per-person store keeps each person's seg, depth and normal patches on the person's box; the
-frame maps (part labels, owning person, depth, normals) are composed when they are read, at any
-size. The rule is that of the pipeline's own compositing (models/_persons.py):
+A per-person store keeps each person's seg, depth, normal and pointmap patches on the person's
+box; the frame maps (part labels, owning person, depth, normals, pointmap) are composed when
+they are read, at any size. The rule is that of the pipeline's own compositing
+(models/_persons.py):
 
 * Output pixel (y', x') of an (H', W') grid has its centre at source x = (x' + 0.5) * W / W'
   - 0.5 (y likewise). Its nearest pixel in a patch of shape (h, w) on the rectangle (x0, y0,
@@ -13,10 +14,11 @@ size. The rule is that of the pipeline's own compositing (models/_persons.py):
   foreground probability fg = fg_patch / 255 (0 outside its patch); without seg it is 1 + score
   where the pixel centre lies in the detection box (bounds inclusive), else 0. The person owns
   the pixel iff fg > 0.5 and fg >= best (so on equal fg the later person wins); then best = fg,
-  person = k + 1 (k = its position in the frame), part = its label, depth and normal = its
-  values at the nearest pixel of its depth and normal patches (each at its own size; none
-  outside the patch: NaN depth, zero normal).
-* Afterwards, with seg, person = 0 where part == 0; depth is NaN and normal 0 where person == 0.
+  person = k + 1 (k = its position in the frame), part = its label, depth, normal and pointmap =
+  its values at the nearest pixel of its depth, normal and pointmap patches (each at its own
+  size; none outside the patch: NaN depth, zero normal, NaN pointmap xyz).
+* Afterwards, with seg, person = 0 where part == 0; depth is NaN, normal 0 and pointmap NaN
+  where person == 0.
 
 Example:
     >>> import numpy as np
@@ -59,12 +61,14 @@ class ComposedMaps:
         part: (H', W') uint8 part labels, or None without seg.
         depth: (H', W') float32 relative depth, NaN where no person, or None.
         normal: (H', W', 3) float32 unit normals, 0 where no person, or None.
+        pointmap: (H', W', 3) float32 metric x, y, z, NaN where no person, or None.
     """
 
     person: Array
     part: Array | None = None
     depth: Array | None = None
     normal: Array | None = None
+    pointmap: Array | None = None
 
 
 def _check_size(name: str, size: Any) -> tuple[int, int]:
@@ -116,7 +120,8 @@ def compose_frame_maps(
     """Compose one frame's maps from its persons' patches (the rule is in the module doc).
 
     Args:
-        patches: The frame's persons' patches (decoded: depth scaled, normals as floats).
+        patches: The frame's persons' patches (decoded: depth scaled, normals as floats,
+            pointmap metric).
         box_xyxy: (P, 4) detection boxes in source pixels (used without seg).
         score: (P,) detection scores: the order in which persons are laid down.
         source_size: (H, W) of the source frame (the pixels of ``patch_box``).
@@ -128,35 +133,16 @@ def compose_frame_maps(
     Raises:
         InvalidValueError: If a size is not two positive ints or the persons do not align.
     """
-    sh, sw = _check_size("source_size", source_size)
-    oh, ow = _check_size("out_size", out_size)
-    boxes = np.asarray(box_xyxy, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(score, dtype=np.float64).reshape(-1)
-    p = len(patches)
-    if boxes.shape[0] != p or scores.shape[0] != p:
-        msg = f"expected {p} boxes and scores (one per patch), got {boxes.shape[0]}, {len(scores)}"
-        raise InvalidValueError(msg)
-    xs = (np.arange(ow) + 0.5) * sw / ow - 0.5
-    ys = (np.arange(oh) + 0.5) * sh / oh - 0.5
-    seg = patches.part_patch is not None and patches.fg_patch is not None
+    boxes, scores = _per_person(len(patches), box_xyxy, score)
+    ys, xs = _centres(source_size, out_size)
+    oh, ow = len(ys), len(xs)
     best = np.zeros((oh, ow), np.float64)
     person = np.zeros((oh, ow), np.uint16)
+    seg = patches.part_patch is not None and patches.fg_patch is not None
     part = np.zeros((oh, ow), np.uint8) if seg else None
-    depth = None if patches.depth_patch is None else np.full((oh, ow), np.nan, np.float32)
-    normal = None if patches.normal_patch is None else np.zeros((oh, ow, 3), np.float32)
+    sampled = _sampled_maps(patches, oh, ow)
     for k in np.argsort(scores, kind="stable").tolist():
-        box = patches.patch_box[k]
-        labels = None
-        if patches.part_patch is not None and patches.fg_patch is not None:
-            h, w = patches.part_patch[k].shape
-            rows, ri = _axis(ys, int(box[1]), int(box[3]), h)
-            cols, ci = _axis(xs, int(box[0]), int(box[2]), w)
-            fg: Array | float = patches.fg_patch[k][np.ix_(ri, ci)] / 255.0
-            labels = patches.part_patch[k][np.ix_(ri, ci)]
-        else:
-            rows = _inclusive(ys, boxes[k, 1], boxes[k, 3])
-            cols = _inclusive(xs, boxes[k, 0], boxes[k, 2])
-            fg = 1.0 + scores[k]
+        rows, cols, fg, labels = _candidate(patches, k, ys, xs, boxes[k], scores[k])
         region = best[rows, cols]
         own = (fg > 0.5) & (fg >= region)
         if not own.any():
@@ -165,16 +151,73 @@ def compose_frame_maps(
         person[rows, cols][own] = k + 1
         if part is not None and labels is not None:
             part[rows, cols][own] = labels[own]
-        if depth is not None and patches.depth_patch is not None:
-            values, valid = _sample(patches.depth_patch[k], ys[rows], xs[cols], box)
-            depth[rows, cols][own] = np.where(valid, values, np.nan)[own]
-        if normal is not None and patches.normal_patch is not None:
-            values, valid = _sample(patches.normal_patch[k], ys[rows], xs[cols], box)
-            normal[rows, cols][own] = np.where(valid[..., None], values, 0.0)[own]
+        for values, out, empty in sampled.values():
+            got, valid = _sample(values[k], ys[rows], xs[cols], patches.patch_box[k])
+            inside = valid if got.ndim == 2 else valid[..., None]
+            out[rows, cols][own] = np.where(inside, got, empty)[own]
+    return _finish(person, part, sampled)
+
+
+def _finish(
+    person: Array, part: Array | None, sampled: dict[str, tuple[tuple[Array, ...], Array, float]]
+) -> ComposedMaps:
+    """The last step of the rule: with seg, no person where the part is background; the
+    sampled maps empty where there is no person."""
     if part is not None:
         person[part == 0] = 0
-    if depth is not None:
-        depth[person == 0] = np.nan
-    if normal is not None:
-        normal[person == 0] = 0.0
-    return ComposedMaps(person=person, part=part, depth=depth, normal=normal)
+    for _, out, empty in sampled.values():
+        out[person == 0] = empty
+    maps = {name: out for name, (_, out, _) in sampled.items()}
+    return ComposedMaps(person=person, part=part, **maps)
+
+
+def _per_person(p: int, box_xyxy: npt.ArrayLike, score: npt.ArrayLike) -> tuple[Array, Array]:
+    """(P, 4) boxes and (P,) scores as float64, checked to be one per person."""
+    boxes = np.asarray(box_xyxy, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(score, dtype=np.float64).reshape(-1)
+    if boxes.shape[0] != p or scores.shape[0] != p:
+        msg = f"expected {p} boxes and scores (one per patch), got {boxes.shape[0]}, {len(scores)}"
+        raise InvalidValueError(msg)
+    return boxes, scores
+
+
+def _centres(source_size: Any, out_size: Any) -> tuple[Array, Array]:
+    """Source-pixel centres (y, x) of the output grid's rows and columns."""
+    sh, sw = _check_size("source_size", source_size)
+    oh, ow = _check_size("out_size", out_size)
+    return (np.arange(oh) + 0.5) * sh / oh - 0.5, (np.arange(ow) + 0.5) * sw / ow - 0.5
+
+
+def _sampled_maps(
+    patches: PersonPatches, oh: int, ow: int
+) -> dict[str, tuple[tuple[Array, ...], Array, float]]:
+    """The maps taken from the owner's nearest patch pixel: name -> (the persons' patches,
+    the (H', W'[, 3]) float32 map, its value where there is none)."""
+    nan = float("nan")
+    fields = (
+        ("depth", patches.depth_patch, (), nan),
+        ("normal", patches.normal_patch, (3,), 0.0),
+        ("pointmap", patches.pointmap_patch, (3,), nan),
+    )
+    return {
+        name: (values, np.full((oh, ow, *tail), empty, np.float32), empty)
+        for name, values, tail, empty in fields
+        if values is not None
+    }
+
+
+def _candidate(
+    patches: PersonPatches, k: int, ys: Array, xs: Array, box_xyxy: Array, score: float
+) -> tuple[slice, slice, Array | float, Array | None]:
+    """Person ``k``'s claim: the output rows and columns it may own, its candidate value there
+    (foreground with seg, else 1 + score inside its detection box) and its labels (seg)."""
+    if patches.part_patch is not None and patches.fg_patch is not None:
+        box = patches.patch_box[k]
+        h, w = patches.part_patch[k].shape
+        rows, ri = _axis(ys, int(box[1]), int(box[3]), h)
+        cols, ci = _axis(xs, int(box[0]), int(box[2]), w)
+        fg = patches.fg_patch[k][np.ix_(ri, ci)] / 255.0
+        return rows, cols, fg, patches.part_patch[k][np.ix_(ri, ci)]
+    rows = _inclusive(ys, box_xyxy[1], box_xyxy[3])
+    cols = _inclusive(xs, box_xyxy[0], box_xyxy[2])
+    return rows, cols, 1.0 + score, None

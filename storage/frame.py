@@ -21,7 +21,7 @@ import numpy.typing as npt
 from storage._frame_checks import check_array as _check_array
 from storage._frame_checks import check_patches, normalise_patches
 from storage._frame_checks import fail as _fail
-from storage.schema import FRAME_STATUS, NUM_PART_CLASSES, FrameStatus, Task
+from storage.schema import FRAME_STATUS, MAX_PART_CLASSES, FrameStatus, Task
 
 __all__ = ["FrameResult"]
 
@@ -33,11 +33,11 @@ class FrameResult:
     Maps may be at the store's output size or at the source size (the writer downsamples
     those with nearest-neighbour sampling). Keypoints and boxes are in source pixels.
 
-    Dense results come either as frame maps (``part``/``person_map``, ``depth``, ``normal``:
-    whole-frame mode) or per person (the ``*_patch`` fields with ``patch_box``: crop mode,
-    stored in a store whose spec has a ``patch_size``), never both for one task. Pixel
-    (i, j) of a patch of shape (h, w) on its box (x0, y0, x1, y1) has its centre at source
-    x = x0 - 0.5 + (j + 0.5) * (x1 - x0) / w (y likewise); see docs/schema.md.
+    Dense results come either as frame maps (``part``/``person_map``, ``depth``, ``normal``,
+    ``pointmap``: whole-frame mode) or per person (the ``*_patch`` fields with ``patch_box``:
+    crop mode, stored in a store whose spec has a ``patch_size``), never both for one task.
+    Pixel (i, j) of a patch of shape (h, w) on its box (x0, y0, x1, y1) has its centre at
+    source x = x0 - 0.5 + (j + 0.5) * (x1 - x0) / w (y likewise); see docs/schema.md.
 
     Attributes:
         index: Position of the frame in the store (the decode-order counter), >= 0.
@@ -49,19 +49,26 @@ class FrameResult:
         score: (P,) float detection scores.
         keypoints_xy: (P, K, 2) float keypoints in source pixels, or None if pose is off.
         keypoint_score: (P, K) float keypoint scores, or None if pose is off.
-        part: (H, W) uint8 part labels 0..27 (0 = background), or None if seg is off.
+        part: (H, W) uint8 part labels (0 = background), or None if seg is off: 0..27 for
+            Sapiens, 0..28 for Sapiens2 (the store's ``num_classes`` decides which it takes).
         person_map: (H, W) uint16 owning person, 0 = none, k = person k-1 of this frame.
         depth: (H, W) float relative depth, NaN off-person, or None if depth is off.
         normal: (H, W, 3) float unit normals, 0 off-person, or None if normals are off.
+        pointmap: (H, W, 3) float metric camera-space x, y, z (the model's raw xyz divided by
+            its scale), NaN off-person, or None if pointmap is off.
         status: ``ok``, or ``corrupt``/``skipped`` for a selected frame that was not analysed
             (no persons; its time may be unknown, NaN).
         patch_box: (P, 4) int ``x0, y0, x1, y1`` source-pixel rectangle of each person's
             patches (x1, y1 exclusive; 0 <= x0 < x1, 0 <= y0 < y1), present iff a patch is.
-        part_patch: P uint8 (h_i, w_i) part labels 0..27, with ``fg_patch``, or None.
+        part_patch: P uint8 (h_i, w_i) part labels (as ``part``), with ``fg_patch``, or None.
         fg_patch: P uint8 arrays shaped like ``part_patch``: round(255 * foreground prob.).
         depth_patch: P float16 (h_i, w_i) relative depth divided by ``depth_scale``, or None.
         depth_scale: (P,) float finite scales > 0, present iff ``depth_patch`` is.
         normal_patch: P int8 (h_i, w_i, 3) unit normals as round(n * 127), or None.
+        pointmap_patch: P float16 (h_i, w_i, 3) camera-space x, y, z as the model gives them
+            (raw: metric xyz times ``pointmap_scale``, not divided), NaN allowed, no inf.
+        pointmap_scale: (P,) float finite non-zero scales, the model's scale s of each person's
+            crop (metric = raw / s), present iff ``pointmap_patch`` is.
     """
 
     index: int
@@ -77,6 +84,7 @@ class FrameResult:
     person_map: npt.NDArray[np.integer[Any]] | None = None
     depth: npt.NDArray[np.floating[Any]] | None = None
     normal: npt.NDArray[np.floating[Any]] | None = None
+    pointmap: npt.NDArray[np.floating[Any]] | None = None
     status: FrameStatus = "ok"
     patch_box: npt.NDArray[np.integer[Any]] | None = None
     part_patch: tuple[npt.NDArray[np.uint8], ...] | None = None
@@ -84,6 +92,8 @@ class FrameResult:
     depth_patch: tuple[npt.NDArray[np.float16], ...] | None = None
     depth_scale: npt.NDArray[np.floating[Any]] | None = None
     normal_patch: tuple[npt.NDArray[np.int8], ...] | None = None
+    pointmap_patch: tuple[npt.NDArray[np.float16], ...] | None = None
+    pointmap_scale: npt.NDArray[np.floating[Any]] | None = None
 
     def __post_init__(self) -> None:
         normalise_patches(self)
@@ -110,6 +120,8 @@ class FrameResult:
             present.append("depth")
         if self.normal is not None or self.normal_patch is not None:
             present.append("normal")
+        if self.pointmap is not None or self.pointmap_patch is not None:
+            present.append("pointmap")
         return tuple(present)
 
     @property
@@ -119,13 +131,14 @@ class FrameResult:
             ("seg", self.part_patch),
             ("depth", self.depth_patch),
             ("normal", self.normal_patch),
+            ("pointmap", self.pointmap_patch),
         )
         return tuple(t for t, v in fields if v is not None)
 
     @property
     def map_size(self) -> tuple[int, int] | None:
         """(H, W) of the maps, or None when no map task is present."""
-        for m in (self.part, self.depth, self.normal):
+        for m in (self.part, self.depth, self.normal, self.pointmap):
             if m is not None:
                 return int(m.shape[0]), int(m.shape[1])
         return None
@@ -185,8 +198,8 @@ class FrameResult:
         if self.part is not None and self.person_map is not None:
             _check_array(self.index, "part", self.part, (h, w), "u")
             _check_array(self.index, "person_map", self.person_map, (h, w), "u")
-            if self.part.size and int(self.part.max()) >= NUM_PART_CLASSES:
-                msg = f"part: expected labels 0..{NUM_PART_CLASSES - 1}, got {self.part.max()}"
+            if self.part.size and int(self.part.max()) >= MAX_PART_CLASSES:
+                msg = f"part: expected labels 0..{MAX_PART_CLASSES - 1}, got {self.part.max()}"
                 raise _fail(self.index, msg)
             if self.person_map.size and int(self.person_map.max()) > self.num_persons:
                 msg = (
@@ -198,3 +211,5 @@ class FrameResult:
             _check_array(self.index, "depth", self.depth, (h, w), "f")
         if self.normal is not None:
             _check_array(self.index, "normal", self.normal, (h, w, 3), "f")
+        if self.pointmap is not None:
+            _check_array(self.index, "pointmap", self.pointmap, (h, w, 3), "f")

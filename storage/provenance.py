@@ -43,6 +43,8 @@ class ModelProvenance:
             weights.
         random_weights: the weights were random (a smoke or test model, not a prediction).
         source: where the checkpoint was read from (path or hub name), or None.
+        licence: the licence of the weights and a one-line summary of its use restrictions
+            (e.g. ``Sapiens2 License: prohibits surveillance, ...``), or None (older stores).
     """
 
     name: str
@@ -50,11 +52,13 @@ class ModelProvenance:
     checkpoint_sha256: str | None = None
     random_weights: bool = False
     source: str | None = None
+    licence: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("name", "task"):
             _check_text(key, getattr(self, key), optional=False)
         _check_text("source", self.source, optional=True)
+        _check_text("licence", self.licence, optional=True)
         sha = self.checkpoint_sha256
         if sha is not None and (not isinstance(sha, str) or not _SHA256.fullmatch(sha)):
             msg = f"model entry checkpoint_sha256: expected 64 lower-case hex digits, got {sha!r}"
@@ -64,8 +68,12 @@ class ModelProvenance:
             raise SchemaMismatchError(msg)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, as stored; ``ModelProvenance.from_dict(p.to_dict()) == p``."""
-        return asdict(self)
+        """Plain values, as stored; ``ModelProvenance.from_dict(p.to_dict()) == p``. An entry
+        without a licence is stored without the key, as before it existed."""
+        out = asdict(self)
+        if out["licence"] is None:
+            del out["licence"]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelProvenance:

@@ -64,12 +64,21 @@ _MAP_PATHS = {
     "person_map": "seg/person",
     "depth": "depth/relative",
     "normal": "normal/xyz",
+    "pointmap": "pointmap/xyz",
 }
 _TASK_KEYS: dict[Task, dict[str, str]] = {
     "seg": {"part": "part", "person_map": "person"},
     "depth": {"depth": "relative"},
     "normal": {"normal": "xyz"},
+    "pointmap": {"pointmap": "xyz"},
 }
+_PATCH_KEYS: dict[Task, dict[str, str]] = {
+    "seg": {"part_patch": "part_patch", "fg_patch": "fg_patch"},
+    "depth": {"patch": "depth_patch"},
+    "normal": {"patch": "normal_patch"},
+    "pointmap": {"patch": "pointmap_patch", "scale": "pointmap_scale"},
+}
+"""Per dense task: task_arrays key -> PersonPatches field of a per-person store."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,8 +359,9 @@ class ResultReader:
                 for k, p in wanted.items()
             }
             out = {k: np.asarray(f.result()) for k, f in futures.items()}
-        if "depth" in out:
-            out["depth"] = out["depth"].astype(np.float32)
+        for name in ("depth", "pointmap"):
+            if name in out:
+                out[name] = out[name].astype(np.float32)
         if "normal" in out:
             out["normal"] = decode_normal(out["normal"])
         if size is not None and size != (self.spec.height, self.spec.width):
@@ -370,13 +380,16 @@ class ResultReader:
 
         ``pose`` gives ``keypoints_xy`` (P, K, 2), ``keypoint_score`` (P, K) and compact CSR
         ``person_offset`` (n+1,); ``seg`` gives ``part`` and ``person`` (n, H, W); ``depth``
-        gives ``relative`` (n, H, W) float32; ``normal`` gives ``xyz`` (n, H, W, 3) float32.
+        gives ``relative`` (n, H, W) float32; ``normal`` gives ``xyz`` (n, H, W, 3) float32;
+        ``pointmap`` gives ``xyz`` (n, H, W, 3) float32 metric x, y, z (NaN off-person).
         ``size`` (H, W) changes the maps' size (default: the store's output size).
 
         A per-person store composes those maps and adds each person's patches, in frame order
         (frame j's persons are ``[person_offset[j], person_offset[j+1])``): ``patch_box``
-        (P, 4), ``person_offset``, and ``part_patch`` and ``fg_patch`` (seg) or ``patch``
-        (depth: float32, scale applied; normal: float32 unit vectors), tuples of P arrays.
+        (P, 4), ``person_offset``, ``patch_hw`` (P, 2) int32 (h, w of each person's patch of
+        the task), and ``part_patch`` and ``fg_patch`` (seg) or ``patch`` (depth: float32,
+        scale applied; normal: float32 unit vectors; pointmap: float32 metric xyz, raw / s),
+        tuples of P arrays; pointmap also gives ``scale`` (P,) float32, the model's s.
 
         Raises:
             SchemaMismatchError: If the task is not enabled in this store.
@@ -414,10 +427,11 @@ class ResultReader:
         out: dict[str, Any] = {new: maps[old] for old, new in _TASK_KEYS[task].items()}
         out["patch_box"] = patches.patch_box
         out["person_offset"] = table.csr_offsets()
-        if task == "seg":
-            out["part_patch"], out["fg_patch"] = patches.part_patch, patches.fg_patch
-        else:
-            out["patch"] = patches.depth_patch if task == "depth" else patches.normal_patch
+        for key, field in _PATCH_KEYS[task].items():
+            out[key] = getattr(patches, field)
+        first = next(iter(_PATCH_KEYS[task].values()))
+        shapes = [p.shape[:2] for p in getattr(patches, first)]
+        out["patch_hw"] = np.array(shapes, np.int32).reshape(len(shapes), 2)
         return out
 
     # -- summaries and views -----------------------------------------------------------------

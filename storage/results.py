@@ -1,7 +1,7 @@
 """Read-side data containers returned by :class:`storage.reader.ResultReader`.
 
-All arrays are decoded numpy arrays (normals as float32 unit vectors, depth as float32); person
-arrays are aligned on axis 0.
+All arrays are decoded numpy arrays (normals as float32 unit vectors, depth and metric pointmap
+xyz as float32); person arrays are aligned on axis 0.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from storage._encode import decode_normal
+from storage._encode import decode_normal, decode_scaled
 from storage.errors import SchemaMismatchError
 from storage.frame import FrameResult
 from storage.schema import FRAME_STATUS, FrameStatus
@@ -111,12 +111,17 @@ class PersonPatches:
 
     Attributes:
         patch_box: (P, 4) int32 ``x0, y0, x1, y1`` in source pixels (x1, y1 exclusive).
-        part_patch: P uint8 (h, w) part labels 0..27, or None without seg.
+        part_patch: P uint8 (h, w) part labels 0 .. num_classes - 1, or None without seg.
         fg_patch: P uint8 (h, w) foreground probability as round(p * 255), or None without seg.
         depth_patch: P float32 (h, w) relative depth, decoded: the stored float16 patch times
             the person's scale (unlike ``FrameResult.depth_patch``), or None.
         normal_patch: P float32 (h, w, 3) unit normals, decoded and renormalised (unlike
             ``FrameResult.normal_patch``), or None.
+        pointmap_patch: P float32 (h, w, 3) metric camera-space x, y, z: the stored raw
+            float16 xyz divided by the person's ``pointmap_scale`` (unlike
+            ``FrameResult.pointmap_patch``, which is raw), or None without pointmap.
+        pointmap_scale: (P,) float32 scale s the model predicted for each person's crop
+            (metric = raw / s), present iff ``pointmap_patch`` is.
     """
 
     patch_box: Array
@@ -124,6 +129,8 @@ class PersonPatches:
     fg_patch: tuple[Array, ...] | None = None
     depth_patch: tuple[Array, ...] | None = None
     normal_patch: tuple[Array, ...] | None = None
+    pointmap_patch: tuple[Array, ...] | None = None
+    pointmap_scale: Array | None = None
 
     def __len__(self) -> int:
         return int(self.patch_box.shape[0])
@@ -140,8 +147,11 @@ class PersonPatches:
             raise SchemaMismatchError(msg)
         depth = None
         if r.depth_patch is not None and r.depth_scale is not None:
-            scale = r.depth_scale.astype(np.float32)
-            depth = tuple(d.astype(np.float32) * scale[k] for k, d in enumerate(r.depth_patch))
+            depth = decode_scaled(r.depth_patch, r.depth_scale, divide=False)
+        pointmap = scale = None
+        if r.pointmap_patch is not None and r.pointmap_scale is not None:
+            scale = r.pointmap_scale.astype(np.float32)
+            pointmap = decode_scaled(r.pointmap_patch, scale, divide=True)
         return cls(
             patch_box=r.patch_box.astype(np.int32),
             part_patch=r.part_patch,
@@ -150,6 +160,8 @@ class PersonPatches:
             normal_patch=None
             if r.normal_patch is None
             else tuple(map(decode_normal, r.normal_patch)),
+            pointmap_patch=pointmap,
+            pointmap_scale=scale,
         )
 
 
@@ -168,6 +180,7 @@ class FrameData:
         person_map: (H, W) uint16 owning person (0 = none).
         depth: (H, W) float32 relative depth, NaN off-person.
         normal: (H, W, 3) float32 unit normals, 0 off-person.
+        pointmap: (H, W, 3) float32 metric camera-space x, y, z, NaN off-person.
         patches: Each person's own dense results in a per-person store (schema v2), aligned
             with ``persons``; None in a frame-map store. The maps above are composed from them
             (see :func:`storage.compose_frame_maps`).
@@ -183,6 +196,7 @@ class FrameData:
     person_map: Array | None = None
     depth: Array | None = None
     normal: Array | None = None
+    pointmap: Array | None = None
     patches: PersonPatches | None = None
 
 

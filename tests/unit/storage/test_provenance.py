@@ -32,6 +32,17 @@ def test_the_store_keeps_and_returns_typed_entries(tmp_path: Path) -> None:
     }
 
 
+def test_a_licence_is_kept_with_its_entry(tmp_path: Path) -> None:
+    url = str(tmp_path / "l.zarr")
+    terms = "Sapiens2 License: prohibits surveillance, biometric processing; see the licence"
+    entry = ModelProvenance(name="sapiens2-0.4b", task="pose", licence=terms)
+    Writer.create(url, SPEC, job={"job_id": "l"}, models=[entry, POSE]).finalize()
+    reader = open_result(url)
+    assert reader.models == [entry, POSE]
+    assert reader.attrs["models"][0]["licence"] == terms
+    assert "licence" not in reader.attrs["models"][1]  # as stored before licences existed
+
+
 @pytest.mark.parametrize(
     ("entry", "match"),
     [
@@ -41,6 +52,7 @@ def test_the_store_keeps_and_returns_typed_entries(tmp_path: Path) -> None:
         ({**POSE.to_dict(), "random_weights": "yes"}, "expected a bool"),
         ({**POSE.to_dict(), "name": ""}, "one-line string"),
         ({**POSE.to_dict(), "source": "a\nb"}, "one-line string"),
+        ({**POSE.to_dict(), "licence": "a\nb"}, "one-line string"),
         ({**POSE.to_dict(), "task": None}, "one-line string"),
         ("sapiens", "expected a mapping"),
     ],

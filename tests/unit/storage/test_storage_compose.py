@@ -45,6 +45,7 @@ def reference(
     person = np.zeros((oh, ow), np.uint16)
     depth = np.full((oh, ow), np.nan, np.float32)
     normal = np.zeros((oh, ow, 3), np.float32)
+    pointmap = np.full((oh, ow, 3), np.nan, np.float32)
     for y in range(oh):
         for x in range(ow):
             sx = (x + 0.5) * sw / ow - 0.5
@@ -76,7 +77,10 @@ def reference(
             if patches.normal_patch is not None:
                 n = _nearest(patches.normal_patch[owner], box, sx, sy)
                 normal[y, x] = 0.0 if n is None else n
-    return {"part": part, "person": person, "depth": depth, "normal": normal}
+            if patches.pointmap_patch is not None:
+                xyz = _nearest(patches.pointmap_patch[owner], box, sx, sy)
+                pointmap[y, x] = np.nan if xyz is None else xyz
+    return {"part": part, "person": person, "depth": depth, "normal": normal, "pointmap": pointmap}
 
 
 def _unit(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -93,7 +97,7 @@ def three_persons(seg: bool = True) -> tuple[PersonPatches, np.ndarray, np.ndarr
     box_xyxy = np.array([[0.6, 0.8, 8.2, 9.5], [4.5, 2.7, 13.1, 11.0], [2.9, 0.0, 10.4, 5.2]])
     score = np.array([0.7, 0.9, 0.7], np.float32)
     sizes = [(9, 8), (5, 4), (6, 8)]  # seg/normal sizes: box res, coarser, box res
-    part, fg, depth, normal = [], [], [], []
+    part, fg, depth, normal, pointmap = [], [], [], [], []
     for k, (h, w) in enumerate(sizes):
         labels = rng.integers(1, 28, (h, w)).astype(np.uint8)
         labels[0, :] = 0  # a background row under foreground
@@ -104,12 +108,16 @@ def three_persons(seg: bool = True) -> tuple[PersonPatches, np.ndarray, np.ndarr
         dh, dw = (h * 2 - 1, w + 3) if k != 1 else (3, 2)  # depth at yet other sizes
         depth.append(rng.uniform(1, 5, (dh, dw)).astype(np.float32))
         normal.append(_unit(rng, h, w))
+        ph, pw = (h + 1, w - 1) if k != 2 else (2, 3)  # pointmap at yet other sizes
+        pointmap.append(rng.uniform(-3, 3, (ph, pw, 3)).astype(np.float32))
     patches = PersonPatches(
         patch_box=patch_box,
         part_patch=tuple(part) if seg else None,
         fg_patch=tuple(fg) if seg else None,
         depth_patch=tuple(depth),
         normal_patch=tuple(normal),
+        pointmap_patch=tuple(pointmap),
+        pointmap_scale=np.array([0.5, 1.0, 2.0], np.float32),
     )
     return patches, box_xyxy, score
 
@@ -122,6 +130,7 @@ def assert_maps_equal(got: Any, want: dict[str, np.ndarray], seg: bool = True) -
         assert got.part is None
     assert np.array_equal(got.depth, want["depth"], equal_nan=True)
     assert np.array_equal(got.normal, want["normal"])
+    assert np.array_equal(got.pointmap, want["pointmap"], equal_nan=True)
 
 
 @pytest.mark.parametrize("out_size", [SOURCE, (5, 7), (24, 32), (9, 16)])
@@ -134,6 +143,7 @@ def test_three_overlapping_persons_with_seg(out_size: tuple[int, int]) -> None:
     assert_maps_equal(got, want)
     assert got.part.dtype == np.uint8 and got.person.dtype == np.uint16
     assert got.depth.dtype == np.float32 and got.normal.shape == (*out_size, 3)
+    assert got.pointmap.dtype == np.float32 and got.pointmap.shape == (*out_size, 3)
     if out_size == SOURCE:  # every person owns something, and ties occurred
         assert set(np.unique(got.person)) == {0, 1, 2, 3}
 
@@ -176,6 +186,8 @@ def test_without_seg_box_reaching_past_the_patch() -> None:
         patch_box=np.array([[3, 0, 7, 4]], np.int32),
         depth_patch=(rng.uniform(1, 2, (4, 4)).astype(np.float32),),
         normal_patch=(_unit(rng, 2, 4),),
+        pointmap_patch=(rng.uniform(1, 2, (3, 4, 3)).astype(np.float32),),
+        pointmap_scale=np.array([1.5], np.float32),
     )
     box, score = np.array([[2.2, 0.0, 6.9, 3.0]], np.float32), np.array([0.5], np.float32)
     got = compose_frame_maps(
@@ -186,6 +198,8 @@ def test_without_seg_box_reaching_past_the_patch() -> None:
     edge = (got.person == 1) & np.isnan(got.depth)
     assert edge[:, 5].all() and edge[:, 14].all() and not edge[:, 6:14].any()
     assert not got.normal[edge].any()
+    assert np.isnan(got.pointmap[edge]).all()
+    assert not np.isnan(got.pointmap[(got.person == 1) & ~edge]).any()
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -226,6 +240,44 @@ def test_random_frames_match_the_reference(seed: int) -> None:
         assert got.normal is None
 
 
+def test_pointmap_by_hand() -> None:
+    """Two persons on a 2 x 4 frame: person 1 (higher score) wins the overlap where its
+    foreground is high; the owner's xyz comes from the nearest pixel of its own pointmap patch
+    (person 0's has one row and three columns on a 3-pixel box); NaN where nobody owns the
+    pixel (person 0's background label at (1, 2), where person 1's foreground is 0)."""
+    a = np.array([[[1, 1, 1], [2, 2, 2], [3, 3, 3]]], np.float32)  # (1, 3, 3)
+    b = np.arange(12, dtype=np.float32).reshape(2, 2, 3) + 10.0  # (2, 2, 3)
+    patches = PersonPatches(
+        patch_box=np.array([[0, 0, 3, 2], [2, 0, 4, 2]], np.int32),
+        part_patch=(np.array([[1, 1, 1], [1, 1, 0]], np.uint8), np.full((2, 2), 2, np.uint8)),
+        fg_patch=(np.full((2, 3), 255, np.uint8), np.array([[255, 255], [0, 255]], np.uint8)),
+        pointmap_patch=(a, b),
+        pointmap_scale=np.array([1.0, 2.0], np.float32),
+    )
+    got = compose_frame_maps(
+        patches,
+        box_xyxy=np.array([[0, 0, 2, 1], [2, 0, 3, 1]], np.float32),
+        score=np.array([0.4, 0.8], np.float32),
+        source_size=(2, 4),
+        out_size=(2, 4),
+    )
+    nan = [np.nan] * 3
+    want = np.array(
+        [[a[0, 0], a[0, 1], b[0, 0], b[0, 1]], [a[0, 0], a[0, 1], nan, b[1, 1]]], np.float32
+    )
+    assert got.person.tolist() == [[1, 1, 2, 2], [1, 1, 0, 2]]
+    assert np.array_equal(got.pointmap, want, equal_nan=True)
+    assert got.depth is None and got.normal is None
+    half = compose_frame_maps(
+        patches,
+        box_xyxy=np.array([[0, 0, 2, 1], [2, 0, 3, 1]], np.float32),
+        score=np.array([0.4, 0.8], np.float32),
+        source_size=(2, 4),
+        out_size=(1, 2),  # centres at source x = 0.5 (person 0's) and 2.5 (person 1's), y = 0.5
+    )
+    assert np.array_equal(half.pointmap, np.array([[a[0, 1], b[1, 1]]]), equal_nan=True)
+
+
 def test_no_persons_gives_empty_maps() -> None:
     empty = PersonPatches(
         patch_box=np.zeros((0, 4), np.int32), part_patch=(), fg_patch=(), depth_patch=()
@@ -234,7 +286,7 @@ def test_no_persons_gives_empty_maps() -> None:
         empty, box_xyxy=np.zeros((0, 4)), score=np.zeros(0), source_size=SOURCE, out_size=(3, 4)
     )
     assert got.part.tolist() == [[0] * 4] * 3 and not got.person.any()
-    assert np.isnan(got.depth).all()
+    assert np.isnan(got.depth).all() and got.pointmap is None
 
 
 @pytest.mark.parametrize(

@@ -20,13 +20,19 @@ def test_keypoints_keep_one_128th_pixel(small_spec: StoreSpec) -> None:
     assert err.max() <= 1 / 128 + 1e-6
 
 
-def test_depth_float16_relative_error(small_spec: StoreSpec) -> None:
+@pytest.mark.parametrize(
+    ("field", "path"), [("depth", "depth/relative"), ("pointmap", "pointmap/xyz")]
+)
+def test_float16_maps_relative_error(small_spec: StoreSpec, field: str, path: str) -> None:
     r = synthetic_frame(small_spec, 1, n_persons=3)
     enc = encode_frame(ZarrLayout.from_spec(small_spec), r)
-    stored = enc.maps["depth/relative"].astype(np.float32)
-    on = np.isfinite(r.depth)
+    values = getattr(r, field)
+    stored = enc.maps[path].astype(np.float32)
+    assert enc.maps[path].dtype == np.float16 and stored.shape == values.shape
+    on = np.isfinite(values)
+    assert on.any() and not on.all()
     assert np.array_equal(np.isfinite(stored), on)  # NaN stays exactly off-person
-    rel = np.abs(stored[on] - r.depth[on]) / np.abs(r.depth[on])
+    rel = np.abs(stored[on] - values[on]) / np.abs(values[on])
     assert rel.max() <= 2.0**-11
 
 
@@ -67,6 +73,18 @@ def test_range_checks(small_spec: StoreSpec) -> None:
     r = synthetic_frame(small_spec, 0, n_persons=1)
     with pytest.raises(SchemaMismatchError, match="float16 range"):
         encode_frame(layout, dataclasses.replace(r, depth=np.full((24, 40), 1e6, np.float32)))
+    far = np.full((24, 40, 3), np.nan, np.float32)
+    far[3, 4] = (1.0, -7e4, 2.0)
+    with pytest.raises(
+        SchemaMismatchError,
+        match=r"^frame 0: pointmap: expected \|values\| <= 65504 \(the float16 range .*got 70000",
+    ):
+        encode_frame(layout, dataclasses.replace(r, pointmap=far))
+    far[3, 4] = (1.0, -6e4, 2.0)  # within range
+    assert (
+        encode_frame(layout, dataclasses.replace(r, pointmap=far)).maps["pointmap/xyz"][3, 4, 1]
+        == -6e4
+    )
     with pytest.raises(SchemaMismatchError, match=r"must lie in \[-1, 1\]"):
         encode_frame(layout, dataclasses.replace(r, normal=np.full((24, 40, 3), 2, np.float32)))
 

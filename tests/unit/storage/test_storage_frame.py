@@ -62,9 +62,10 @@ def _replace(r: FrameResult, **changes: Any) -> FrameResult:
             {"keypoints_xy": np.zeros((2, 17, 3), np.float32)},
             pytest.raises(SchemaMismatchError, match=r"expected shape \(2, \*, 2\)"),
         ),
+        ({"part": np.full((24, 40), 28, np.uint8)}, does_not_raise()),  # Sapiens2: 29 classes
         (
-            {"part": np.full((24, 40), 28, np.uint8)},
-            pytest.raises(SchemaMismatchError, match=r"labels 0\.\.27, got 28"),
+            {"part": np.full((24, 40), 29, np.uint8)},
+            pytest.raises(SchemaMismatchError, match=r"labels 0\.\.28, got 29"),
         ),
         (
             {"person_map": np.full((24, 40), 3, np.uint16)},
@@ -89,6 +90,20 @@ def _replace(r: FrameResult, **changes: Any) -> FrameResult:
             {"depth": [[0.0]]},
             pytest.raises(SchemaMismatchError, match="depth: expected a numpy array, got list"),
         ),
+        (
+            {"pointmap": np.zeros((24, 40), np.float32)},
+            pytest.raises(SchemaMismatchError, match=r"pointmap: expected shape \(24, 40, 3\)"),
+        ),
+        (
+            {"pointmap": np.zeros((24, 40, 3), np.int16)},
+            pytest.raises(SchemaMismatchError, match="pointmap: expected a dtype of kind floating"),
+        ),
+        (
+            {"pointmap_patch": (), "pointmap_scale": np.zeros(0, np.float32)},
+            pytest.raises(
+                SchemaMismatchError, match=r"pointmap: expected frame maps \(pointmap\) "
+            ),
+        ),
     ],
 )
 def test_validation(good: FrameResult, changes: dict[str, Any], expectation: Any) -> None:
@@ -110,8 +125,11 @@ def test_zero_persons_and_no_tasks() -> None:
 
 
 def test_tasks_and_map_size(good: FrameResult) -> None:
-    assert good.tasks == ("pose", "seg", "depth", "normal")
+    assert good.tasks == ("pose", "seg", "depth", "normal", "pointmap")
     assert good.map_size == (24, 40)
+    assert good.pointmap is not None and good.pointmap.shape == (24, 40, 3)
+    only = _replace(good, part=None, person_map=None, depth=None, normal=None)
+    assert (only.tasks, only.map_size) == (("pose", "pointmap"), (24, 40))
 
 
 # -- per-person fields (schema v2) -------------------------------------------------------------
@@ -123,6 +141,7 @@ def per_person() -> FrameResult:
     r = synthetic_frame(PP_SPEC, 5, n_persons=2)
     assert r.patch_box is not None and r.patch_box[0].tolist() == [31, 12, 37, 30]
     assert r.part_patch is not None and r.part_patch[0].shape == (9, 3)
+    assert r.pointmap_patch is not None and r.pointmap_patch[0].shape == (18, 6, 3)
     return r
 
 
@@ -147,6 +166,8 @@ PATCH_CASES: list[tuple[str, Any, Any]] = [
             "depth_patch": None,
             "depth_scale": None,
             "normal_patch": None,
+            "pointmap_patch": None,
+            "pointmap_scale": None,
         },
         _bad("patch_box: expected None without any"),
     ),
@@ -168,6 +189,16 @@ PATCH_CASES: list[tuple[str, Any, Any]] = [
     ),
     ("fg alone", lambda r: {"part_patch": None}, _bad("part_patch and fg_patch: expected both")),
     ("scale alone", lambda r: {"depth_scale": None}, _bad("depth_patch and depth_scale")),
+    (
+        "pointmap scale alone",
+        lambda r: {"pointmap_scale": None},
+        _bad("pointmap_patch and pointmap_scale: expected both or neither, got one"),
+    ),
+    (
+        "pointmap patch alone",
+        lambda r: {"pointmap_patch": None},
+        _bad("pointmap_patch and pointmap_scale: expected both or neither, got one"),
+    ),
     (
         "count",
         lambda r: {"part_patch": r.part_patch[:1]},
@@ -217,14 +248,75 @@ PATCH_CASES: list[tuple[str, Any, Any]] = [
         _bad(r"fg_patch\[0\]: expected the shape of part_patch\[0\] \(9, 3\), got \(9, 2\)"),
     ),
     (
-        "labels",
+        "label 28 (Sapiens2)",
         lambda r: {"part_patch": _first(r, "part_patch", np.full((9, 3), 28, np.uint8))},
-        _bad(r"part_patch\[0\]: expected labels 0..27, got 28"),
+        does_not_raise(),
+    ),
+    (
+        "labels",
+        lambda r: {"part_patch": _first(r, "part_patch", np.full((9, 3), 29, np.uint8))},
+        _bad(r"part_patch\[0\]: expected labels 0..28, got 29"),
     ),
     (
         "inf depth",
         lambda r: {"depth_patch": _first(r, "depth_patch", np.full((2, 2), np.inf, np.float16))},
         _bad(r"depth_patch\[0\]: expected finite values or NaN, got inf"),
+    ),
+    (
+        "pointmap dtype",
+        lambda r: {
+            "pointmap_patch": _first(r, "pointmap_patch", r.pointmap_patch[0].astype(np.float32))
+        },
+        _bad(r"pointmap_patch\[0\]: expected dtype float16, got float32"),
+    ),
+    (
+        "pointmap channels",
+        lambda r: {"pointmap_patch": _first(r, "pointmap_patch", r.pointmap_patch[0][..., :2])},
+        _bad(r"pointmap_patch\[0\]: expected shape \(h, w, 3\) with 1 <= h <= 18, 1 <= w <= 6"),
+    ),
+    (
+        "pointmap past its box",
+        lambda r: {"pointmap_patch": _first(r, "pointmap_patch", np.zeros((18, 7, 3), np.float16))},
+        _bad(r"pointmap_patch\[0\]: expected shape .* \(patch_box \[31, 12, 37, 30\]\), got"),
+    ),
+    (
+        "pointmap NaN",
+        lambda r: {
+            "pointmap_patch": _first(r, "pointmap_patch", np.full((2, 2, 3), np.nan, np.float16))
+        },
+        does_not_raise(),
+    ),
+    (
+        "inf pointmap",
+        lambda r: {
+            "pointmap_patch": _first(r, "pointmap_patch", np.full((2, 2, 3), -np.inf, np.float16))
+        },
+        _bad(r"pointmap_patch\[0\]: expected finite values or NaN, got inf"),
+    ),
+    (
+        "pointmap scale zero",
+        lambda r: {"pointmap_scale": np.array([0.5, 0.0], np.float32)},
+        _bad("pointmap_scale: expected finite values != 0"),
+    ),
+    (
+        "pointmap scale inf",
+        lambda r: {"pointmap_scale": np.array([np.inf, 1.0], np.float32)},
+        _bad("pointmap_scale: expected finite values != 0"),
+    ),
+    (
+        "pointmap scale negative (an untrained model's) is data",
+        lambda r: {"pointmap_scale": np.array([-0.5, 1.0], np.float32)},
+        does_not_raise(),
+    ),
+    (
+        "pointmap scale shape",
+        lambda r: {"pointmap_scale": np.ones((2, 1), np.float32)},
+        _bad(r"pointmap_scale: expected shape \(2\), got \(2, 1\)"),
+    ),
+    (
+        "pointmap scale ints",
+        lambda r: {"pointmap_scale": np.ones(2, np.int32)},
+        _bad("pointmap_scale: expected a dtype of kind floating, got int32"),
     ),
     (
         "scale zero",
@@ -254,6 +346,14 @@ PATCH_CASES: list[tuple[str, Any, Any]] = [
         },
         _bad(r"seg: expected frame maps \(part, person_map\) or per-person patches"),
     ),
+    (
+        "pointmap maps and patches",
+        lambda r: {"pointmap": np.zeros((48, 80, 3), np.float32)},
+        _bad(
+            r"pointmap: expected frame maps \(pointmap\) or per-person patches "
+            r"\(pointmap_patch, pointmap_scale\), got both"
+        ),
+    ),
 ]
 
 
@@ -266,22 +366,29 @@ def test_patch_validation(per_person: FrameResult, changes: Any, expectation: An
 
 
 def test_patch_tasks_and_tuples(per_person: FrameResult) -> None:
-    assert per_person.tasks == ("pose", "seg", "depth", "normal")
-    assert per_person.patch_tasks == ("seg", "depth", "normal")
+    assert per_person.tasks == ("pose", "seg", "depth", "normal", "pointmap")
+    assert per_person.patch_tasks == ("seg", "depth", "normal", "pointmap")
     assert per_person.map_size is None
     r = _replace(
-        per_person, normal_patch=list(per_person.normal_patch), depth_patch=None, depth_scale=None
+        per_person,
+        normal_patch=list(per_person.normal_patch),
+        pointmap_patch=list(per_person.pointmap_patch),
+        depth_patch=None,
+        depth_scale=None,
     )
-    assert isinstance(r.normal_patch, tuple)
-    assert r.tasks == ("pose", "seg", "normal")
+    assert isinstance(r.normal_patch, tuple) and isinstance(r.pointmap_patch, tuple)
+    assert r.tasks == ("pose", "seg", "normal", "pointmap")
 
 
 def test_patch_errors_name_the_frame(per_person: FrameResult) -> None:
     with pytest.raises(SchemaMismatchError, match=r"^FrameResult\(index=5\): depth_scale"):
         _replace(per_person, depth_scale=np.zeros(2, np.float32))
+    with pytest.raises(SchemaMismatchError, match=r"^FrameResult\(index=5\): pointmap_scale"):
+        _replace(per_person, pointmap_scale=np.zeros(2, np.float32))
 
 
 def test_zero_persons_with_patches() -> None:
     r = synthetic_frame(PP_SPEC, 0, n_persons=0)
     assert r.patch_box is not None and r.patch_box.shape == (0, 4)
-    assert r.tasks == ("pose", "seg", "depth", "normal") and r.part_patch == ()
+    assert r.tasks == ("pose", "seg", "depth", "normal", "pointmap") and r.part_patch == ()
+    assert r.pointmap_patch == () and r.pointmap_scale is not None and r.pointmap_scale.size == 0

@@ -77,6 +77,8 @@ def test_patches_round_trip_exactly(place: Place, spec: StoreSpec) -> None:
             "normal/patch",
             "depth/scale",
             "persons/patch_box",
+            "pointmap/patch",
+            "pointmap/scale",
         )
     }
     assert dtypes == {
@@ -86,6 +88,8 @@ def test_patches_round_trip_exactly(place: Place, spec: StoreSpec) -> None:
         "normal/patch": "int8",
         "depth/scale": "float32",
         "persons/patch_box": "int32",
+        "pointmap/patch": "float16",
+        "pointmap/scale": "float32",
     }
     r = open_result(url)
     checked = 0
@@ -109,8 +113,29 @@ def test_patches_round_trip_exactly(place: Place, spec: StoreSpec) -> None:
             stored_n = _raw_patch(raw, spec, "normal/patch", row + k)
             assert np.array_equal(stored_n, src.normal_patch[k])
             assert np.array_equal(got.patches.normal_patch[k], decode_normal(src.normal_patch[k]))
+            _check_pointmap(raw, spec, row + k, src, got.patches, k)
             checked += 1
     assert checked == sum(persons_of(i) for i in range(10))
+
+
+def _check_pointmap(
+    raw: zarr.Group, spec: StoreSpec, row: int, src: FrameResult, got: PersonPatches, k: int
+) -> None:
+    """Person ``k``: its raw xyz stored exactly, its scale read back, and the patch read as
+    metric xyz = raw / scale (within float16 precision of the metric values)."""
+    assert src.pointmap_patch is not None and src.pointmap_scale is not None
+    assert got.pointmap_patch is not None and got.pointmap_scale is not None
+    stored = _raw_patch(raw, spec, "pointmap/patch", row)
+    assert stored.dtype == np.float16 and stored.shape == src.pointmap_patch[k].shape
+    assert np.array_equal(stored.view(np.uint16), src.pointmap_patch[k].view(np.uint16))
+    scale = float(src.pointmap_scale[k])
+    assert float(raw["pointmap/scale"][row]) == scale == float(got.pointmap_scale[k])
+    assert got.pointmap_scale.dtype == np.float32
+    metric = got.pointmap_patch[k]
+    assert metric.dtype == np.float32 and metric.shape == src.pointmap_patch[k].shape
+    exact = src.pointmap_patch[k].astype(np.float64) / scale
+    assert np.abs(metric - exact).max() <= 1e-6 * np.abs(exact).max()
+    assert not np.allclose(metric, src.pointmap_patch[k], rtol=1e-2)  # divided, not raw
 
 
 def _raw_patch(raw: zarr.Group, spec: StoreSpec, path: str, row: int) -> np.ndarray:
@@ -148,6 +173,10 @@ def test_frame_maps_are_composed_on_read(place: Place, spec: StoreSpec) -> None:
             assert np.array_equal(got.depth, want.depth, equal_nan=True)
             assert got.normal is not None and got.normal.shape == (*size, 3)
             assert np.array_equal(got.normal, want.normal)
+            assert got.pointmap is not None and got.pointmap.dtype == np.float32
+            assert got.pointmap.shape == (*size, 3)
+            assert np.array_equal(got.pointmap, want.pointmap, equal_nan=True)
+            assert np.array_equal(np.isnan(got.pointmap).all(-1), got.person_map == 0)
         assert set(np.unique(got.person_map)) <= set(range(src.num_persons + 1))
     assert set(np.unique(r.frame(1).person_map)) == {0, 1, 2, 3}  # persons really own pixels
 
@@ -158,14 +187,22 @@ def test_task_arrays_compose_and_add_patches(place: Place, spec: StoreSpec) -> N
     r = open_result(url)
     counts = [persons_of(i) for i in range(2, 7)]
     seg = r.task_arrays("seg", 2, 7)
-    assert set(seg) == {"part", "person", "part_patch", "fg_patch", "patch_box", "person_offset"}
+    assert set(seg) == {
+        "part", "person", "part_patch", "fg_patch", "patch_hw", "patch_box", "person_offset",
+    }  # fmt: skip
+    assert seg["patch_hw"].tolist() == [list(p.shape) for p in seg["part_patch"]]
     assert seg["part"].shape == (5, 24, 40) and seg["person"].dtype == np.uint16
     assert seg["person_offset"].tolist() == np.concatenate([[0], np.cumsum(counts)]).tolist()
     assert len(seg["part_patch"]) == sum(counts) == seg["patch_box"].shape[0]
     depth = r.task_arrays("depth", 2, 7)
     normal = r.task_arrays("normal", 2, 7, size=(12, 20))
-    assert set(depth) == {"relative", "patch", "patch_box", "person_offset"}
+    xyz = r.task_arrays("pointmap", 2, 7)
+    assert set(depth) == {"relative", "patch", "patch_hw", "patch_box", "person_offset"}
     assert normal["xyz"].shape == (5, 12, 20, 3)
+    assert set(xyz) == {"xyz", "patch", "scale", "patch_hw", "patch_box", "person_offset"}
+    assert xyz["xyz"].shape == (5, 24, 40, 3) and xyz["scale"].dtype == np.float32
+    assert xyz["patch_hw"].tolist() == [list(p.shape[:2]) for p in xyz["patch"]]
+    assert len(xyz["patch"]) == len(xyz["scale"]) == sum(counts)
     for j, i in enumerate(range(2, 7)):
         f = r.frame(i)
         assert np.array_equal(seg["part"][j], f.part)
@@ -173,8 +210,11 @@ def test_task_arrays_compose_and_add_patches(place: Place, spec: StoreSpec) -> N
         assert np.array_equal(depth["relative"][j], f.depth, equal_nan=True)
         assert np.array_equal(normal["xyz"][j], r.frame(i, size=(12, 20)).normal)
         lo, hi = depth["person_offset"][j : j + 2]
+        assert np.array_equal(xyz["xyz"][j], f.pointmap, equal_nan=True)
         for k in range(hi - lo):
             assert np.array_equal(depth["patch"][lo + k], f.patches.depth_patch[k])
+            assert np.array_equal(xyz["patch"][lo + k], f.patches.pointmap_patch[k])
+            assert xyz["scale"][lo + k] == f.patches.pointmap_scale[k]
     assert r.task_arrays("pose", 0, 8)["keypoints_xy"].shape == (
         sum(map(persons_of, range(8))),
         17,
@@ -207,6 +247,18 @@ def test_summary_and_xarray_view(place: Place, spec: StoreSpec) -> None:
     raw = ds["depth_patch"][start : start + dh * dw].values.reshape(dh, dw)
     scaled = raw.astype(np.float32) * ds["depth_scale"].values[k]
     assert np.array_equal(scaled, f.patches.depth_patch[0])
+    names = {"pointmap_patch", "pointmap_scale", "pointmap_patch_hw", "pointmap_pixel_start"}
+    assert names <= set(ds.data_vars) | set(ds.coords)
+    assert ds["pointmap_patch"].dims == ("pixel", "component")
+    assert ds["pointmap_scale"].dims == ("person",) and ds["pointmap_patch_hw"].dims == (
+        "person",
+        "hw",
+    )
+    ph, pw = (int(v) for v in ds["pointmap_patch_hw"].values[k])
+    start = int(ds["pointmap_pixel_start"].values[k])
+    raw_xyz = ds["pointmap_patch"][start : start + ph * pw].values.reshape(ph, pw, 3)
+    metric = raw_xyz.astype(np.float32) / ds["pointmap_scale"].values[k]
+    assert np.array_equal(metric, f.patches.pointmap_patch[0])
 
 
 def test_recommit_writes_identical_bytes(place: Place, spec: StoreSpec) -> None:
@@ -264,7 +316,9 @@ def _big_patch(r: FrameResult) -> FrameResult:
 def test_spec_mismatches(place: Place, spec: StoreSpec) -> None:
     w = Writer.create(place("mm"), spec, job=JOB)
     maps_spec = dataclasses.replace(spec, patch_size=None)
-    with pytest.raises(SchemaMismatchError, match=r"frame maps for \('seg', 'depth', 'normal'\)"):
+    with pytest.raises(
+        SchemaMismatchError, match=r"frame maps for \('seg', 'depth', 'normal', 'pointmap'\)"
+    ):
         w.add(synthetic_frame(maps_spec, 0))
     with pytest.raises(
         SchemaMismatchError, match=r"part_patch\[0\] of 30x20 does not fit .* 24x16"

@@ -5,10 +5,19 @@ from __future__ import annotations
 from contextlib import nullcontext as does_not_raise
 from typing import Any
 
+import numpy as np
 import pytest
 
 from storage.errors import SchemaMismatchError
-from storage.schema import PIXEL_CHUNK, TASKS, StoreSpec, ZarrLayout, output_size
+from storage.schema import (
+    DENSE_TASKS,
+    NUM_PART_CLASSES,
+    PIXEL_CHUNK,
+    TASKS,
+    StoreSpec,
+    ZarrLayout,
+    output_size,
+)
 
 BASE: dict[str, Any] = {"height": 36, "width": 64, "source_height": 72, "source_width": 128}
 
@@ -18,6 +27,7 @@ BASE: dict[str, Any] = {"height": 36, "width": 64, "source_height": 72, "source_
     [
         ({}, does_not_raise()),
         ({"tasks": ("depth",)}, does_not_raise()),
+        ({"tasks": ("pointmap",)}, does_not_raise()),
         ({"tasks": ()}, pytest.raises(SchemaMismatchError, match="non-empty")),
         ({"tasks": ("pose", "pose")}, pytest.raises(SchemaMismatchError, match="duplicate")),
         ({"tasks": ("flow",)}, pytest.raises(SchemaMismatchError, match="got \\('flow',\\)")),
@@ -27,6 +37,14 @@ BASE: dict[str, Any] = {"height": 36, "width": 64, "source_height": 72, "source_
         ({"height": 80}, pytest.raises(SchemaMismatchError, match="only downscaling")),
         ({"frames_per_shard": 0}, pytest.raises(SchemaMismatchError, match=r"1\.\.256, got 0")),
         ({"max_persons_per_frame": 0}, pytest.raises(SchemaMismatchError, match="got 0")),
+        ({"num_classes": 29}, does_not_raise()),
+        (
+            {"num_classes": 30},
+            pytest.raises(
+                SchemaMismatchError, match=r"num_classes: expected one of \(28, 29\), got 30"
+            ),
+        ),
+        ({"num_classes": True}, pytest.raises(SchemaMismatchError, match="got True")),
     ],
 )
 def test_store_spec_validation(overrides: dict[str, Any], expectation: Any) -> None:
@@ -35,8 +53,10 @@ def test_store_spec_validation(overrides: dict[str, Any], expectation: Any) -> N
 
 
 def test_tasks_are_kept_in_canonical_order() -> None:
-    spec = StoreSpec(**BASE, tasks=("normal", "pose"))
-    assert spec.tasks == ("pose", "normal")
+    spec = StoreSpec(**BASE, tasks=("pointmap", "normal", "pose"))
+    assert spec.tasks == ("pose", "normal", "pointmap")
+    assert TASKS == ("pose", "seg", "depth", "normal", "pointmap")
+    assert DENSE_TASKS == ("seg", "depth", "normal", "pointmap")
 
 
 def test_round_trip_and_unknown_keys() -> None:
@@ -82,6 +102,10 @@ def test_layout_blocks_align_on_every_axis() -> None:
     by_path = layout.by_path()
     assert by_path["normal/xyz"].dtype == "int8"
     assert by_path["depth/relative"].dtype == "float16"
+    xyz = by_path["pointmap/xyz"]  # laid out like normal/xyz, stored like depth/relative
+    assert (xyz.dtype, xyz.row_shape, xyz.codec) == ("float16", (36, 64, 3), "blosc")
+    assert np.isnan(xyz.fill_value) and xyz.dims == ("frame", "y", "x", "component")
+    assert xyz.transpose == by_path["normal/xyz"].transpose == (0, 3, 1, 2)
     assert by_path["pose/keypoints_xy"].row_shape == (spec.num_keypoints, 2)
     assert spec.person_rows_per_block == 128
 
@@ -132,6 +156,9 @@ def test_per_person_layout() -> None:
         "depth/patch_hw": ("person", (2,), "int32", 0, False),
         "normal/patch": ("pixel", (3,), "int8", 0, True),
         "normal/patch_hw": ("person", (2,), "int32", 0, False),
+        "pointmap/patch": ("pixel", (3,), "float16", None, True),
+        "pointmap/scale": ("person", (), "float32", None, False),
+        "pointmap/patch_hw": ("person", (2,), "int32", 0, False),
     }
     for path, (axis, row_shape, dtype, fill, packed) in expected.items():
         a = by_path[path]
@@ -139,7 +166,10 @@ def test_per_person_layout() -> None:
         assert fill is None or a.fill_value == fill, path
         if packed:  # chunks of PIXEL_CHUNK pixels, one shard per block
             assert (a.chunk_rows, a.shard_rows) == (PIXEL_CHUNK, px), path
-    assert by_path["normal/patch"].transpose == (1, 0)
+    assert by_path["normal/patch"].transpose == by_path["pointmap/patch"].transpose == (1, 0)
+    assert by_path["pointmap/patch"].dims == ("pixel", "component")
+    assert by_path["pointmap/patch"].codec == by_path["depth/patch"].codec == "blosc-fast"
+    assert np.isnan(by_path["pointmap/patch"].fill_value)
     for a in layout.arrays:
         assert (a.shard_rows or a.chunk_rows) == layout.rows_for_blocks(a, 1), a.path
 
@@ -149,3 +179,30 @@ def test_patch_size_without_dense_tasks_changes_nothing() -> None:
     assert not spec.per_person
     plain = ZarrLayout.from_spec(StoreSpec(**BASE, tasks=("pose",)))
     assert [a.path for a in ZarrLayout.from_spec(spec).arrays] == [a.path for a in plain.arrays]
+
+
+@pytest.mark.parametrize("patch_size", [None, (32, 24)])
+@pytest.mark.parametrize("num_classes", [28, 29])
+def test_part_arrays_record_the_class_count(
+    num_classes: int, patch_size: tuple[int, int] | None
+) -> None:
+    spec = StoreSpec(**BASE, tasks=("seg",), num_classes=num_classes, patch_size=patch_size)
+    path = "seg/part" if patch_size is None else "seg/part_patch"
+    assert ZarrLayout.from_spec(spec).by_path()[path].attributes == {"classes": num_classes}
+
+
+def test_num_classes_round_trips_and_older_specs_load() -> None:
+    v2 = StoreSpec(**BASE, tasks=("seg", "pointmap"), num_classes=29, patch_size=(32, 24))
+    assert v2.to_dict()["num_classes"] == 29
+    assert StoreSpec.from_dict(v2.to_dict()) == v2
+    # A spec written before num_classes existed (older v2 and v1 stores) has 28 classes; and a
+    # 28-class spec records exactly those keys, so older v2 readers still read its store.
+    older = {
+        "tasks": ["pose", "seg", "depth", "normal"], "num_keypoints": 308, "height": 36,
+        "width": 64, "source_height": 72, "source_width": 128, "frames_per_shard": 8,
+        "max_persons_per_frame": 128, "patch_size": None,
+    }  # fmt: skip
+    spec = StoreSpec.from_dict(older)
+    assert spec.num_classes == NUM_PART_CLASSES == 28
+    assert spec.to_dict() == older
+    assert StoreSpec.from_dict({**older, "num_classes": 28}) == spec

@@ -98,6 +98,13 @@ class StoreSuite:
             assert np.allclose(got.depth, src.depth, rtol=2**-11, equal_nan=True)
             assert np.array_equal(np.isnan(got.depth), np.isnan(src.depth))
             assert np.abs(got.normal - src.normal).max() < 0.01
+            assert got.pointmap is not None and got.pointmap.dtype == np.float32
+            assert got.pointmap.shape == (24, 40, 3)
+            on = np.isfinite(src.pointmap)
+            assert on.any() and np.array_equal(np.isfinite(got.pointmap), on)  # NaN off-person
+            rel = np.abs(got.pointmap[on] - src.pointmap[on]) / np.abs(src.pointmap[on])
+            assert rel.max() <= 2**-11  # metric xyz within float16 precision
+            assert got.patches is None
 
     def test_queries(self, url: str, small_spec: StoreSpec) -> None:
         self.write_all(url, small_spec, 12).finalize()
@@ -118,6 +125,12 @@ class StoreSuite:
         assert pose["keypoints_xy"].shape == (sum(counts[2:6]), 17, 2)
         assert r.task_arrays("normal", 0, 3)["xyz"].shape == (3, 24, 40, 3)
         assert r.task_arrays("seg", 0, 3)["person"].dtype == np.uint16
+        xyz = r.task_arrays("pointmap", 2, 5)
+        assert set(xyz) == {"xyz"} and xyz["xyz"].shape == (3, 24, 40, 3)
+        assert xyz["xyz"].dtype == np.float32
+        assert np.array_equal(xyz["xyz"][1], r.frame(3).pointmap, equal_nan=True)
+        small = r.task_arrays("pointmap", 2, 5, size=(12, 20))["xyz"]
+        assert np.array_equal(small[1], r.frame(3, size=(12, 20)).pointmap, equal_nan=True)
         summary = r.summary().as_dict()
         assert summary["frames"] == 12 and summary["persons"] == sum(counts)
         assert summary["tracks"] == 3 and summary["job_id"] == "j-test"
@@ -136,6 +149,9 @@ class StoreSuite:
         raw = np.rint(ds["normal"].values[2] * 127).astype(np.int8)
         assert np.allclose(decode_normal(raw), r.frame(2).normal)
         assert set(ds.data_vars) >= {"keypoints_xy", "depth", "person_map", "track_id"}
+        assert ds["pointmap_xyz"].dims == ("frame", "y", "x", "component")
+        assert ds["pointmap_xyz"].dtype == np.float16
+        assert np.array_equal(ds["pointmap_xyz"].values[2], r.frame(2).pointmap, equal_nan=True)
 
     def test_recommit_writes_identical_bytes(self, url: str, small_spec: StoreSpec) -> None:
         w = self.write_all(url, small_spec, 8)
@@ -233,7 +249,7 @@ class StoreSuite:
         r = open_result(url)
         assert (r.status, r.num_frames, r.attrs["error"]) == ("failed", 4, "decoder crashed")
 
-    @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
+    @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal", "pointmap"])
     def test_single_task_downscaled(self, url: str, task: str) -> None:
         spec = StoreSpec.for_source(48, 80, tasks=(task,), downscale=2, frames_per_shard=2,
                                     num_keypoints=17)  # fmt: skip
