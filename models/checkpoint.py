@@ -1,11 +1,12 @@
-"""Loading released Sapiens checkpoints into :class:`~models.sapiens.SapiensModel`.
+"""Loading released Sapiens and Sapiens2 checkpoints into :class:`~models.sapiens.SapiensModel`.
 
 One entry point, :func:`load_checkpoint`, accepts an official ``.pth`` (read without mmengine
 through a restricted unpickler), a Sapiens-lite ``_torchscript.pt2`` / ``_bfloat16.pt2``, a
-safetensors file with the official key names, or a hub name such as
-``facebook/sapiens-pose-0.3b-torchscript``. Official key names are mapped onto this project's
-module names; loading is strict and every mismatch is named. Nothing in a file is executed:
-TorchScript and ``torch.export`` archives are read as data (``models._formats``).
+safetensors file with the official key names (Sapiens or Sapiens2), or a hub name such as
+``facebook/sapiens-pose-0.3b-torchscript`` or ``facebook/sapiens2-seg-1b``. The family is told
+from the keys (Sapiens2 details: ``models._sapiens2_ckpt``). Official key names are mapped onto
+this project's module names; loading is strict and every mismatch is named. Nothing in a file
+is executed: TorchScript and ``torch.export`` archives are read as data (``models._formats``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from models import _sapiens2_ckpt as sapiens2
 from models._formats import read_state_dict, sha256_of
 from models.errors import CheckpointError
 from models.hub import download, parse_hub_name
@@ -25,7 +27,14 @@ from models.layers import resize_pos_embed
 from models.sapiens import CheckpointInfo, SapiensModel, build_model
 from models.spec import ARCHES
 
-__all__ = ["convert_official", "infer_size", "load_checkpoint", "load_state_dict_strict"]
+__all__ = [
+    "convert_official",
+    "detect_family",
+    "infer_size",
+    "load_checkpoint",
+    "load_state_dict_strict",
+    "sapiens2_official_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +149,9 @@ def load_state_dict_strict(
 ) -> None:
     """Assign ``state`` to ``model``; any missing, unexpected or misshapen key raises.
 
+    Each tensor is cast to the dtype of the entry it replaces: a bfloat16 file fills a float32
+    model, and the Sapiens2 RoPE ``periods`` stay bfloat16 whatever the file stores.
+
     Raises:
         CheckpointError: listing up to 10 keys of each kind and naming ``origin``.
     """
@@ -162,8 +174,8 @@ def load_state_dict_strict(
             if keys
         ]
         raise CheckpointError(f"{origin} does not fit the model: " + "; ".join(parts))
-    dtype = next(iter(expected.values())).dtype
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    cast = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(cast, strict=True, assign=True)
 
 
 def infer_size(official: Mapping[str, Tensor]) -> str:
@@ -185,17 +197,67 @@ def _num_keypoints(official: Mapping[str, Tensor]) -> int:
     return int(bias.shape[0]) if bias is not None else 308
 
 
-def _resolve(source: str | Path, task: str, hub_kwargs: Mapping[str, object]) -> tuple[Path, str]:
+def detect_family(official: Mapping[str, Tensor]) -> str:
+    """``sapiens2`` when an official state dict has Sapiens2 keys (storage tokens, RoPE periods,
+    separate q/k/v projections), else ``sapiens``."""
+    return "sapiens2" if sapiens2.is_sapiens2(official) else "sapiens"
+
+
+def sapiens2_official_state_dict(model: SapiensModel) -> dict[str, Tensor]:
+    """A one-task (or pretrain) Sapiens2 model's weights under the official key names, as the
+    released safetensors files hold them (``backbone.``/``decode_head.`` or bare keys)."""
+    if model.family != "sapiens2":
+        raise ValueError(f"expected a Sapiens2 model, got family {model.family!r}")
+    return sapiens2.to_official(model)
+
+
+def _resolve(
+    source: str | Path, task: str, hub_kwargs: Mapping[str, object]
+) -> tuple[Path, str, str | None]:
+    """(local file, task, family named by a hub name or None)."""
     path = Path(source)
     if path.is_file():
-        return path, task
+        return path, task, None
     ref = parse_hub_name(str(source))
     if ref is None:
-        msg = f"{source!r} is neither a file nor a hub name like 'facebook/sapiens-pose-0.3b'"
+        msg = (
+            f"{source!r} is neither a file nor a hub name like 'facebook/sapiens-pose-0.3b' or "
+            f"'facebook/sapiens2-pose-0.4b'"
+        )
         raise CheckpointError(msg)
     if task and task != ref.task:
         raise CheckpointError(f"{source!r} is a {ref.task} checkpoint, but task={task!r}")
-    return download(ref, **hub_kwargs), ref.task  # type: ignore[arg-type]
+    return download(ref, **hub_kwargs), ref.task, ref.family  # type: ignore[arg-type]
+
+
+def _family_of(official: Mapping[str, Tensor], path: Path, *wanted: str | None) -> str:
+    """The family the keys show; each ``wanted`` family given must be it."""
+    found = detect_family(official)
+    for family in wanted:
+        if family and family != found:
+            raise CheckpointError(f"{path} holds a {found} checkpoint, not {family}")
+    return found
+
+
+def _build_sapiens1(
+    official: Mapping[str, Tensor],
+    path: Path,
+    task: str,
+    size: str | None,
+    dtype: torch.dtype | None,
+) -> tuple[SapiensModel, dict[str, Tensor]]:
+    if not task:
+        raise CheckpointError(f"task is required to load {path}")
+    tasks = () if task == "pretrain" else (task,)
+    model = build_model(
+        tasks,
+        size or infer_size(official),
+        backbone_task=task,
+        device="meta",
+        dtype=dtype,
+        num_keypoints=_num_keypoints(official) if task == "pose" else 308,
+    )
+    return model, convert_official(official, model)
 
 
 def load_checkpoint(
@@ -203,6 +265,7 @@ def load_checkpoint(
     *,
     task: str = "",
     size: str | None = None,
+    family: str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     revision: str | None = None,
@@ -214,39 +277,37 @@ def load_checkpoint(
 
     Args:
         source: a checkpoint file (``.pth``, ``.pt2``, ``.safetensors``) or a hub name
-            ``facebook/sapiens-<task>-<size>[-torchscript|-bfloat16]``.
-        task: ``pose``, ``seg``, ``depth``, ``normal`` or ``pretrain``; taken from a hub name.
+            ``facebook/sapiens-<task>-<size>[-torchscript|-bfloat16]`` or
+            ``facebook/sapiens2-<task>-<size>``.
+        task: Sapiens: ``pose``, ``seg``, ``depth``, ``normal`` or ``pretrain`` (required
+            unless a hub name gives it). Sapiens2: inferred from the head keys (``pose``,
+            ``seg``, ``normal``, ``pointmap``; none: ``pretrain``); if given, it must agree.
         size: backbone size; inferred from the weights when omitted.
+        family: ``sapiens`` or ``sapiens2``; inferred from the keys, and checked if given.
         device: where the model lives.
-        dtype: parameter dtype (default: float32).
+        dtype: parameter dtype (default: float32; the Sapiens2 RoPE periods stay bfloat16).
         revision: hub revision.
         cache_dir: hub cache directory (default: huggingface_hub's).
         local_files_only: never touch the network.
         hasher: file digest function recorded in the model's provenance.
 
     Raises:
-        CheckpointError: unreadable file, unsafe pickle, or keys/shapes that do not fit.
+        CheckpointError: unreadable file, unsafe pickle, another family or task than asked,
+            or keys/shapes that do not fit.
         CheckpointNotFoundError: the file is neither local, cached nor downloadable.
     """
-    path, task = _resolve(
+    path, task, named = _resolve(
         source,
         task,
         {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only},
     )
-    if not task:
-        raise CheckpointError(f"task is required to load {path}")
     official, fmt = read_state_dict(path)
-    size = size or infer_size(official)
-    tasks = () if task == "pretrain" else (task,)
-    model = build_model(
-        tasks,
-        size,
-        backbone_task=task,
-        device="meta",
-        dtype=dtype,
-        num_keypoints=_num_keypoints(official) if task == "pose" else 308,
-    )
-    load_state_dict_strict(model, convert_official(official, model), origin=f"{path} ({fmt})")
+    if _family_of(official, path, family, named) == "sapiens2":
+        model = sapiens2.build_for(official, task=task, size=size, dtype=dtype)
+        state = sapiens2.from_official(official, model)
+    else:
+        model, state = _build_sapiens1(official, path, task, size, dtype)
+    load_state_dict_strict(model, state, origin=f"{path} ({fmt})")
     info = CheckpointInfo(source=str(source), path=str(path), fmt=fmt, sha256=hasher(path))
-    model.checkpoints = {part: info for part in ("backbone", *tasks)}
+    model.checkpoints = {part: info for part in ("backbone", *model.tasks)}
     return model.to(device or "cpu").eval()

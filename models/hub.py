@@ -1,8 +1,10 @@
 """Where the released Sapiens checkpoints live on the Hugging Face hub, and how to fetch them.
 
-Repository and file names are those of the official collection (``facebook/sapiens-<task>-<size>``
-with ``-torchscript`` / ``-bfloat16`` variants). Downloads go through ``huggingface_hub``, so its
-cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and tokens all apply; offline, a cached copy is used.
+Repository and file names are those of the official collections:
+``facebook/sapiens-<task>-<size>`` with ``-torchscript`` / ``-bfloat16`` variants, and
+``facebook/sapiens2-<task>-<size>`` holding one ``sapiens2_<size>_<task>.safetensors`` each.
+Downloads go through ``huggingface_hub``, so its cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and
+tokens all apply; offline, a cached copy is used.
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ _STEMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("pretrain", "2b"): ("sapiens_2b_epoch_660_clean", "sapiens_2b_epoch_660"),
 }
 
+#: Released Sapiens2 checkpoints per task (SPEC-sapiens2 §5.1): 22 repositories.
+_SAPIENS2_SIZES: dict[str, tuple[str, ...]] = {
+    "pretrain": ("0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b"),
+    **{task: ("0.4b", "0.8b", "1b", "5b") for task in ("pose", "seg", "normal", "pointmap")},
+}
+
+_NAME2 = re.compile(
+    r"^(?:hf://)?facebook/sapiens2-(?P<task>pretrain|pose|seg|normal|pointmap)-"
+    r"(?P<size>0\.1b|0\.4b|0\.8b|1b-4k|1b|5b)$"
+)
 _NAME = re.compile(
     r"^(?:hf://)?(?P<owner>facebook)/sapiens-(?P<task>pose|seg|depth|normal|pretrain)-"
     r"(?P<size>0\.3b|0\.6b|1b|2b)(?:-(?P<fmt>torchscript|bfloat16))?$"
@@ -65,7 +77,9 @@ class HubRef:
         filenames: candidate file names in that repository, most likely first.
         task: the task the checkpoint was trained for.
         size: backbone size.
-        fmt: ``original``, ``torchscript`` or ``bfloat16``.
+        fmt: ``original``, ``torchscript`` or ``bfloat16`` (Sapiens2: ``original`` only, a
+            safetensors file).
+        family: ``sapiens`` or ``sapiens2``.
     """
 
     repo_id: str
@@ -73,10 +87,20 @@ class HubRef:
     task: str
     size: str
     fmt: str
+    family: str = "sapiens"
 
 
-def hub_ref(task: str, size: str, fmt: str = "original") -> HubRef:
-    """The hub location of the official ``task``/``size`` checkpoint in format ``fmt``."""
+def hub_ref(task: str, size: str, fmt: str = "original", *, family: str = "sapiens") -> HubRef:
+    """The hub location of the official ``task``/``size`` checkpoint in format ``fmt``.
+
+    Raises:
+        ValueError: unknown family or format (Sapiens2 is released in ``original`` only).
+        CheckpointNotFoundError: no such checkpoint was released.
+    """
+    if family == "sapiens2":
+        return _hub_ref2(task, size, fmt)
+    if family != "sapiens":
+        raise ValueError(f"unknown model family {family!r}; expected 'sapiens' or 'sapiens2'")
     if fmt not in FORMATS:
         raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of {sorted(FORMATS)}")
     stems = _STEMS.get((task, size))
@@ -94,8 +118,29 @@ def hub_ref(task: str, size: str, fmt: str = "original") -> HubRef:
     )
 
 
+def _hub_ref2(task: str, size: str, fmt: str) -> HubRef:
+    if fmt != "original":
+        raise ValueError(f"Sapiens2 is released as safetensors only (fmt='original'), got {fmt!r}")
+    if size not in _SAPIENS2_SIZES.get(task, ()):
+        released = [f"{t}/{s}" for t, sizes in _SAPIENS2_SIZES.items() for s in sizes]
+        msg = f"no released Sapiens2 checkpoint for task {task!r} at size {size!r}; released: "
+        raise CheckpointNotFoundError(msg + str(released))
+    stem = size.replace("-", "_")  # 1b-4k -> sapiens2_1b_4k_pretrain.safetensors
+    return HubRef(
+        repo_id=f"facebook/sapiens2-{task}-{size}",
+        filenames=(f"sapiens2_{stem}_{task}.safetensors",),
+        task=task,
+        size=size,
+        fmt=fmt,
+        family="sapiens2",
+    )
+
+
 def parse_hub_name(name: str) -> HubRef | None:
-    """``facebook/sapiens-pose-0.3b[-torchscript|-bfloat16]`` -> :class:`HubRef`, else None."""
+    """``facebook/sapiens-pose-0.3b[-torchscript|-bfloat16]`` or ``facebook/sapiens2-pose-0.4b``
+    -> :class:`HubRef`, else None."""
+    if m := _NAME2.match(name.strip()):
+        return hub_ref(m["task"], m["size"], family="sapiens2")
     m = _NAME.match(name.strip())
     if m is None:
         return None

@@ -12,12 +12,14 @@ from typing import Literal, get_args
 
 __all__ = [
     "ARCHES",
+    "FAMILIES",
     "INPUT_SIZE",
     "PRETRAIN_INPUT_SIZE",
     "SIZES",
     "TASKS",
     "BackboneArch",
     "BackboneSpec",
+    "Family",
     "HeadSpec",
     "Size",
     "Task",
@@ -25,6 +27,10 @@ __all__ = [
     "head_spec",
     "output_keypoints",
 ]
+
+Family = Literal["sapiens", "sapiens2"]
+#: Model families: the original Sapiens (ViT, absolute positions) and Sapiens2 (``models.spec2``).
+FAMILIES: tuple[str, ...] = get_args(Family)
 
 Size = Literal["tiny", "0.3b", "0.6b", "1b", "2b"]
 Task = Literal["pose", "seg", "depth", "normal", "pretrain"]
@@ -108,6 +114,11 @@ class BackboneSpec:
         if self.img_size[0] % p or self.img_size[1] % p:
             msg = f"img_size must be a multiple of {p}, got {self.img_size}"
             raise ValueError(msg)
+
+    @property
+    def family(self) -> str:
+        """Always ``sapiens``: the Sapiens2 backbones are described by ``Sapiens2Spec``."""
+        return "sapiens"
 
     @property
     def arch(self) -> BackboneArch:

@@ -13,27 +13,35 @@ __all__ = ["ConvStage", "DenseHead"]
 
 
 class ConvStage(nn.Module):
-    """conv -> InstanceNorm (no affine, no running stats) -> SiLU.
+    """conv -> [PixelShuffle] -> InstanceNorm (no affine, no running stats) -> SiLU.
 
     Args:
-        conv: a ``ConvTranspose2d`` (k=4, s=2, p=1, no bias) or a 1x1 ``Conv2d`` with bias.
+        conv: a ``ConvTranspose2d`` (k=4, s=2, p=1, no bias) or a ``Conv2d`` with bias.
+        upscale: PixelShuffle factor r after the conv (1: none); the conv then outputs r*r
+            times the stage's channels (torch channel order: 4c + 2i + j -> c at (2y+i, 2x+j)).
     """
 
-    def __init__(self, conv: nn.Module) -> None:
+    def __init__(self, conv: nn.Module, *, upscale: int = 1) -> None:
         super().__init__()
         self.conv = conv
-        self.norm = nn.InstanceNorm2d(conv.out_channels)  # type: ignore[arg-type]
+        channels = conv.out_channels // (upscale * upscale)  # type: ignore[operator]
+        self.shuffle = nn.PixelShuffle(upscale) if upscale > 1 else None
+        self.norm = nn.InstanceNorm2d(channels)
         self.act = nn.SiLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x)))
+        x = self.conv(x)
+        if self.shuffle is not None:
+            x = self.shuffle(x)
+        return self.act(self.norm(x))
 
 
 class DenseHead(nn.Module):
     """Feature map (B, C, h, w) -> raw task output (B, out, h*2^d, w*2^d) for d deconv stages.
 
     Pose: 2 deconvs -> (B, K, 4h, 4w) heatmaps. Seg/normal: 3 -> (B, 28|3, 8h, 8w) logits or
-    unnormalised normals. Depth: 4 -> (B, 1, 16h, 16w). No activation on the output; the
+    unnormalised normals. Depth: 4 -> (B, 1, 16h, 16w). Sapiens2 pose has the same layout and
+    Sapiens2 seg 4 deconvs -> (B, 29, 16h, 16w). No activation on the output; the
     post-processing lives in ``models.postprocess``.
 
     Args:
