@@ -35,18 +35,22 @@ import numpy as np
 from actors.errors import InvalidDecodeSpecError, ResourceLimitError
 from actors.messages import FrameBatch, VideoInfo
 from media import (
+    BACKENDS,
     MAX_PIXELS,
     OPEN_TIMEOUT_S,
     READ_TIMEOUT_S,
+    Backend,
     DecodedFrame,
     Sampler,
+    SizeFloor,
     VideoReader,
     check_frame_pixels,
+    choose_backend,
     output_size,
     probe_video,
 )
 
-__all__ = ["MAX_PIXELS", "DecodeLimits", "DecodeSpec", "DecodeWorker"]
+__all__ = ["MAX_PIXELS", "DecodeLimits", "DecodeSpec", "DecodeWorker", "SizeFloor"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +69,9 @@ class DecodeLimits:
             (None: the frames' size).
 
     The map bytes of a video are ``H' x W' x map_bytes_per_pixel x batch_size``, where
-    ``(H', W')`` is the emitted frame size scaled down to ``map_max_side`` by
-    :func:`media.output_size` (the size ``JobPlan.out_size`` gives the maps).
+    ``(H', W')`` is the upright coded size (``VideoInfo.full_size``) scaled down to
+    ``map_max_side`` by :func:`media.output_size` (the size ``JobPlan.out_size`` gives the
+    maps, whatever size the frames are decoded at).
     """
 
     max_pixels: int | None = MAX_PIXELS
@@ -90,7 +95,7 @@ class DecodeLimits:
         check_frame_pixels(info.source_width, info.source_height, self.max_pixels, info.source)
         if self.max_map_bytes is None or not self.map_bytes_per_pixel:
             return
-        height, width = output_size(info.height, info.width, max_side=self.map_max_side)
+        height, width = output_size(*info.full_size, max_side=self.map_max_side)
         need = width * height * self.map_bytes_per_pixel * batch_size
         if need > self.max_map_bytes:
             msg = (
@@ -113,11 +118,16 @@ class DecodeSpec:
         start_s: first second to keep (inclusive), on the ``time_s`` scale.
         end_s: second at which to stop (exclusive), or None for the whole video.
         max_side: downscale at decode so the longer side is at most this many pixels.
+        floor: downscale at decode as far as this floor allows instead (the smallest size a
+            job can use without loss; ``flows.plan.decode_floor``); exclusive with max_side.
         threads: decoder threads; 0 lets FFmpeg choose.
         open_timeout_s: seconds a network source may take to open.
         read_timeout_s: seconds a network source may stay silent while reading.
         seek: allow a resume to seek to a keyframe (only when provably exact).
         limits: resource limits, checked before the frames they concern are used.
+        backend: ``auto`` (torchcodec on NVDEC where it loads, this process sees a CUDA device
+            and the source suits it, else PyAV), ``pyav``, ``torchcodec-cpu`` or
+            ``torchcodec-cuda`` (:func:`media.choose_backend`).
     """
 
     batch_size: int = 8
@@ -126,11 +136,13 @@ class DecodeSpec:
     start_s: float = 0.0
     end_s: float | None = None
     max_side: int | None = None
+    floor: SizeFloor | None = None
     threads: int = 0
     open_timeout_s: float = OPEN_TIMEOUT_S
     read_timeout_s: float = READ_TIMEOUT_S
     seek: bool = True
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         _check_int("batch_size", self.batch_size, low=1)
@@ -138,6 +150,9 @@ class DecodeSpec:
         _check_int("threads", self.threads, low=0)
         if self.max_side is not None:
             _check_int("max_side", self.max_side, low=16)
+        if self.floor is not None and (self.max_side or not isinstance(self.floor, SizeFloor)):
+            msg = "DecodeSpec.floor: expected a SizeFloor and no max_side, got "
+            raise InvalidDecodeSpecError(f"{msg}floor={self.floor!r}, max_side={self.max_side}")
         for name in ("open_timeout_s", "read_timeout_s"):
             _check_number(name, getattr(self, name), positive=True)
         _check_number("start_s", self.start_s, positive=False)
@@ -155,6 +170,9 @@ class DecodeSpec:
         if not isinstance(self.seek, bool):
             msg = f"DecodeSpec.seek: expected a bool, got {self.seek!r}"
             raise InvalidDecodeSpecError(msg)
+        if self.backend not in ("auto", *BACKENDS):
+            msg = f"DecodeSpec.backend: expected one of {['auto', *BACKENDS]}, got {self.backend!r}"
+            raise InvalidDecodeSpecError(msg)
         if not isinstance(self.limits, DecodeLimits):
             msg = f"DecodeSpec.limits: expected a DecodeLimits, got {type(self.limits).__name__}"
             raise InvalidDecodeSpecError(msg)
@@ -167,6 +185,9 @@ class DecodeSpec:
         if isinstance(data.get("limits"), Mapping):
             _check_keys(DecodeLimits, data["limits"])
             data["limits"] = DecodeLimits(**data["limits"])
+        if isinstance(data.get("floor"), Mapping):
+            _check_keys(SizeFloor, data["floor"])
+            data["floor"] = SizeFloor(**data["floor"])  # ValueError naming the field
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,6 +249,7 @@ class DecodeWorker:
         info = probe_video(
             source,
             max_side=s.max_side,
+            floor=s.floor,
             threads=s.threads,
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
@@ -285,8 +307,21 @@ class DecodeWorker:
             read_timeout_s=s.read_timeout_s,
             max_pixels=s.limits.max_pixels,
             corrupt_slots=True,
+            backend=self.backend(source, info),
+            batch=s.batch_size,
         )
         return info, _Batcher(job_id, info, s.batch_size, reader).run()
+
+    def backend(self, source: Source, info: VideoInfo) -> Backend:
+        """The decoder ``spec.backend`` resolves to for ``source`` (:func:`media.choose_backend`;
+        ``auto`` asks torch whether this process sees a CUDA device)."""
+        return choose_backend(self.spec.backend, source, info, cuda=_cuda_available)
+
+
+def _cuda_available() -> bool:
+    import torch  # only asked once torchcodec, which brings torch, is known to load
+
+    return bool(torch.cuda.is_available())
 
 
 class _Batcher:

@@ -11,13 +11,22 @@ Example:
 
 from __future__ import annotations
 
-from media._image import Orientation, output_size
+from media._image import Orientation, SizeFloor, output_size
 from media._info import TimeSource, VideoInfo
 from media._probe import PROBE_FRAMES, orientation_from, probe_video
 from media._reader import DecodedFrame, VideoReader, read_frames
 from media._sampling import Choice, FrameClock, Sampler
 from media._source import OPEN_TIMEOUT_S, READ_TIMEOUT_S, display_name, is_live
 from media._stream import MAX_PIXELS, check_frame_pixels
+from media._torchcodec import (
+    BACKENDS,
+    Backend,
+    TorchcodecUnavailableError,
+    UnsupportedBackendError,
+    choose_backend,
+    torchcodec_error,
+    torchcodec_unsuitable,
+)
 from media._writer import VideoWriter
 from media.errors import (
     DecodeError,
@@ -32,10 +41,12 @@ from media.errors import (
 )
 
 __all__ = [
+    "BACKENDS",
     "MAX_PIXELS",
     "OPEN_TIMEOUT_S",
     "PROBE_FRAMES",
     "READ_TIMEOUT_S",
+    "Backend",
     "Choice",
     "DecodeError",
     "DecodedFrame",
@@ -45,20 +56,26 @@ __all__ = [
     "Orientation",
     "ResourceLimitError",
     "Sampler",
+    "SizeFloor",
     "SourceNotFoundError",
     "SourceNotReadableError",
     "SourceUnreachableError",
     "TimeSource",
+    "TorchcodecUnavailableError",
     "UnknownFrameRateError",
     "UnreadableMediaError",
+    "UnsupportedBackendError",
     "VideoInfo",
     "VideoReader",
     "VideoWriter",
     "check_frame_pixels",
+    "choose_backend",
     "display_name",
     "is_live",
     "orientation_from",
     "output_size",
     "probe_video",
     "read_frames",
+    "torchcodec_error",
+    "torchcodec_unsuitable",
 ]

@@ -1,8 +1,9 @@
 """From a decoded frame to the emitted picture: its size, its orientation, its RGB pixels.
 
-Size rule (:func:`output_size`, the only place it is computed): a ``(height, width)`` is scaled
+Size rules, the only places they are computed: :func:`output_size` scales a ``(height, width)``
 by one factor so that its longer side is at most ``max_side``, each side rounded and at least 1
-pixel; it is never scaled up.
+pixel; :meth:`SizeFloor.size` scales it by one factor as far down as it goes while its height,
+width and longer side stay at least the floor's, each side rounded up. Neither scales up.
 
 Orientation rule: the display matrix that FFmpeg attaches to decoded frames (side data
 ``DISPLAYMATRIX``; PyAV reads its rotation part as ``VideoFrame.rotation``, counter-clockwise
@@ -15,14 +16,16 @@ tag (clockwise degrees) are handled as a rotation of ``-rotate``.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
-__all__ = ["Orientation", "orientation_of", "output_size", "to_rgb"]
+__all__ = ["Orientation", "SizeFloor", "orientation_of", "output_size", "to_rgb"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,48 @@ def output_size(height: int, width: int, *, max_side: int | None) -> tuple[int, 
         return height, width
     scale = max_side / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SizeFloor:
+    """The smallest upright frame a caller can use without losing anything it keeps.
+
+    Args:
+        height: the frame's height is kept at least this.
+        width: the frame's width is kept at least this.
+        side: the frame's longer side is kept at least this.
+
+    Example:
+        >>> SizeFloor(height=256, width=192, side=640).size(1080, 1920)
+        (360, 640)
+    """
+
+    height: int = 1
+    width: int = 1
+    side: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "side"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"SizeFloor.{name}: expected an int >= 1, got {value!r}"
+                raise ValueError(msg)
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        """``(height, width)`` scaled down by one factor as far as the floor allows.
+
+        Returns:
+            ``(height, width)``: each side is ``ceil(side x s)`` for the smallest ``s <= 1``
+            that keeps the height, width and longer side at or above the floor's.
+        """
+        scale = max(
+            Fraction(self.height, height),
+            Fraction(self.width, width),
+            Fraction(self.side, max(height, width)),
+        )
+        if scale >= 1:
+            return height, width
+        return math.ceil(height * scale), math.ceil(width * scale)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,13 @@ class VideoInfo:
             msg = f"VideoInfo.rotation: expected one of 0, 90, 180, 270, got {self.rotation}"
             raise ValueError(msg)
 
+    @property
+    def full_size(self) -> tuple[int, int]:
+        """(height, width) of the upright frames before any downscale."""
+        if self.rotation in (90, 270):
+            return self.source_width, self.source_height
+        return self.source_height, self.source_width
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/msgpack-ready values (``time_base`` as ``"num/den"``)."""
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import av
 
-from media._image import Orientation, orientation_of, output_size
+from media._image import Orientation, SizeFloor, orientation_of, output_size
 from media._info import VideoInfo
 from media._source import display_name, is_live, open_container
 from media._stream import check_frame_pixels, iter_packets, video_stream
@@ -101,6 +101,7 @@ def probe_video(
     open_timeout_s: float,
     read_timeout_s: float,
     max_pixels: int | None = None,
+    floor: SizeFloor | None = None,
 ) -> VideoInfo:
     """Open ``source``, decode its first frames and describe it.
 
@@ -111,6 +112,8 @@ def probe_video(
         open_timeout_s: seconds to wait for a network source to open.
         read_timeout_s: seconds to wait for data from a network source.
         max_pixels: largest frame (width x height) accepted, or None for no limit.
+        floor: output the upright frame at :meth:`SizeFloor.size` of its coded size instead
+            (exclusive with ``max_side``).
 
     Returns:
         The :class:`VideoInfo` that readers and the decode stage work with.
@@ -120,6 +123,9 @@ def probe_video(
             ``max_pixels`` (the header is checked before any frame is decoded).
         DecodeError: a subclass naming the source and the cause when it cannot be read.
     """
+    if floor is not None and max_side is not None:
+        msg = f"give max_side or floor, not both; got max_side={max_side}, floor={floor}"
+        raise ValueError(msg)
     name = display_name(source)
     timeouts = {"open_timeout_s": open_timeout_s, "read_timeout_s": read_timeout_s}
     with open_container(source, **timeouts) as container:
@@ -140,7 +146,7 @@ def probe_video(
                 f"({stream.codec_context.name}) is not supported"
             )
             raise UnreadableMediaError(msg)
-        info = _describe(container, stream, window, name, max_side)
+        info = _describe(container, stream, window, name, max_side, floor)
     logger.debug("probed %s: %s", name, info)
     return info
 
@@ -151,6 +157,7 @@ def _describe(
     window: _Window,
     name: str,
     max_side: int | None,
+    floor: SizeFloor | None,
 ) -> VideoInfo:
     first = window.first
     assert first is not None
@@ -160,6 +167,8 @@ def _describe(
     height, width = output_size(first.height, first.width, max_side=max_side)
     if orientation.swaps_axes:
         height, width = width, height
+    if floor is not None:  # the floor is of the upright frame
+        height, width = floor.size(height, width)
     codec = stream.codec_context.name
     one_to_one = window.errors == 0 and window.frames == window.packets
     return VideoInfo(

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from media._feed import Feed, FeedOptions
 from media._image import Orientation, to_rgb
 from media._info import VideoInfo
 from media._probe import orientation_from, probe_video
 from media._sampling import Choice, FrameClock, Sampler
-from media._seek import plan_seek, seek_packets, verified
-from media._source import OPEN_TIMEOUT_S, READ_TIMEOUT_S, display_name, open_container
-from media._stream import MAX_PIXELS, FrameReader, iter_packets, video_stream
-from media.errors import NoSeekPlan, SeekMismatch, UnknownFrameRateError
+from media._source import OPEN_TIMEOUT_S, READ_TIMEOUT_S
+from media._stream import MAX_PIXELS
+from media._torchcodec import Backend, TorchcodecFrames, TorchcodecMismatch
+from media.errors import UnknownFrameRateError
 
 __all__ = ["DecodedFrame", "VideoReader", "read_frames"]
 
@@ -46,13 +47,14 @@ class DecodedFrame:
         time_s: seconds since the first frame (see :class:`~media.FrameClock`).
 
     A corrupt slot (``corrupt``: its packet failed to decode or the decoder flagged the frame)
-    has no pixels; :meth:`rgb` gives black.
+    has no pixels; :meth:`rgb` gives black. A PyAV frame is converted when :meth:`rgb` is
+    called; torchcodec gives its frames converted (``_frame`` is then the RGB array).
     """
 
     index: int
     pts: int | None
     time_s: float
-    _frame: av.VideoFrame | None
+    _frame: av.VideoFrame | np.ndarray | None
     _shape: tuple[int, int, int]
     _orientation: Orientation
 
@@ -73,6 +75,8 @@ class DecodedFrame:
             out = np.empty(self._shape, dtype=np.uint8)
         if self._frame is None:
             out[...] = 0
+        elif isinstance(self._frame, np.ndarray):
+            out[...] = self._frame
         else:
             to_rgb(self._frame, out, orientation=self._orientation)
         return out
@@ -95,6 +99,11 @@ class VideoReader:
         corrupt_slots: also yield the corrupt slots the sampler would have selected
             (``DecodedFrame.corrupt``; see :meth:`Sampler.covers`), in decode order among the
             good frames, so a caller can record them; by default they are only counted.
+        backend: ``pyav``, or torchcodec on the CPU or a CUDA device for a file it can read
+            exactly as PyAV does (:func:`~media.torchcodec_unsuitable`; the caller checks). It
+            decodes the selected frames in chunks of ``batch`` and hands the rest of the file
+            to PyAV if it fails (``backend_used`` and ``fallback`` tell).
+        batch: frames torchcodec decodes per call.
 
     Raises:
         UnknownFrameRateError: the sampler selects by time but the video has neither
@@ -114,8 +123,15 @@ class VideoReader:
         read_timeout_s: float = READ_TIMEOUT_S,
         max_pixels: int | None = MAX_PIXELS,
         corrupt_slots: bool = False,
+        backend: Backend = "pyav",
+        batch: int = 8,
     ) -> None:
         self._with_corrupt = corrupt_slots
+        self._source, self._info, self._batch = source, info, batch
+        #: The decoder that delivered the frames (PyAV after a torchcodec fallback).
+        self.backend_used: Backend = backend
+        #: Why torchcodec handed over to PyAV, or None.
+        self.fallback: str | None = None
         self._sampler = sampler or Sampler(stride=1, target_fps=None, start_s=0.0, end_s=None)
         self.clock = FrameClock(info.time_source, info.time_base, info.start_pts, info.fps)
         if self._sampler.uses_time and info.time_source == "rate" and info.fps is None:
@@ -124,13 +140,13 @@ class VideoReader:
                 "neither increasing pts nor a frame rate; use stride instead"
             )
             raise UnknownFrameRateError(msg)
-        self._feed = _Feed(
+        self._feed = Feed(
             source,
             seekable=seek and info.seekable,
             start_index=start_index,
             start_s=self._sampler.start_s,
             clock=self.clock,
-            options=_Options(threads, open_timeout_s, read_timeout_s, max_pixels),
+            options=FeedOptions(threads, open_timeout_s, read_timeout_s, max_pixels),
         )
         self._start = start_index
         self._shape = (info.height, info.width, 3)
@@ -151,7 +167,60 @@ class VideoReader:
         return taken
 
     def __iter__(self) -> Iterator[DecodedFrame]:
-        sampler, last = self._sampler, -1
+        if self.backend_used == "pyav":
+            yield from self._decoded(self._sampler)
+            return
+        device = self.backend_used.removeprefix("torchcodec-")
+        try:
+            frames = TorchcodecFrames(
+                self._source, self._info, device=device, threads=self._feed.threads
+            )
+        except TorchcodecMismatch as e:
+            logger.warning("%s; decoding with PyAV", e)
+            self.fallback, self.backend_used = str(e), "pyav"
+            yield from self._decoded(self._sampler)
+            return
+        yield from self._from_torchcodec(frames)
+
+    def _from_torchcodec(self, frames: TorchcodecFrames) -> Iterator[DecodedFrame]:
+        """Frames torchcodec decodes, only the selected ones, a chunk at a time; on failure
+        the rest comes from PyAV, from the first frame not yet delivered (an exact resume)."""
+        chosen: list[tuple[int, int, float]] = []
+        for index, pts in enumerate(frames.pts):
+            self.last_index = index
+            time_s = self.clock.time_of(index, pts)
+            choice = self._sampler.choose(index, time_s)
+            if choice is Choice.STOP:
+                break
+            if index >= self._start and choice is Choice.KEEP:
+                chosen.append((index, pts, time_s))
+            if len(chosen) == self._batch:
+                yield from self._chunk(frames, chosen)
+                if self.fallback is not None:
+                    return
+                chosen = []
+        if chosen:
+            yield from self._chunk(frames, chosen)
+
+    def _chunk(
+        self, frames: TorchcodecFrames, chosen: list[tuple[int, int, float]]
+    ) -> Iterator[DecodedFrame]:
+        try:
+            rgb = frames.frames([index for index, _, _ in chosen])
+        except TorchcodecMismatch as e:
+            logger.warning("%s; decoding on with PyAV from frame %d", e, chosen[0][0])
+            self.fallback, self.backend_used = str(e), "pyav"
+            self._start = chosen[0][0]
+            self._feed = self._feed.restarted(chosen[0][0])
+            self._corrupt_mark = 0
+            yield from self._decoded(self._sampler.fresh())
+            return
+        for (index, pts, time_s), pixels in zip(chosen, rgb, strict=True):
+            yield DecodedFrame(index, pts, time_s, pixels, self._shape, self._orientation)
+
+    def _decoded(self, sampler: Sampler) -> Iterator[DecodedFrame]:
+        """The selected frames of the PyAV feed, and its corrupt slots."""
+        last = -1
         for index, frame in self._feed:
             if index <= last:  # the feed restarted from 0 after an abandoned seek
                 sampler = sampler.fresh()
@@ -216,103 +285,3 @@ def read_frames(
     sampler = Sampler(stride=stride, target_fps=None, start_s=0.0, end_s=None)
     reader = VideoReader(source, info, sampler=sampler, threads=threads, max_pixels=max_pixels)
     return ((frame.index, frame.rgb()) for frame in reader)
-
-
-@dataclass(frozen=True, slots=True)
-class _Options:
-    threads: int
-    open_timeout_s: float
-    read_timeout_s: float
-    max_pixels: int | None
-
-
-class _Feed:
-    """Decoded frames (index, frame) of one pass, from index 0 or from an exact seek point."""
-
-    def __init__(
-        self,
-        source: Source,
-        *,
-        seekable: bool,
-        start_index: int,
-        start_s: float,
-        clock: FrameClock,
-        options: _Options,
-    ) -> None:
-        self._source, self._name = source, display_name(source)
-        self._seekable, self._start_index, self._start_s = seekable, start_index, start_s
-        self._clock, self._options = clock, options
-        self._reader: FrameReader | None = None
-        self._slots_of: FrameReader | None = None  # whose corrupt_slots take_slots reads
-        self._slots_taken = 0
-
-    @property
-    def n_corrupt(self) -> int:
-        return 0 if self._reader is None else self._reader.n_corrupt
-
-    def take_slots(self) -> list[tuple[int, int | None]]:
-        """Corrupt slots ``(index, pts)`` of the current pass recorded since the last call."""
-        if self._reader is None:
-            return []
-        reader = self._reader
-        if reader is not self._slots_of:
-            self._slots_of, self._slots_taken = reader, 0
-        new = reader.corrupt_slots[self._slots_taken :]
-        self._slots_taken += len(new)
-        return new
-
-    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-        options = self._options
-        container = open_container(
-            self._source,
-            open_timeout_s=options.open_timeout_s,
-            read_timeout_s=options.read_timeout_s,
-        )
-        try:
-            return container, video_stream(container, self._name, threads=options.threads)
-        except BaseException:
-            container.close()
-            raise
-
-    def __iter__(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        skipping = self._start_index > 0 or self._start_s > 0
-        if skipping and self._seekable:
-            try:
-                yield from self._from_seek()
-                return
-            except NoSeekPlan:
-                logger.debug("%s: no exact seek point; decoding from 0", self._name)
-            except SeekMismatch as e:
-                logger.info("%s: resume seek abandoned (%s); decoding from 0", self._name, e)
-        container, stream = self._open()
-        with container:
-            self._reader = FrameReader(
-                iter_packets(container, stream, self._name),
-                first_index=0,
-                name=self._name,
-                max_pixels=self._options.max_pixels,
-            )
-            yield from self._reader
-
-    def _from_seek(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        container, stream = self._open()
-        with container:
-            plan = plan_seek(
-                container,
-                stream,
-                start_index=self._start_index,
-                start_s=self._start_s,
-                clock=self._clock,
-                name=self._name,
-            )
-            if plan is None:
-                raise NoSeekPlan(self._name)
-            packets = seek_packets(container, stream, plan, self._name)
-            logger.debug("%s: seeked to keyframe at decode index %d", self._name, plan.key.count)
-            self._reader = FrameReader(
-                packets,
-                first_index=plan.key.count,
-                name=self._name,
-                max_pixels=self._options.max_pixels,
-            )
-            yield from verified(self._reader, plan)

@@ -32,7 +32,7 @@ from actors.errors import (
     UnreadableMediaError,
 )
 from actors.messages import FrameBatch
-from media import _reader
+from media import _feed
 
 H264 = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 N = 72  # frames per generated clip
@@ -202,13 +202,13 @@ def test_resume_fallbacks_match(
     clean = _cat(_run(clips["mp4"], threads=1))
     for other in (_run(clips["mp4"], 40, seek=False), _run(clips["mp4"], 40, threads=3)):
         np.testing.assert_array_equal(_cat(other)[0], clean[0][40:])
-    real = _reader.plan_seek  # a plan whose pts check fails: the feed restarts from index 0
+    real = _feed.plan_seek  # a plan whose pts check fails: the feed restarts from index 0
 
     def wrong(*args: Any, **kwargs: Any) -> Any:
         plan = real(*args, **kwargs)
         return replace(plan, expected_pts=tuple(p + 1 for p in plan.expected_pts))
 
-    monkeypatch.setattr(_reader, "plan_seek", wrong)
+    monkeypatch.setattr(_feed, "plan_seek", wrong)
     caplog.set_level(logging.INFO, logger="media")
     np.testing.assert_array_equal(_cat(_run(clips["mp4"], 40, stride=2))[0], clean[0][40::2])
     assert "resume seek abandoned" in caplog.text
