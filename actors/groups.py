@@ -4,27 +4,35 @@ provenance for the store)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models import build_model, load_checkpoint
-from models.analyze import DenseMode
+from models import build_model, licence, load_checkpoint, seg_classes
+from models.analyze import DERIVED_TASKS, DenseMode
 from models.hub import hub_ref
 from models.runtime import CompileMode, Predictor, RuntimeSpec, compile_mode
-from models.spec import INPUT_SIZE
+from models.spec import INPUT_SIZE, SIZES
 
 __all__ = [
+    "FAMILY_SIZES",
+    "FAMILY_TASKS",
+    "MODEL_NAMES",
     "TINY_CROP",
     "TINY_TASKS",
     "InferSpec",
     "ModelSpec",
+    "announce_licence",
     "build_groups",
     "model_facts",
+    "parse_model_name",
     "runtime_spec",
 ]
+
+logger = logging.getLogger(__name__)
 
 TINY_CROP = (256, 192)
 
@@ -32,6 +40,42 @@ TINY_CROP = (256, 192)
 #: Tasks of the tiny model: it always has every head, so its weights for a seed do not depend
 #: on which tasks a job asks for (a job's tasks choose the heads that run, not the weights).
 TINY_TASKS: tuple[str, ...] = ("pose", "seg", "depth", "normal")
+#: Heads of each family's tiny model (Sapiens2 has no depth head).
+_TINY_HEADS: dict[str, tuple[str, ...]] = {
+    "sapiens": TINY_TASKS,
+    "sapiens2": ("pose", "seg", "normal", "pointmap"),
+}
+#: Tasks each model family serves: Sapiens2's depth is its pointmap's metric z
+#: (``models.analyze.DERIVED_TASKS``).
+FAMILY_TASKS: dict[str, tuple[str, ...]] = {
+    "sapiens": TINY_TASKS,
+    "sapiens2": ("pose", "seg", "depth", "normal", "pointmap"),
+}
+
+
+#: Sizes with released task heads (or random tiny weights) per family: what a job can run.
+FAMILY_SIZES: dict[str, tuple[str, ...]] = {
+    "sapiens": SIZES,
+    "sapiens2": ("tiny", "0.4b", "0.8b", "1b", "5b"),
+}
+#: Model names a job or the CLI takes: ``0.3b`` (Sapiens) or ``sapiens2-0.4b``.
+MODEL_NAMES: tuple[str, ...] = (
+    *FAMILY_SIZES["sapiens"],
+    *(f"sapiens2-{s}" for s in FAMILY_SIZES["sapiens2"]),
+)
+
+
+def parse_model_name(name: str) -> tuple[str, str]:
+    """``0.3b`` -> (``sapiens``, ``0.3b``); ``sapiens2-0.4b`` -> (``sapiens2``, ``0.4b``).
+
+    Raises:
+        ValueError: a name of no family and size in ``MODEL_NAMES``.
+    """
+    family, _, size = name.partition("-") if name.startswith("sapiens") else ("", "", name)
+    family = family or "sapiens"
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(MODEL_NAMES)}")
+    return family, size
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +84,8 @@ class ModelSpec:
     by this key; the jobs bound to one actor may ask for different tasks and dense modes.
 
     Args:
-        size: ``tiny`` (random weights from ``seed``) or a released size.
+        size: ``tiny`` (random weights from ``seed``) or a released size of ``family``.
+        family: ``sapiens`` or ``sapiens2``.
         weights: ``hub`` or a directory holding the released checkpoint files.
         fmt: hub format (``original``, ``torchscript``, ``bfloat16``).
         num_keypoints: pose keypoint set of the tiny model (released pose models are 308).
@@ -60,6 +105,7 @@ class ModelSpec:
     """
 
     size: str = "tiny"
+    family: str = "sapiens"
     weights: str = "hub"
     fmt: str = "original"
     num_keypoints: int = 308
@@ -74,6 +120,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:  # one key per mode: True and "default" are one model
         object.__setattr__(self, "compile", compile_mode(self.compile))
+        if self.size not in FAMILY_SIZES.get(self.family, ()):
+            msg = f"unknown model {self.family} {self.size!r}; expected one of {list(MODEL_NAMES)}"
+            raise ValueError(msg)
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:
@@ -84,6 +133,22 @@ class ModelSpec:
     @property
     def resolved_device(self) -> str:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this model serves."""
+        return FAMILY_TASKS[self.family]
+
+    @property
+    def name(self) -> str:
+        """``0.3b``, ``tiny`` (Sapiens) or ``sapiens2-0.4b``, ``sapiens2-tiny``."""
+        return self.size if self.family == "sapiens" else f"{self.family}-{self.size}"
+
+    def heads_for(self, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        """The heads that serve ``tasks`` (a derived task by its source head), in order."""
+        own = _TINY_HEADS[self.family]
+        heads = (t if t in own else DERIVED_TASKS.get(t, t) for t in tasks)
+        return tuple(dict.fromkeys(heads))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,8 +197,8 @@ class InferSpec:
 def _checkpoint_source(key: ModelSpec, task: str) -> str:
     if key.weights == "hub":
         suffix = "" if key.fmt == "original" else f"-{key.fmt}"
-        return f"facebook/sapiens-{task}-{key.size}{suffix}"
-    ref = hub_ref(task, key.size, key.fmt)
+        return f"facebook/{key.family}-{task}-{key.size}{suffix}"
+    ref = hub_ref(task, key.size, key.fmt, family=key.family)
     for name in ref.filenames:
         if (Path(key.weights) / name).is_file():
             return str(Path(key.weights) / name)
@@ -153,16 +218,23 @@ def runtime_spec(key: ModelSpec, batch_size: int) -> RuntimeSpec:
 def model_facts(key: ModelSpec, groups: list[Predictor], tasks: tuple[str, ...]) -> dict[str, Any]:
     """Names, sizes and checkpoint provenance of the groups serving ``tasks``, for the store's
     attributes (a part of a group that serves no task of the job is left out)."""
-    parts = {"backbone", *tasks}
+    heads = set(key.heads_for(tasks))
+    parts = {"backbone", *heads}
+    terms = licence(key.family)
     return {
+        "family": key.family,
+        "model": key.name,
         "size": key.size,
         "tasks": list(tasks),
         "random_weights": key.size == "tiny",
         "seed": key.seed,
+        "licence": {"name": terms.name, "summary": terms.summary},
+        "seg_classes": list(seg_classes(key.family).names),
+        "derived": {t: DERIVED_TASKS[t] for t in tasks if t not in heads and t in DERIVED_TASKS},
         "checkpoints": {
             part: info.to_dict()
             for g in groups
-            if set(g.model.tasks) & set(tasks)
+            if set(g.model.tasks) & heads
             for part, info in g.model.checkpoints.items()
             if part in parts
         },
@@ -174,9 +246,33 @@ def build_groups(key: ModelSpec, tasks: tuple[str, ...], batch_size: int) -> lis
     every head (its weights do not depend on ``tasks``); released checkpoints each carry their
     own backbone, so they form one group per task."""
     runtime = runtime_spec(key, batch_size)
+    if key.family == "sapiens2":
+        announce_licence(key.family)
     if key.size == "tiny":
         torch.manual_seed(key.seed)
-        return [
-            Predictor(build_model(TINY_TASKS, "tiny", num_keypoints=key.num_keypoints), runtime)
-        ]
-    return [Predictor(load_checkpoint(_checkpoint_source(key, t), task=t), runtime) for t in tasks]
+        extra = {"input_size": key.resolved_crop_size} if key.family == "sapiens2" else {}
+        model = build_model(
+            _TINY_HEADS[key.family],
+            "tiny",
+            family=key.family,
+            num_keypoints=key.num_keypoints,
+            **extra,  # type: ignore[arg-type]
+        )
+        return [Predictor(model, runtime)]
+    return [
+        Predictor(load_checkpoint(_checkpoint_source(key, t), task=t), runtime)
+        for t in key.heads_for(tasks)
+    ]
+
+
+_announced: set[str] = set()
+
+
+def announce_licence(family: str) -> None:
+    """Log the licence of ``family``'s weights, once per process (the first time a model of
+    the family is built here)."""
+    if family in _announced:
+        return
+    _announced.add(family)
+    terms = licence(family)
+    logger.warning("%s weights come under the %s: %s", family, terms.name, terms.summary)

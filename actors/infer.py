@@ -95,7 +95,7 @@ class SapiensWorker:
         self.analyzer: Analyzer | None = None
         self._load_lock = threading.Lock()
         if preload or model.size == "tiny":
-            self._analyzer_for(preload or TINY_TASKS)
+            self._analyzer_for(preload or model.tasks)
         deadline_ms = 10.0 if batch_deadline_ms is None else batch_deadline_ms
         self.batcher = DynamicBatcher(
             self._forward, batch_size=self.batch_size, deadline_s=deadline_ms / 1000
@@ -120,16 +120,18 @@ class SapiensWorker:
 
     def _analyzer_for(self, tasks: tuple[str, ...]) -> Analyzer:
         """The analyzer, after loading the groups of any of ``tasks`` not loaded yet."""
-        unknown = [t for t in tasks if t not in TINY_TASKS]
+        offered = self.key.tasks
+        unknown = [t for t in tasks if t not in offered]
         if unknown or not tasks:
             raise ValueError(
-                f"tasks must be a non-empty subset of {list(TINY_TASKS)}, got {list(tasks)}"
+                f"tasks of a {self.key.name} model must be a non-empty subset of "
+                f"{list(offered)}, got {list(tasks)}"
             )
         analyzer = self.analyzer
         if analyzer is not None and all(t in analyzer.tasks for t in tasks):
             return analyzer
         with self._load_lock:
-            missing = tuple(t for t in tasks if t not in self.tasks)
+            missing = tuple(h for h in self.key.heads_for(tasks) if h not in self.tasks)
             if missing:
                 self.groups = [*self.groups, *build_groups(self.key, missing, self.batch_size)]
                 self.analyzer = self._make_analyzer()
@@ -143,7 +145,11 @@ class SapiensWorker:
                 g.model.heads["pose"].spec.out_dim for g in self.groups if "pose" in g.model.heads
             )
             flip = keypoint_set(k).flip_indices
-        return Analyzer(self.groups, flip_indices=flip, crop_size=self.key.resolved_crop_size)
+        return Analyzer(
+            self.groups,
+            flip_indices=flip,
+            crop_size=self.key.resolved_crop_size,
+        )
 
     def _forward(
         self, images: torch.Tensor, want: frozenset[str] | None
@@ -295,6 +301,9 @@ def _record(meta: FrameMeta, persons: PersonBatch, res: PersonResults, f: int) -
             fields["depth_scale"] = patches.depth_scale[rows]
         if patches.normal is not None:
             fields["normal_patch"] = patches.split("normal", rows)
+        if patches.pointmap is not None and patches.pointmap_scale is not None:
+            fields["pointmap_patch"] = patches.split("pointmap", rows)
+            fields["pointmap_scale"] = patches.pointmap_scale[rows]
     maps = res.maps
     if maps is not None:
         if maps.part is not None:
@@ -304,4 +313,6 @@ def _record(meta: FrameMeta, persons: PersonBatch, res: PersonResults, f: int) -
             fields["depth"] = maps.depth[f].numpy()
         if maps.normal is not None:
             fields["normal"] = maps.normal[f].numpy()
+        if maps.pointmap is not None:
+            fields["pointmap"] = maps.pointmap[f].numpy()
     return FrameResult(**fields)

@@ -13,8 +13,15 @@ task (``layout: released``). ``--compile both`` gives every row with and without
 ``torch.compile``. The dense bf16 peaks used for MFU are in ``PEAK_BF16`` (bench/gpu.py uses
 the same table).
 
+Sizes are Sapiens sizes (``0.3b``) or Sapiens2 models (``sapiens2-0.4b``); a Sapiens2 size runs
+its own heads (pose, seg, normal, pointmap: a ``depth`` task stands for the pointmap, whose z
+it is). ``catalogue`` lists, for every released size of both families, the parameters and the
+FLOPs per crop at 1024x768 (backbone, each head's task model, the released set), counted on
+the meta device.
+
     python bench/models.py                       # defaults for the machine
     python bench/models.py --sizes 0.3b,1b --batch 16 --compile --out bench/results/h100.json
+    python bench/models.py --sizes sapiens2-0.4b,sapiens2-1b --batch 8
     python bench/models.py --compile both        # each row eager and compiled
 """
 
@@ -70,9 +77,35 @@ def peak_for_name(name: str) -> float | None:
     return None if entry is None else entry[1]
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """``0.3b`` -> (``sapiens``, ``0.3b``); ``sapiens2-0.4b`` -> (``sapiens2``, ``0.4b``)."""
+    return (
+        ("sapiens2", name.removeprefix("sapiens2-"))
+        if name.startswith("sapiens2-")
+        else (
+            "sapiens",
+            name,
+        )
+    )
+
+
+def heads_of(name: str, tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The heads that serve ``tasks`` on model ``name`` (Sapiens2: depth is the pointmap's)."""
+    if split_name(name)[0] == "sapiens":
+        return tasks
+    return tuple(dict.fromkeys("pointmap" if t == "depth" else t for t in tasks))
+
+
+def _build(tasks: tuple[str, ...], name: str, hw: tuple[int, int], **dd: object) -> torch.nn.Module:
+    family, size = split_name(name)
+    extra: dict[str, object] = {"input_size": hw} if family == "sapiens2" else {}
+    return build_model(tasks, size, family=family, **extra, **dd)  # type: ignore[arg-type]
+
+
 def count_flops(tasks: tuple[str, ...], size: str, hw: tuple[int, int]) -> int:
-    """FLOPs of one crop through the backbone and the given heads, counted on the meta device."""
-    model = build_model(tasks, size, device="meta")
+    """FLOPs of one crop through the backbone and the given heads, counted on the meta device
+    (``size``: a Sapiens size or a ``sapiens2-`` model name)."""
+    model = _build(tasks, size, hw, device="meta")
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, *hw, device="meta"))
     return int(counter.get_total_flops())
@@ -95,13 +128,50 @@ def build_layout(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    hw: tuple[int, int] = (1024, 768),
 ) -> list[torch.nn.Module]:
     """Random-weight backbone groups: one for ``shared``, one per task for ``released``."""
     if layout == "released":
-        return [build_model((t,), size, device=device, dtype=dtype) for t in tasks]
+        return [_build((t,), size, hw, device=device, dtype=dtype) for t in tasks]
     if layout != "shared":
         raise ValueError(f"layout must be 'shared' or 'released', got {layout!r}")
-    return [build_model(tasks, size, device=device, dtype=dtype)]
+    return [_build(tasks, size, hw, device=device, dtype=dtype)]
+
+
+#: Released task-model sizes of each family (the catalogue's rows) and their heads.
+CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sapiens": (("0.3b", "0.6b", "1b", "2b"), ("pose", "seg", "depth", "normal")),
+    "sapiens2": (
+        ("sapiens2-0.4b", "sapiens2-0.8b", "sapiens2-1b", "sapiens2-5b"),
+        ("pose", "seg", "normal", "pointmap"),
+    ),
+}
+
+
+def catalogue(hw: tuple[int, int] = (1024, 768)) -> list[dict[str, object]]:
+    """Parameters and FLOPs per crop at ``hw`` of every released size, on the meta device."""
+    rows: list[dict[str, object]] = []
+    for family, (names, tasks) in CATALOGUE.items():
+        for name in names:
+            params = {
+                t or "backbone": sum(
+                    p.numel()
+                    for p in _build((t,) if t else (), name, hw, device="meta").parameters()
+                )
+                for t in ("", *tasks)
+            }
+            flops = {t: count_flops((t,), name, hw) / 1e12 for t in tasks}
+            rows.append(
+                {
+                    "family": family,
+                    "model": name,
+                    "params": params,
+                    "backbone_tflop": count_flops((), name, hw) / 1e12,
+                    "task_model_tflop": flops,
+                    "released_tflop_per_person": sum(flops.values()),
+                }
+            )
+    return rows
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -136,7 +206,8 @@ def bench_one(
 ) -> dict[str, object]:
     hw = (args.height, args.width)
     spec = RuntimeSpec(device=args.device, dtype=args.dtype, compile=compile, batch_size=args.batch)
-    groups = build_layout(tasks, size, layout, device=args.device, dtype=spec.torch_dtype)
+    tasks = heads_of(size, tasks)
+    groups = build_layout(tasks, size, layout, device=args.device, dtype=spec.torch_dtype, hw=hw)
     preds = [Predictor(model, spec) for model in groups]
     x = torch.randn(args.batch, 3, *hw, device=args.device)
     seconds = time_predictors(preds, x, args.iters, args.warmup)
@@ -183,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         choices=("off", "on", "both"),
         help="torch.compile the groups: off (default), on (bare --compile) or both (a row each)",
     )
+    p.add_argument("--no-catalogue", action="store_true", help="skip the parameter and FLOP table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -211,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         else None,
         "threads": torch.get_num_threads(),
         "results": rows,
+        "catalogue": None if args.no_catalogue else catalogue(),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -38,29 +38,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
+    from actors.groups import FAMILY_SIZES
+    from models import licence
+    from models.errors import CheckpointNotFoundError
     from models.hub import FORMATS, hub_ref
-    from models.spec import SIZES, TASKS
+    from models.spec import TASKS
+    from models.spec2 import SAPIENS2_SIZES, SAPIENS2_TASKS
 
     rows = []
-    for task in TASKS:
-        for size in SIZES:
-            try:
-                ref = hub_ref(task, size)
-            except FileNotFoundError:
-                continue
-            rows.append(
-                {
-                    "task": task,
-                    "size": size,
-                    "repos": [ref.repo_id + ("" if f == "original" else f"-{f}") for f in FORMATS],
-                }
-            )
+    catalogue = (
+        ("sapiens", TASKS, FAMILY_SIZES["sapiens"]),
+        ("sapiens2", SAPIENS2_TASKS, SAPIENS2_SIZES),
+    )
+    for family, tasks, sizes in catalogue:
+        terms = licence(family)
+        formats = FORMATS if family == "sapiens" else {"original": ".safetensors"}
+        for task in tasks:
+            for size in sizes:
+                try:
+                    ref = hub_ref(task, size, family=family)
+                except (FileNotFoundError, CheckpointNotFoundError):
+                    continue
+                rows.append(
+                    {
+                        "family": family,
+                        "model": size if family == "sapiens" else f"{family}-{size}",
+                        "task": task,
+                        "size": size,
+                        "repos": [
+                            ref.repo_id + ("" if f == "original" else f"-{f}") for f in formats
+                        ],
+                        "licence": terms.name,
+                        "licence_summary": terms.summary,
+                    }
+                )
     print(json.dumps(rows, indent=2))
     return 0
 
 
 def _cmd_models_verify(args: argparse.Namespace) -> int:
-    from models import ModelError, load_checkpoint
+    from models import ModelError, licence, load_checkpoint
 
     try:
         model = load_checkpoint(
@@ -71,10 +88,14 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     params = sum(p.numel() for p in model.parameters())
     info = {part: c.to_dict() for part, c in model.checkpoints.items()}
+    terms = licence(model.family)
     print(
         json.dumps(
             {
+                "family": model.family,
                 "size": model.size,
+                "licence": terms.name,
+                "licence_summary": terms.summary,
                 "tasks": list(model.tasks),
                 "parameters": params,
                 "checkpoints": info,
@@ -104,12 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
-    models = sub.add_parser("models", help="list or verify Sapiens checkpoints")
+    models = sub.add_parser("models", help="list or verify Sapiens and Sapiens2 checkpoints")
     msub = models.add_subparsers(dest="models_command", required=True)
     ls = msub.add_parser("list", help="released checkpoints and their hub repositories")
     ls.set_defaults(func=_cmd_models_list)
     verify = msub.add_parser("verify", help="load a checkpoint strictly and print its facts")
-    verify.add_argument("source", help="file path or hub name (facebook/sapiens-pose-0.3b)")
+    verify.add_argument(
+        "source",
+        help="file path or hub name (facebook/sapiens-pose-0.3b, facebook/sapiens2-pose-0.4b)",
+    )
     verify.add_argument("--task", default=None)
     verify.add_argument("--size", default=None)
     verify.add_argument("--offline", action="store_true", help="use the hub cache only")

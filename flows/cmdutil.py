@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from actors.groups import parse_model_name
 from flows.errors import SpecError
 from flows.spec import JobSpec
 
@@ -37,6 +38,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("job_id", args.job_id),
         ("detector", args.detector),
         ("max_side", args.max_side),
+        ("reduced_decode", getattr(args, "reduced_decode", None)),
         ("dense_mode", args.dense_mode),
         ("batch_size", args.batch_size),
     ):
@@ -45,8 +47,9 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     if args.tasks:
         raw["tasks"] = args.tasks.split(",")
     model = raw.setdefault("model", {})
+    if args.model is not None:
+        model["family"], model["size"] = parse_model_name(args.model)
     for key, value in (
-        ("size", args.model),
         ("weights", args.weights),
         ("compile", getattr(args, "compile", None)),
         ("channels_last", getattr(args, "channels_last", None)),

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from actors.groups import MODEL_NAMES
 from flows.cmdutil import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -23,7 +24,6 @@ from flows.runcmd import run_command
 from flows.spec import DENSE_MODES, DETECTOR_MODELS, DETECTORS, TASK_NAMES
 from models.detect import DETECTOR_DEVICES
 from models.runtime import COMPILE_MODES
-from models.spec import SIZES
 
 __all__ = ["add_job_commands"]
 
@@ -201,7 +201,11 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec-json", help="the JSON job spec itself (instead of --spec FILE)")
     p.add_argument("--job-id")
     p.add_argument("--tasks", help=f"comma list of {','.join(TASK_NAMES)}")
-    p.add_argument("--model", choices=SIZES, help="model size (tiny: random weights)")
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        help="Sapiens size, or sapiens2-<size> (tiny, sapiens2-tiny: random weights)",
+    )
     p.add_argument("--weights", help="'hub' or a directory of checkpoint files")
     p.add_argument(
         "--compile",
@@ -237,6 +241,13 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float)
     p.add_argument("--end", type=float)
     p.add_argument("--max-side", type=int, help="downscale dense outputs to this longer side")
+    p.add_argument(
+        "--reduced-decode",
+        action="store_true",
+        default=None,
+        help="decode whole-frame dense jobs without pose at the smallest size that loses "
+        "nothing they keep (boxes then in decoded pixels; see JobSpec.reduced_decode)",
+    )
     p.add_argument(
         "--dense-mode",
         choices=DENSE_MODES,

@@ -62,13 +62,16 @@ def _tick(busy: dict[str, float], stage: str, mark: float) -> float:
 
 def model_entries(facts: dict) -> list[ModelProvenance]:
     """One store model entry per checkpointed part."""
+    terms = facts.get("licence")
+    licence = f"{terms['name']}: {terms['summary']}" if terms else None
     return [
         ModelProvenance(
-            name=f"sapiens-{facts['size']}",
+            name=f"{facts.get('family', 'sapiens')}-{facts['size']}",
             task=part,
             checkpoint_sha256=info.get("sha256"),
             random_weights=bool(info.get("random_weights")),
             source=info.get("source"),
+            licence=licence,
         )
         for part, info in facts["checkpoints"].items()
     ]

@@ -7,23 +7,32 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.decode import DecodeLimits, DecodeSpec
+from actors.decode import DecodeLimits, DecodeSpec, SizeFloor
 from actors.infer import InferSpec, ModelSpec
 from actors.messages import VideoInfo
 from actors.writer import StoreRequest
 from flows.spec import JobSpec
 from media import output_size
+from models.analyze import DENSE_TASKS
+from models.metadata import keypoint_set, seg_classes
 from models.spec import output_keypoints
 from storage import DEFAULT_MAX_PERSONS, ModelProvenance, StoreSpec
 
-__all__ = ["MAP_BYTES_PER_PIXEL", "TYPICAL_FRAME", "JobPlan", "map_bytes_per_pixel", "plan_job"]
+__all__ = [
+    "MAP_BYTES_PER_PIXEL",
+    "TYPICAL_FRAME",
+    "JobPlan",
+    "decode_floor",
+    "map_bytes_per_pixel",
+    "plan_job",
+]
 
 #: (H, W) a batch is sized for before its source is probed.
 TYPICAL_FRAME = (1080, 1920)
 
 #: Bytes per output pixel and frame of each task's dense map in the Sapiens actor: part labels
-#: (uint8), relative depth (float32), normals (3 x float32); pose has no dense map.
-MAP_BYTES_PER_PIXEL = {"pose": 0, "seg": 1, "depth": 4, "normal": 12}
+#: (uint8), relative depth (float32), normals and pointmaps (3 x float32); pose has none.
+MAP_BYTES_PER_PIXEL = {"pose": 0, "seg": 1, "depth": 4, "normal": 12, "pointmap": 12}
 #: Any dense task adds the maps that decide which person owns each pixel (a float32 score and
 #: an int32 person index).
 _OWNER_BYTES_PER_PIXEL = 8
@@ -31,8 +40,8 @@ _OWNER_BYTES_PER_PIXEL = 8
 
 #: Bytes per source pixel of crop-mode per-person patches, for persons whose boxes together
 #: cover the frame once (their upper bound without overlaps): part labels and foreground
-#: (2), depth float16 (2), normals int8 (3).
-PATCH_BYTES_PER_PIXEL = {"pose": 0, "seg": 2, "depth": 2, "normal": 3}
+#: (2), depth float16 (2), normals int8 (3), pointmaps 3 x float16 (6).
+PATCH_BYTES_PER_PIXEL = {"pose": 0, "seg": 2, "depth": 2, "normal": 3, "pointmap": 6}
 
 
 def map_bytes_per_pixel(tasks: tuple[str, ...], dense_mode: str = "frame") -> int:
@@ -59,8 +68,12 @@ class JobPlan:
         return f"{self.spec.output_root.rstrip('/')}/{self.spec.job_id}.zarr"
 
     def out_size(self, info: VideoInfo) -> tuple[int, int]:
-        """(H', W') of the dense maps: the frames' size, or downscaled to ``max_side``."""
-        return output_size(info.height, info.width, max_side=self.spec.max_side)
+        """(H', W') of the dense maps: the upright coded size, or downscaled to ``max_side``
+        (equal whatever size the frames are decoded at, and never above it)."""
+        out = output_size(*info.full_size, max_side=self.spec.max_side)
+        if out[0] > info.height or out[1] > info.width:
+            return output_size(info.height, info.width, max_side=self.spec.max_side)
+        return out
 
     def expected_frames(self, info: VideoInfo) -> int | None:
         """Roughly how many frames the job will analyse (the container's own counts are not
@@ -83,6 +96,7 @@ class JobPlan:
         return StoreSpec(
             tasks=self.spec.tasks,
             num_keypoints=output_keypoints(self.spec.model.size, self.infer.model.num_keypoints),
+            num_classes=seg_classes(self.spec.model.family).num_classes,
             height=h,
             width=w,
             source_height=info.height,
@@ -94,7 +108,7 @@ class JobPlan:
         """The store's per-person slot (H, W) for crop-mode dense results: the crop size (a
         patch is never finer than the crop nor than the frame), or None when dense results
         are frame maps (whole-frame mode) or there are none."""
-        if self.spec.dense_mode != "crop" or not set(self.spec.tasks) & {"seg", "depth", "normal"}:
+        if self.spec.dense_mode != "crop" or not set(self.spec.tasks) & set(DENSE_TASKS):
             return None
         ch, cw = self.infer.resolved_crop_size
         return min(ch, info.height), min(cw, info.width)
@@ -133,7 +147,54 @@ class JobPlan:
         )
 
     def job_facts(self) -> dict[str, Any]:
-        return {"job_id": self.spec.job_id, "spec": self.spec.to_dict()}
+        """The job's id and spec, and the label sets of its model's family: part classes
+        (names and palette: Sapiens' 28 or Sapiens2's 29) and keypoint names."""
+        classes = seg_classes(self.spec.model.family)
+        k = output_keypoints(self.spec.model.size, self.infer.model.num_keypoints)
+        labels = {
+            "family": self.spec.model.family,
+            "seg_classes": list(classes.names),
+            "seg_palette": [list(c) for c in classes.palette],
+            "keypoints": list(keypoint_set(k).names),
+        }
+        return {"job_id": self.spec.job_id, "spec": self.spec.to_dict(), "labels": labels}
+
+
+def decode_floor(spec: JobSpec, crop_size: tuple[int, int]) -> SizeFloor | None:
+    """The smallest upright frame ``spec``'s job can be decoded at without losing anything it
+    keeps, or None: the coded size. Only asked for with ``spec.reduced_decode``.
+
+    What reads the decoded frame, and at which resolution:
+
+    * pose crops (and crop-mode dense tasks) take each person at its own resolution, up to
+      ``crop_size`` for a person as tall as the crop: any downscale loses detail of small
+      persons, so a job with pose or in crop mode is decoded at the coded size;
+    * given boxes (detector ``boxes``) are in coded pixels: coded size;
+    * whole-frame dense tasks see the frame resized to the model input ``crop_size`` (H, W),
+      aspect not kept: the frame needs at least that height and width;
+    * RT-DETR sees it resized to ``input_size`` square: at least that on both sides; the
+      full-frame detector reads only the frame's extent;
+    * the stored frame maps are ``output_size(coded, max_side)`` (``JobPlan.out_size``): the
+      longer side needs at least ``max_side``; without ``max_side`` they are at the coded
+      size, so nothing can be reduced.
+
+    Nothing else reads the frames' pixels (the writer stores results, ``render`` decodes the
+    source itself). Boxes then come out in the decoded frames' pixels, and the store records
+    that size as its source size (see ``JobSpec.reduced_decode``).
+
+    Args:
+        spec: the job.
+        crop_size: (H, W) of the model input (``InferSpec.resolved_crop_size``).
+    """
+    if not spec.reduced_decode or spec.max_side is None:
+        return None
+    if "pose" in spec.tasks or spec.dense_mode != "frame" or spec.detector == "boxes":
+        return None
+    height, width = crop_size
+    if spec.detector == "rtdetr":
+        side = spec.detection.input_size
+        height, width = max(height, side), max(width, side)
+    return SizeFloor(height=height, width=width, side=spec.max_side)
 
 
 def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
@@ -146,19 +207,12 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
         map_bytes_per_pixel=map_bytes_per_pixel(spec.tasks, spec.dense_mode),
         map_max_side=spec.max_side if frame_maps else None,
     )
-    decode = DecodeSpec(
-        batch_size=spec.batch_size,
-        stride=s.stride,
-        target_fps=s.target_fps,
-        start_s=s.start_s,
-        end_s=s.end_s,
-        limits=limits,
-    )
     m = spec.model
     infer = InferSpec(
         tasks=spec.tasks,
         model=ModelSpec(
             size=m.size,
+            family=m.family,
             weights=m.weights,
             fmt=m.fmt,
             num_keypoints=m.num_keypoints,
@@ -170,6 +224,15 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
         ),
         batch_size=spec.batch_size,
         dense_mode=spec.dense_mode,
+    )
+    decode = DecodeSpec(
+        batch_size=spec.batch_size,
+        stride=s.stride,
+        target_fps=s.target_fps,
+        start_s=s.start_s,
+        end_s=s.end_s,
+        floor=decode_floor(spec, infer.resolved_crop_size),
+        limits=limits,
     )
     options: dict[str, Any] = {}
     if spec.detector == "rtdetr":

@@ -1,6 +1,8 @@
 """Rendering a result store over its source video: skeletons, part colours, depth, normals.
 
-Each output frame is a panel ``[frame + skeletons | parts over frame | depth | normals]``,
+Each output frame is a panel ``[frame + skeletons | parts over frame | depth | normals |
+pointmap depth]`` (each present when the store holds the task; parts in the palette of the
+store's class set, Sapiens' 28 or Sapiens2's 29 classes; the pointmap shown by its metric z),
 written as an H.264 mp4 (``.mp4``) or, for one frame, a PNG (``.png``).
 
 A store is data from elsewhere: the network URL it names as its source is never fetched unless
@@ -21,7 +23,7 @@ from PIL import Image
 from flows.visualize import colorize_depth, colorize_normals, colorize_parts, draw_pose, panel
 from media import VideoWriter, read_frames
 from media.errors import SourceNotFoundError
-from models.metadata import keypoint_set
+from models.metadata import keypoint_set, seg_classes
 from storage import ResultReader, open_result
 
 __all__ = ["render"]
@@ -49,8 +51,14 @@ def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), mode))
 
 
+def _depth_tile(depth: np.ndarray, fg: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray:
+    mask = None if fg is None else _resize(fg.astype(np.uint8), depth.shape, True) > 0
+    return _resize(colorize_depth(depth, mask), hw, nearest=False)
+
+
 def _tile(reader: ResultReader, index: int, frame: np.ndarray, height: int) -> np.ndarray:
     data = reader.frame(index)
+    classes = seg_classes("sapiens2" if reader.spec.num_classes == 29 else "sapiens")
     p = data.persons
     hw = frame.shape[:2]
     tiles = [frame]
@@ -61,21 +69,13 @@ def _tile(reader: ResultReader, index: int, frame: np.ndarray, height: int) -> n
     if data.part is not None:
         labels = _resize(np.asarray(data.part), hw, nearest=True)
         fg = labels > 0
-        tiles.append(colorize_parts(labels, alpha_on=frame))
+        tiles.append(colorize_parts(labels, alpha_on=frame, classes=classes))
     if data.depth is not None:
-        depth = np.asarray(data.depth, dtype=np.float32)
-        tiles.append(
-            _resize(
-                colorize_depth(
-                    depth,
-                    None if fg is None else _resize(fg.astype(np.uint8), depth.shape, True) > 0,
-                ),
-                hw,
-                nearest=False,
-            )
-        )
+        tiles.append(_depth_tile(np.asarray(data.depth, dtype=np.float32), fg, hw))
     if data.normal is not None:
         tiles.append(_resize(colorize_normals(np.asarray(data.normal)), hw, nearest=False))
+    if data.pointmap is not None:
+        tiles.append(_depth_tile(np.asarray(data.pointmap[..., 2], dtype=np.float32), fg, hw))
     out = panel(tiles, height=height)
     return out[: out.shape[0] // 2 * 2, : out.shape[1] // 2 * 2]  # even sides for yuv420p
 

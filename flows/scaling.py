@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from actors.groups import TINY_TASKS, ModelSpec
+from actors.groups import ModelSpec
 from models.spec import ARCHES
+from models.spec2 import SAPIENS2_ARCHES
 
 __all__ = [
     "ScalePolicy",
@@ -107,12 +108,20 @@ def gpu_share(key: ModelSpec, gpu_memory_gib: float) -> float:
     checkpoints are one backbone per task), at most 8 per device; 1 when even one does not
     fit (it gets the device to itself). Members of different models then share devices when
     they fit, instead of each holding a whole one."""
-    groups = 1 if key.size == "tiny" else len(TINY_TASKS)
+    groups = 1 if key.size == "tiny" else len(key.heads_for(key.tasks))
     width = _DTYPE_BYTES.get(key.dtype or "bfloat16", 2)
-    weights_gib = groups * ARCHES[key.size].block_params * width / 2**30
+    weights_gib = groups * _block_params(key) * width / 2**30
     need = weights_gib + ACTIVATION_GIB.get(key.size, RELEASED_ACTIVATION_GIB)
     fit = max(1, min(8, int(gpu_memory_gib // need)))
     return math.floor(10_000 / fit) / 10_000  # Ray counts GPU fractions to 1e-4
+
+
+def _block_params(key: ModelSpec) -> int:
+    """Parameters of the encoder layers of one backbone of ``key`` (nearly all of it)."""
+    if key.family == "sapiens2":
+        arch = SAPIENS2_ARCHES[key.size]
+        return 16 * arch.embed_dim**2 * arch.depth  # SPEC-sapiens2 §1.2, MHSA layers
+    return ARCHES[key.size].block_params
 
 
 def move_to(loads: list[int], mine: int) -> int | None:
@@ -184,4 +193,4 @@ def model_tag(key: ModelSpec) -> str:
     extras += [key.dtype or "", compiled, "cl" if key.channels_last else ""]
     extras += ["flip" if key.flip_test else ""]
     extras += [f"seed{key.seed}" if key.size == "tiny" and key.seed else ""]
-    return ":".join([key.size, *(e for e in extras if e)])
+    return ":".join([key.name, *(e for e in extras if e)])

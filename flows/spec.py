@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
+from actors.groups import FAMILY_SIZES, FAMILY_TASKS
 from flows.errors import SpecError
 from media import MAX_PIXELS
 from models.analyze import DENSE_MODES, DenseMode
 from models.detect import DETECTOR_DEVICES, DetectorKind
 from models.detect import MODEL_NAMES as DETECTOR_MODELS
 from models.runtime import compile_mode
-from models.spec import SIZES
 from storage.schema import TASKS, Task
 
 __all__ = [
@@ -58,7 +58,10 @@ class ModelChoice:
     """Which Sapiens model runs.
 
     Args:
-        size: ``tiny`` (random weights, for tests and demos) or a released size.
+        size: ``tiny`` (random weights, for tests and demos) or a released size of
+            ``family`` (``actors.groups.FAMILY_SIZES``).
+        family: ``sapiens`` (v1, CC-BY-NC-4.0 weights) or ``sapiens2`` (the 2026 family, under
+            the "Sapiens2 License": see ``models.licence``).
         weights: a directory of checkpoint files, or ``hub`` for the Hugging Face hub; ignored
             for ``tiny``.
         fmt: checkpoint format on the hub: ``original``, ``torchscript`` or ``bfloat16``.
@@ -71,6 +74,7 @@ class ModelChoice:
     """
 
     size: str = "tiny"
+    family: str = "sapiens"
     weights: str = "hub"
     fmt: str = "original"
     num_keypoints: int = 308
@@ -83,14 +87,35 @@ class ModelChoice:
             object.__setattr__(self, "compile", compile_mode(self.compile))
         except ValueError as e:
             raise SpecError(f"model.{e}") from None
-        if self.size not in SIZES:
-            raise SpecError(f"model.size must be one of {list(SIZES)}, got {self.size!r}")
+        if self.family not in FAMILY_SIZES:
+            msg = f"model.family must be one of {list(FAMILY_SIZES)}, got {self.family!r}"
+            raise SpecError(msg)
+        sizes = FAMILY_SIZES[self.family]
+        if self.size not in sizes:
+            msg = f"model.size of a {self.family} model must be one of {list(sizes)}, got "
+            raise SpecError(msg + repr(self.size))
+        if self.family == "sapiens2" and self.fmt != "original":
+            raise SpecError(
+                f"Sapiens2 is released as safetensors only (fmt 'original'): {self.fmt!r}"
+            )
         if self.num_keypoints not in (308, 133, 17):
             raise SpecError(f"model.num_keypoints must be 308, 133 or 17, got {self.num_keypoints}")
 
     @property
     def random_weights(self) -> bool:
         return self.size == "tiny"
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the model serves (Sapiens2 adds ``pointmap``; its ``depth`` is the
+        pointmap's metric z)."""
+        return FAMILY_TASKS[self.family]
+
+    @property
+    def default_tasks(self) -> tuple[str, ...]:
+        """A job's tasks when it names none: every task of its own heads (Sapiens2: pose, seg,
+        normal and pointmap, whose z is the depth)."""
+        return tuple(t for t in self.tasks if not (self.family == "sapiens2" and t == "depth"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,7 +229,8 @@ class JobSpec:
     Args:
         source: a local path or ``file://`` URL, an http(s) URL or an RTSP/RTMP stream.
         job_id: letters, digits, ``_.-`` (no path separators); generated when omitted.
-        tasks: any of pose, seg, depth, normal.
+        tasks: any of pose, seg, depth, normal (and pointmap on a Sapiens2 model, whose depth
+            is the pointmap's metric z); None: the model's ``default_tasks``.
         model: the model choice.
         detector: ``full-frame``, ``boxes`` (per-frame boxes in ``boxes``) or ``rtdetr``.
         boxes: source frame index -> list of xyxy boxes (``detector="boxes"`` only).
@@ -212,6 +238,11 @@ class JobSpec:
         sampling: frame sampling.
         output_root: directory or fsspec URL under which ``<job_id>.zarr`` is written.
         max_side: downscale dense outputs so their longer side is at most this (None = source).
+        reduced_decode: decode the frames at the smallest size that loses nothing the job
+            keeps (``flows.plan.decode_floor``), which is below the source size only for
+            whole-frame dense jobs without pose, with ``max_side`` and a full-frame or RT-DETR
+            detector; boxes and the store's source size are then in the decoded frames' pixels
+            (the coded size stays in the store's ``source`` attributes).
         dense_mode: ``crop``: dense tasks run on the person crops and are composited into
             frame maps; ``frame``: they run once on the whole frame resized to the model
             input, as the official demos do (pose still uses the crops; fused placement only).
@@ -223,7 +254,7 @@ class JobSpec:
 
     source: str
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    tasks: tuple[Task, ...] = TASK_NAMES
+    tasks: tuple[Task, ...] | None = None
     model: ModelChoice = field(default_factory=ModelChoice)
     detector: DetectorKind = "full-frame"
     boxes: Mapping[int, tuple[tuple[float, float, float, float], ...]] | None = None
@@ -231,6 +262,7 @@ class JobSpec:
     sampling: Sampling = field(default_factory=Sampling)
     output_root: str = "out/results"
     max_side: int | None = None
+    reduced_decode: bool = False
     dense_mode: DenseMode = "crop"
     placement: Placement = "fused"
     batch_size: int = 8
@@ -242,9 +274,15 @@ class JobSpec:
             raise SpecError("source is empty: give a video path or URL")
         if not isinstance(self.job_id, str) or not _JOB_ID.fullmatch(self.job_id):
             raise SpecError(f"job_id {self.job_id!r} must match {_JOB_ID.pattern}")
-        bad = [t for t in self.tasks if t not in TASK_NAMES]
+        if not isinstance(self.model, ModelChoice):
+            raise SpecError(f"model: expected a ModelChoice, got {type(self.model).__name__}")
+        if self.tasks is None:
+            object.__setattr__(self, "tasks", self.model.default_tasks)
+        offered = self.model.tasks
+        bad = [t for t in self.tasks or () if t not in offered]
         if bad or not self.tasks:
-            raise SpecError(f"tasks must be a non-empty subset of {TASK_NAMES}, got {self.tasks}")
+            msg = f"tasks of a {self.model.family} model must be a non-empty subset of {offered}"
+            raise SpecError(f"{msg}, got {self.tasks}")
         for name, value, allowed in (
             ("detector", self.detector, DETECTORS),
             ("dense_mode", self.dense_mode, DENSE_MODES),
@@ -254,12 +292,16 @@ class JobSpec:
                 raise SpecError(f"{name} must be one of {allowed}, got {value!r}")
         if self.dense_mode == "frame" and self.placement == "split":
             raise SpecError("dense_mode 'frame' runs in fused placement only")
+        if self.model.family == "sapiens2" and self.placement == "split":
+            raise SpecError("Sapiens2 models run in fused placement only")
         if (self.detector == "boxes") != (self.boxes is not None):
             raise SpecError("boxes are given exactly when detector is 'boxes'")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_side is not None and self.max_side < 16:
             raise SpecError(f"max_side must be >= 16, got {self.max_side}")
+        if not isinstance(self.reduced_decode, bool):
+            raise SpecError(f"reduced_decode must be true or false, got {self.reduced_decode!r}")
         if not isinstance(self.limits, Limits):
             raise SpecError(f"limits: expected a Limits, got {type(self.limits).__name__}")
         _check_output_root(self.output_root)
@@ -288,7 +330,7 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``from_dict`` turns back into an equal spec."""
         out = asdict(self)
-        out["tasks"] = list(self.tasks)
+        out["tasks"] = list(self.tasks or ())
         if self.boxes is not None:
             out["boxes"] = {str(k): [list(b) for b in v] for k, v in self.boxes.items()}
         return out

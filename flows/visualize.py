@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
-from models.metadata import GOLIATH_SEG_28, KeypointSet
+from models.metadata import GOLIATH_SEG_28, KeypointSet, SegClassSet
 
 __all__ = ["colorize_depth", "colorize_normals", "colorize_parts", "draw_pose", "panel"]
 
@@ -43,10 +43,14 @@ def _inferno(v: NDArray[np.floating]) -> Uint8Image:
 
 
 def colorize_parts(
-    labels: NDArray[np.integer], alpha_on: Uint8Image | None = None, alpha: float = 0.5
+    labels: NDArray[np.integer],
+    alpha_on: Uint8Image | None = None,
+    alpha: float = 0.5,
+    classes: SegClassSet = GOLIATH_SEG_28,
 ) -> Uint8Image:
-    """(H, W) part labels -> RGB with the official palette, optionally blended over an image."""
-    palette = np.asarray(GOLIATH_SEG_28.palette, dtype=np.uint8)
+    """(H, W) part labels -> RGB with the official palette of ``classes`` (Sapiens' 28 or
+    Sapiens2's 29), optionally blended over an image."""
+    palette = np.asarray(classes.palette, dtype=np.uint8)
     rgb = palette[np.clip(labels, 0, len(palette) - 1)]
     if alpha_on is None:
         return rgb

@@ -68,21 +68,27 @@ def whole_frame_maps(
     frame_size: tuple[int, int],
     out_size: tuple[int, int],
     tasks: tuple[str, ...],
+    on_grid: bool = False,
 ) -> FrameMaps:
     """Raw whole-frame outputs ``{task: (F, C, h, w)}`` -> frame maps on the output grid.
 
     Args:
-        outputs: seg logits, depth and/or normal of each frame (missing tasks are skipped).
+        outputs: seg logits, depth, normal and/or pointmap of each frame (missing tasks are
+            skipped).
         boxes, scores, frame_index: the persons, (N, 4) frame px, (N,), (N,).
         n_frames: F.
         frame_size: (H, W) of the frames.
         out_size: (H', W') of the maps.
         tasks: dense tasks to produce.
+        on_grid: the outputs are already on the output grid, normals and pointmaps final
+            (``models._frame_maps2``): they are masked, not resized or renormalised.
     """
     device = next(iter(outputs.values())).device if outputs else torch.device("cpu")
     shape = (n_frames, *out_size)
 
     def resized(task: str) -> Tensor:
+        if on_grid:
+            return outputs[task].float()
         return F.interpolate(
             outputs[task].float(), size=out_size, mode="bilinear", align_corners=False
         )
@@ -96,13 +102,17 @@ def whole_frame_maps(
         foreground = part > 0
     else:
         foreground = owner > 0
-    depth = normal = None
+    depth = normal = pointmap = None
     if "depth" in tasks:
         depth = torch.where(foreground, resized("depth")[:, 0], float("nan"))
     if "normal" in tasks:
         n = resized("normal").permute(0, 2, 3, 1)
-        n = n / (torch.linalg.vector_norm(n, dim=-1, keepdim=True) + 1e-5)
+        if not on_grid:
+            n = n / (torch.linalg.vector_norm(n, dim=-1, keepdim=True) + 1e-5)
         normal = torch.where(foreground[..., None], n, 0.0)
+    if "pointmap" in tasks:
+        xyz = resized("pointmap").permute(0, 2, 3, 1)
+        pointmap = torch.where(foreground[..., None], xyz, float("nan"))
     person = torch.where(foreground, owner, 0)
     assert person.shape == shape
-    return FrameMaps(person=person, part=part, depth=depth, normal=normal)
+    return FrameMaps(person=person, part=part, depth=depth, normal=normal, pointmap=pointmap)

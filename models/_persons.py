@@ -32,12 +32,14 @@ class FrameMaps:
         part: (F, H, W) uint8 part labels, or None without seg.
         depth: (F, H, W) float32, NaN off-person, or None.
         normal: (F, H, W, 3) float32 unit vectors, 0 off-person, or None.
+        pointmap: (F, H, W, 3) float32 metric xyz, NaN off-person, or None (Sapiens2).
     """
 
     person: Tensor
     part: Tensor | None
     depth: Tensor | None
     normal: Tensor | None
+    pointmap: Tensor | None = None
 
     def cpu(self) -> FrameMaps:
         """The same maps in CPU memory."""
@@ -50,6 +52,7 @@ class FrameMaps:
             part=move(self.part),
             depth=move(self.depth),
             normal=move(self.normal),
+            pointmap=move(self.pointmap),
         )
 
 

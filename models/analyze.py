@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from models._frame_maps import frames_to_input, whole_frame_maps
+from models._frame_maps2 import sapiens2_frame_outputs
 from models._persons import FrameMaps
+from models.batching import output_task
 from models.patches import PersonPatches, person_patches
 from models.postprocess import flip_test_average, heatmap_to_crop, udp_decode
 from models.preprocess import (
@@ -32,9 +34,20 @@ from models.runtime import Predictor
 from models.spec import INPUT_SIZE
 from models.transfer import to_device
 
-__all__ = ["DENSE_MODES", "Analyzer", "DenseMode", "PersonResults", "decode_outputs"]
+__all__ = [
+    "DENSE_MODES",
+    "DERIVED_TASKS",
+    "Analyzer",
+    "DenseMode",
+    "PersonResults",
+    "decode_outputs",
+    "depth_from_pointmap",
+]
 
-DENSE_TASKS = ("seg", "depth", "normal")
+DENSE_TASKS = ("seg", "depth", "normal", "pointmap")
+#: Tasks served from another head's output when no head of their own exists: Sapiens2 has no
+#: depth head, and its depth is the metric z of the pointmap (the pointmap / the model's scale).
+DERIVED_TASKS: dict[str, str] = {"depth": "pointmap"}
 DenseMode = Literal["crop", "frame"]
 """``crop``: dense tasks on the person crops; ``frame``: on the whole frame (official demos)."""
 DENSE_MODES: tuple[DenseMode, ...] = get_args(DenseMode)
@@ -72,8 +85,11 @@ class Analyzer:
             size, as the official demos do (``models._frame_maps``). Pose always uses crops.
             The default of calls, which may choose otherwise.
 
+
     One analyzer serves callers with different needs: each call names its tasks (a subset of
-    the groups' tasks) and dense mode, and only the heads it names run for its crops.
+    the groups' tasks) and dense mode, and only the heads it names run for its crops. A task
+    in ``DERIVED_TASKS`` whose source head is loaded and its own is not is served from the
+    source's output (Sapiens2's ``depth`` from its ``pointmap``).
     """
 
     def __init__(
@@ -92,8 +108,15 @@ class Analyzer:
         if len(tasks) != len(set(tasks)):
             raise ValueError(f"each task must belong to exactly one group, got {tasks}")
         self.groups = tuple(groups)
-        self.tasks = tuple(tasks)
+        self._derived = {
+            t: src for t, src in DERIVED_TASKS.items() if src in tasks and t not in tasks
+        }
+        self.tasks = (*tasks, *self._derived)
         self.norm, self.crop_size, self.dense_mode = norm, crop_size, dense_mode
+        # Sapiens2 pre-processing: crops that enlarge their box are bicubic (cv2's
+        # INTER_CUBIC), the others bilinear; whole frames follow its demos (_frame_maps2).
+        self.family = str(getattr(groups[0].model, "family", "sapiens"))
+        self.enlarge_mode = "bicubic" if self.family == "sapiens2" else "bilinear"
         self.device = groups[0].device
         self.flip = None if flip_indices is None else torch.tensor(flip_indices, device=self.device)
 
@@ -101,7 +124,7 @@ class Analyzer:
         """Raw outputs (with the flip test) for normalised crops, of the heads in ``want``
         (default: all); a group none of whose heads is wanted does not run."""
         outputs: dict[str, Tensor] = {}
-        wanted = None if want is None else frozenset(want)
+        wanted = None if want is None else frozenset(self._derived.get(t, t) for t in want)
         for group in self.groups:
             tasks = group.model.tasks
             if wanted is not None:
@@ -113,6 +136,11 @@ class Analyzer:
                 mirrored = group(crops.flip(-1), ("pose",))["pose"]
                 out["pose"] = flip_test_average(out["pose"], mirrored, self.flip)
             outputs.update(out)
+        for task, src in self._derived.items():
+            if (want is None or task in want) and src in outputs:
+                outputs[task] = depth_from_pointmap(outputs[src], outputs[f"{src}_scale"])
+        if want is not None:
+            outputs = {k: v for k, v in outputs.items() if output_task(k) in want}
         return outputs
 
     @torch.inference_mode()
@@ -202,9 +230,19 @@ class Analyzer:
         )
         maps = None
         if dense:
-            raw = run(
-                normalize(frames_to_input(frames, self.crop_size), self.norm), frozenset(dense)
-            )
+            out_size = out_size or frame_size
+            if self.family == "sapiens2":
+                raw = sapiens2_frame_outputs(
+                    frames,
+                    run,
+                    lambda images: normalize(images, self.norm),
+                    input_size=self.crop_size,
+                    tasks=dense,
+                    out_size=out_size,
+                )
+            else:
+                images = normalize(frames_to_input(frames, self.crop_size), self.norm)
+                raw = run(images, frozenset(dense))
             maps = whole_frame_maps(
                 {t: raw[t] for t in dense},
                 boxes=boxes.to(self.device),
@@ -212,8 +250,9 @@ class Analyzer:
                 frame_index=frame_index.to(self.device),
                 n_frames=n_frames,
                 frame_size=frame_size,
-                out_size=out_size or frame_size,
+                out_size=out_size,
                 tasks=dense,
+                on_grid=self.family == "sapiens2",
             ).cpu()
         return PersonResults(
             keypoints=pose.keypoints, keypoint_scores=pose.keypoint_scores, maps=maps
@@ -222,13 +261,25 @@ class Analyzer:
     def crop(self, frames: Tensor, frame_index: Tensor, boxes: Tensor) -> CropResult:
         """Person crops (on the analyzer's device) and their geometry; the boxes stay where
         they are (the host) for the geometry, so cropping does not wait on the device."""
-        return crop_persons(frames.to(self.device), frame_index, boxes, self.crop_size)
+        return crop_persons(
+            frames.to(self.device),
+            frame_index,
+            boxes,
+            self.crop_size,
+            enlarge_mode=self.enlarge_mode,
+        )
 
     def _num_keypoints(self) -> int:
         for group in self.groups:
             if "pose" in group.model.heads:
                 return int(group.model.heads["pose"].spec.out_dim)
         return 0
+
+
+def depth_from_pointmap(pointmap: Tensor, scale: Tensor) -> Tensor:
+    """(N, 1, H, W) float32 metric depth: the z of (N, 3, H, W) pointmaps divided by their
+    (N, 1) scales (Sapiens2: the pointmap is canonical camera space scaled by the scale)."""
+    return pointmap[:, 2:3].float() / scale.float().view(-1, 1, 1, 1)
 
 
 Forward = Callable[[Tensor, frozenset[str]], dict[str, Tensor]]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["BatcherClosedError", "BatcherStats", "DynamicBatcher"]
+__all__ = ["BatcherClosedError", "BatcherStats", "DynamicBatcher", "output_task"]
 
 Forward = Callable[[Tensor, frozenset[str] | None], dict[str, Tensor]]
 """images (N, C, H, W), wanted outputs (None: all) -> ``{name: (N, ...)}``."""
@@ -109,6 +109,12 @@ class BatcherStats:
             "fill": round(self.fill, 4),
             "busy_fraction": round(self.busy_fraction, 4),
         }
+
+
+def output_task(name: str) -> str:
+    """The task an output belongs to: ``pointmap_scale`` (an extra output of the pointmap
+    head) is the pointmap's; task names hold no underscore."""
+    return name.partition("_")[0]
 
 
 class DynamicBatcher:
@@ -321,7 +327,7 @@ class DynamicBatcher:
             mine = {
                 k: v[offset : offset + rows]
                 for k, v in outputs.items()
-                if req.want is None or k in req.want
+                if req.want is None or output_task(k) in req.want
             }
             req.parts.append((start, mine))
             offset += rows

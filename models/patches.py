@@ -7,7 +7,10 @@ than the head's own output (nor the crop) over the box, and converted to the sto
 * ``part`` uint8 labels and ``fg`` uint8 ``round(255 * (1 - p_background))`` from the seg logits;
 * ``depth`` float16, divided by the person's own ``depth_scale`` (the largest |depth| in its
   patch, so every person's values use the whole float16 range);
-* ``normal`` int8 ``round(127 * n)`` of the unit normals.
+* ``normal`` int8 ``round(127 * n)`` of the unit normals;
+* ``pointmap`` float16 xyz as the head gives it (Sapiens2: canonical camera space), with the
+  person's ``pointmap_scale`` (the model's scale output for its crop): metric xyz is
+  pointmap / pointmap_scale.
 
 One ``grid_sample`` per head resolution serves every person of a call, and the patches are
 packed into one flat buffer per field by a gather whose indices are computed on the host from
@@ -33,7 +36,8 @@ from models.transfer import to_host
 
 __all__ = ["PATCH_TASKS", "PersonPatches", "patch_boxes", "patch_sizes", "person_patches"]
 
-PATCH_TASKS = ("seg", "depth", "normal")
+PATCH_TASKS = ("seg", "depth", "normal", "pointmap")
+FLOAT16_MAX = 65504.0
 NORMAL_SCALE = 127
 FG_SCALE = 255
 
@@ -49,6 +53,8 @@ class PersonPatches:
         depth: flat float16 (sum h*w,) depth / depth_scale, or None.
         depth_scale: (N,) float32, or None.
         normal: (sum h*w, 3) int8, or None.
+        pointmap: (sum h*w, 3) float16 raw xyz, or None.
+        pointmap_scale: (N,) float32 scale of each person's crop (metric = raw / scale).
     """
 
     box: np.ndarray
@@ -58,15 +64,17 @@ class PersonPatches:
     depth: np.ndarray | None = None
     depth_scale: np.ndarray | None = None
     normal: np.ndarray | None = None
+    pointmap: np.ndarray | None = None
+    pointmap_scale: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.box.shape[0])
 
     def split(self, field: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """Per-person (h, w[, 3]) views of one packed field (``part``, ``fg``, ``depth`` or
-        ``normal``), for the persons ``rows`` (default: all)."""
+        """Per-person (h, w[, 3]) views of one packed field (``part``, ``fg``, ``depth``,
+        ``normal`` or ``pointmap``), for the persons ``rows`` (default: all)."""
         flat = getattr(self, field)
-        task = {"part": "seg", "fg": "seg", "depth": "depth", "normal": "normal"}[field]
+        task = {"part": "seg", "fg": "seg"}.get(field, field)
         hw = np.asarray(self.sizes[task])
         ends = np.cumsum(hw[:, 0] * hw[:, 1])
         starts = ends - hw[:, 0] * hw[:, 1]
@@ -79,7 +87,8 @@ class PersonPatches:
     def nbytes(self) -> int:
         """Bytes of every array (what crosses process boundaries)."""
         arrays = [self.box, *self.sizes.values()]
-        arrays += [a for a in (self.part, self.fg, self.depth, self.depth_scale, self.normal)]
+        arrays += [self.part, self.fg, self.depth, self.depth_scale, self.normal]
+        arrays += [self.pointmap, self.pointmap_scale]
         return sum(int(a.nbytes) for a in arrays if a is not None)
 
 
@@ -176,7 +185,8 @@ def person_patches(
 
     Args:
         outputs: raw head outputs on the device: ``seg`` (N, classes, h, w) logits, ``depth``
-            (N, 1, h, w), ``normal`` (N, 3, h, w); at least those in ``tasks``.
+            (N, 1, h, w), ``normal`` (N, 3, h, w), ``pointmap`` (N, 3, h, w) with
+            ``pointmap_scale`` (N, 1); at least those in ``tasks``.
         boxes: (N, 4) detection boxes xyxy in frame pixels (host).
         crop_scale: (N, 2) (w, h) frame pixels each crop covers (host).
         matrix: (N, 2, 3) frame px -> crop px warps (``preprocess.CropResult.matrix``).
@@ -206,6 +216,11 @@ def person_patches(
             scale = _depth_scale(sampled, hw, slot)
             fields["depth_scale"] = to_host(scale).numpy()
             fields["depth"] = _pack((sampled / scale.view(n, 1, 1, 1)).half(), hw, slot)
+        elif task == "pointmap":
+            scale = outputs["pointmap_scale"].float().reshape(n)
+            fields["pointmap_scale"] = to_host(scale).numpy()
+            xyz = sampled.clamp(-FLOAT16_MAX, FLOAT16_MAX).half()
+            fields["pointmap"] = _pack(xyz, hw, slot)
         else:
             unit = sampled / (sampled.norm(dim=1, keepdim=True) + 1e-5)
             q = torch.round(unit * NORMAL_SCALE).clamp(-NORMAL_SCALE, NORMAL_SCALE)
@@ -231,4 +246,9 @@ def _empty(task: str) -> dict[str, np.ndarray]:
         return {"part": np.zeros(0, np.uint8), "fg": np.zeros(0, np.uint8)}
     if task == "depth":
         return {"depth": np.zeros(0, np.float16), "depth_scale": np.zeros(0, np.float32)}
+    if task == "pointmap":
+        return {
+            "pointmap": np.zeros((0, 3), np.float16),
+            "pointmap_scale": np.zeros(0, np.float32),
+        }
     return {"normal": np.zeros((0, 3), np.int8)}

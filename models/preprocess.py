@@ -241,6 +241,7 @@ def crop_persons(
     out_size: tuple[int, int] = INPUT_SIZE,
     *,
     padding: float = 1.25,
+    enlarge_mode: str = "bilinear",
 ) -> CropResult:
     """Cut one UDP-warped crop per person box out of a batch of frames.
 
@@ -258,6 +259,9 @@ def crop_persons(
             width or height. Boxes may extend past the frame (the outside reads as 0).
         out_size: Crop ``(height, width)``, :data:`INPUT_SIZE` by default.
         padding: Box scale factor, 1.25 as in the official configs.
+        enlarge_mode: ``bilinear`` (Sapiens) or ``bicubic``: crops whose warp enlarges (the
+            smaller of its two scale factors is >= 1) are sampled bicubically (cv2's
+            INTER_CUBIC, as Sapiens2 does), the others bilinearly.
 
     Returns:
         :class:`CropResult` on the frames' device; ``crops`` keep a float frame dtype and are
@@ -271,6 +275,8 @@ def crop_persons(
     check_shape("frame_index", frame_index, ("N",))
     check_shape("boxes", boxes, (frame_index.shape[0], 4))
     check_size("out_size", out_size, minimum=2)
+    if enlarge_mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"enlarge_mode: expected 'bilinear' or 'bicubic', got {enlarge_mode!r}")
     if frame_index.is_floating_point() or frame_index.dtype == torch.bool:
         msg = f"frame_index: expected an integer dtype, got {frame_index.dtype}"
         raise ValueError(msg)
@@ -286,16 +292,41 @@ def crop_persons(
     if n:
         _check_crop_inputs(frame_index, scale, n_frames)
         counts = torch.bincount(frame_index, minlength=n_frames).tolist()
+    cubic = None
+    if enlarge_mode == "bicubic":  # the smaller scale factor of each (axis-aligned) warp
+        cubic = torch.minimum(matrix[:, 0, 0].abs(), matrix[:, 1, 1].abs()) >= 1
     center, scale, matrix = (t.to(device, non_blocking=True) for t in (center, scale, matrix))
     if n == 0:
         return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
     index = frame_index.to(device, non_blocking=True)
     _warp_by_frame(frames, index, counts, matrix.to(compute), out=crops)
+    if cubic is not None and bool(cubic.any()):
+        rows = torch.nonzero(cubic).flatten()
+        sub = torch.zeros((len(rows), 3, *out_size), dtype=out_dtype, device=device)
+        picked = frame_index[rows]
+        sub_counts = torch.bincount(picked, minlength=n_frames).tolist()
+        _warp_by_frame(
+            frames,
+            picked.to(device),
+            sub_counts,
+            matrix[rows.to(device)].to(compute),
+            out=sub,
+            mode="bicubic",
+        )
+        if not frames.is_floating_point():  # cv2 saturates cubic overshoot of uint8 images
+            sub.clamp_(0, 255)
+        crops[rows.to(device)] = sub
     return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
 
 
 def _warp_by_frame(
-    frames: Tensor, frame_index: Tensor, counts: list[int], matrix: Tensor, *, out: Tensor
+    frames: Tensor,
+    frame_index: Tensor,
+    counts: list[int],
+    matrix: Tensor,
+    *,
+    out: Tensor,
+    mode: str = "bilinear",
 ) -> None:
     """Warp each frame once for all of its persons and write the crops into ``out`` (N, 3, Ho, Wo).
 
@@ -315,7 +346,7 @@ def _warp_by_frame(
             src,
             matrix[rows],
             (out.shape[2], out.shape[3]),
-            mode="bilinear",
+            mode=mode,
             padding_mode="zeros",
             align_corners=True,
         )

@@ -95,3 +95,69 @@ def test_an_unknown_compile_mode_is_bad_input() -> None:
     assert JobSpec.from_dict({"source": "a.mp4", "model": {"compile": True}}).model.compile == (
         "default"
     )
+
+
+def test_a_sapiens2_model_by_name_reaches_the_plan_with_its_tasks_and_classes() -> None:
+    from flows.cli import _parser
+    from flows.cmdutil import spec_from_args
+    from flows.plan import plan_job
+
+    spec = spec_from_args(_parser().parse_args(["run", "a.mp4", "--model", "sapiens2-0.4b"]))
+    assert (spec.model.family, spec.model.size) == ("sapiens2", "0.4b")
+    assert spec.tasks == ("pose", "seg", "normal", "pointmap")  # its own heads
+    plan = plan_job(spec)
+    assert plan.infer.model.family == "sapiens2" and plan.infer.model.name == "sapiens2-0.4b"
+    assert plan.job_facts()["labels"]["seg_classes"][2] == "Eyeglass"
+    v1 = spec_from_args(_parser().parse_args(["run", "a.mp4", "--model", "0.3b"]))
+    assert (v1.model.family, v1.tasks) == ("sapiens", ("pose", "seg", "depth", "normal"))
+    flags = ["run", "a.mp4", "--model", "sapiens2-tiny", "--tasks", "depth", "--reduced-decode"]
+    one = spec_from_args(_parser().parse_args(flags))
+    assert one.tasks == ("depth",) and one.reduced_decode
+    assert plan_job(one).infer.model.heads_for(one.tasks) == ("pointmap",)
+
+
+def test_an_unknown_model_name_is_refused_by_the_parser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "a.mp4", "--model", "sapiens2-0.3b"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "a.mp4", "--model", "0.3b", "--tasks", "pointmap"], "subset of"),
+        (
+            ["run", "a.mp4", "--model", "sapiens2-tiny", "--spec-json", '{"placement": "split"}'],
+            "fused placement only",
+        ),
+        (
+            ["run", "a.mp4", "--spec-json", '{"model": {"family": "sapiens3"}}'],
+            "model.family must be one of",
+        ),
+    ],
+)
+def test_sapiens2_model_mistakes_are_bad_input(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_models_list_shows_both_families_and_their_licences(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    assert main(["models", "list"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_repo = {r["repos"][0]: r for r in rows}
+    assert by_repo["facebook/sapiens-pose-0.3b"]["licence"] == "CC-BY-NC-4.0"
+    s2 = by_repo["facebook/sapiens2-pointmap-0.4b"]
+    assert (s2["family"], s2["model"], s2["licence"]) == (
+        "sapiens2", "sapiens2-0.4b", "Sapiens2 License"
+    )  # fmt: skip
+    assert "surveillance" in s2["licence_summary"]
+    assert "facebook/sapiens2-pretrain-1b-4k" in by_repo
+    assert len([r for r in rows if r["family"] == "sapiens2"]) == 22

@@ -53,6 +53,31 @@ def _bilinear_zero_border(image: torch.Tensor, x: float, y: float) -> torch.Tens
     return total
 
 
+def _cubic_weight(t: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel with cv2's a = -0.75."""
+    t = abs(t)
+    if t <= 1:
+        return (a + 2) * t**3 - (a + 3) * t**2 + 1
+    if t < 2:
+        return a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
+    return 0.0
+
+
+def _bicubic_zero_border(image: torch.Tensor, x: float, y: float) -> torch.Tensor:
+    """cv2-style bicubic sample of (C, H, W) at pixel (x, y) over the 4x4 neighbours; those
+    outside read as 0."""
+    _, h, w = image.shape
+    x0, y0 = int(np.floor(x)), int(np.floor(y))
+    total = torch.zeros(image.shape[0], dtype=torch.float64)
+    for dy in range(-1, 3):
+        for dx in range(-1, 3):
+            yy, xx = y0 + dy, x0 + dx
+            if 0 <= yy < h and 0 <= xx < w:
+                weight = _cubic_weight(y - yy) * _cubic_weight(x - xx)
+                total += weight * image[:, yy, xx].double()
+    return total
+
+
 # ----------------------------------------------------------------------------- normalize / resize
 
 
@@ -191,6 +216,26 @@ def test_crop_pixels_equal_hand_computed_bilinear_samples() -> None:
             x, y = inverse[n, :, :2] @ torch.tensor([u, v], dtype=torch.float64) + inverse[n, :, 2]
             expected = _bilinear_zero_border(frames[0], float(x), float(y))
             _assert_close(result.crops[n, :, v, u], expected, atol=1e-3, rtol=0)
+
+
+def test_bicubic_mode_samples_enlarging_crops_bicubically_and_shrinking_ones_bilinearly() -> None:
+    """Sapiens2's crops: cv2 INTER_CUBIC where the warp enlarges (both scale factors >= 1),
+    INTER_LINEAR where it shrinks; uint8 frames saturate to 0..255 as cv2 does."""
+    gen = torch.Generator().manual_seed(7)
+    frames = (torch.rand(1, 3, 60, 70, generator=gen) * 255).to(torch.uint8)
+    # A 12x14 box enlarged into a 32x24 crop, and a 50x60 box shrunk into it.
+    boxes = torch.tensor([[20.2, 15.7, 32.1, 29.9], [3.0, 2.0, 53.0, 62.0]])
+    result = crop_persons(frames, torch.tensor([0, 0]), boxes, OUT, enlarge_mode="bicubic")
+    assert result.matrix[0, 0, 0] >= 1 and result.matrix[1, 0, 0] < 1
+    inverse = invert_affine(result.matrix.double())
+    for n, reference in ((0, _bicubic_zero_border), (1, _bilinear_zero_border)):
+        for u, v in ((0, 0), (7, 3), (23, 31), (12, 20), (5, 29)):
+            x, y = inverse[n, :, :2] @ torch.tensor([u, v], dtype=torch.float64) + inverse[n, :, 2]
+            expected = reference(frames[0], float(x), float(y)).clamp(0, 255)
+            _assert_close(result.crops[n, :, v, u], expected, atol=2e-3, rtol=0)
+    bilinear = crop_persons(frames, torch.tensor([0, 0]), boxes, OUT)
+    assert torch.equal(bilinear.crops[1], result.crops[1])
+    assert (bilinear.crops[0] - result.crops[0]).abs().max() > 1.0
 
 
 def test_crops_of_a_coordinate_ramp_read_back_their_source_location() -> None:
