@@ -61,11 +61,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.models import build_layout, peak_entry  # noqa: E402
+from bench.models import build_layout, heads_of, peak_entry  # noqa: E402
 from bench.models import count_layout_flops as _count_layout_flops  # noqa: E402
 from models.spec import ARCHES, INPUT_SIZE  # noqa: E402
 
 TASKS = ("pose", "seg", "depth", "normal")
+#: Sapiens2 sizes measured after the Sapiens ones (their heads serve TASKS: depth is the
+#: pointmap's); the deadline skips them first.
+SAPIENS2_SIZES = ("sapiens2-0.4b", "sapiens2-1b")
 CLIP_NAME = "people_walking_720p.avi"
 SMOKE_RESULTS = Path(os.environ.get("TMPDIR", "/tmp")) / "sapiens-stream-gpu-smoke"
 #: First guesses of torch.compile wall time (s) on a GPU machine, before one was measured.
@@ -285,14 +288,20 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _build(size: str, layout: str, device: torch.device) -> list[torch.nn.Module]:
+def _build(
+    size: str, layout: str, device: torch.device, hw: tuple[int, int] = INPUT_SIZE
+) -> list[torch.nn.Module]:
+    """The layout's groups of ``size`` (a Sapiens size or ``sapiens2-<size>``, whose heads
+    serve the tasks: depth is its pointmap's), built for ``hw`` inputs."""
     dtype = _dtype(device)
+    heads = heads_of(size, TASKS)
     try:  # in place at the run dtype: a 2b group is never allocated in float32
-        groups = build_layout(TASKS, size, layout, device=device, dtype=dtype)
+        groups = build_layout(heads, size, layout, device=device, dtype=dtype, hw=hw)
     except (RuntimeError, NotImplementedError) as e:
         if _is_oom(e):
             raise
-        groups = [g.to(dtype) for g in build_layout(TASKS, size, layout, device=device)]
+        built = build_layout(heads, size, layout, device=device, hw=hw)
+        groups = [g.to(dtype) for g in built]
     return [g.eval() for g in groups]
 
 
@@ -372,11 +381,11 @@ def _mfu_pass(ctx: Context, plan: list[tuple[str, list[int]]], end: float) -> di
                 ctx.mfu_rows.append({**base, "status": "skipped: deadline"})
                 ctx.results.save("models")
                 continue
-            flops = count_layout_flops(TASKS, size, ctx.hw, layout)
+            flops = count_layout_flops(heads_of(size, TASKS), size, ctx.hw, layout)
             base.update(tflop_per_crop=flops / 1e12, groups=4 if layout == "released" else 1)
             _mem_reset(dev)
             try:
-                groups = _build(size, layout, dev)
+                groups = _build(size, layout, dev, ctx.hw)
             except Exception as e:  # one row's failure: the next size goes on
                 ctx.mfu_rows.append({**base, "status": f"error: build: {_error_text(e)}"})
                 ctx.results.save("models")
@@ -551,8 +560,11 @@ def section_compile(ctx: Context) -> dict[str, Any]:
     for size in args.compile_sizes:
         _mem_reset(dev)
         try:
-            (model,) = _build(size, "shared", dev)
-            models[size] = (model, count_layout_flops(TASKS, size, ctx.hw, "shared"))
+            (model,) = _build(size, "shared", dev, ctx.hw)
+            models[size] = (
+                model,
+                count_layout_flops(heads_of(size, TASKS), size, ctx.hw, "shared"),
+            )
         except Exception as e:
             rows.append({"size": size, "status": f"error: build: {_error_text(e)}"})
             ctx.results.save("compile")
@@ -752,7 +764,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     defaults: dict[str, Any] = {
         "deadline_s": 60.0 if smoke else 420.0,
         "results_dir": SMOKE_RESULTS if smoke else ROOT / "bench" / "results",
-        "sizes": ["tiny"] if smoke else ["0.3b", "0.6b", "1b", "2b"],
+        "sizes": ["tiny"] if smoke else [*("0.3b", "0.6b", "1b", "2b"), *SAPIENS2_SIZES],
         "batches": [1] if smoke else [1, 8],
         "batches_2b": [1] if smoke else [1, 8],
         "late_batches": [2] if smoke else [32],

@@ -140,38 +140,9 @@ GOLIATH_SEG_28 = SegClassSet(
 """The 28 Goliath body-part classes (0 = background) of the Sapiens seg heads."""
 
 
-# The Sapiens2 classes with their colors, in label order (SPEC-sapiens2 §6.1).
-_SAPIENS2_29: tuple[tuple[str, RGB], ...] = (
-    ("Background", (50, 50, 50)),
-    ("Apparel", (255, 218, 0)),
-    ("Eyeglass", (14, 204, 182)),
-    ("Face_Neck", (128, 200, 255)),
-    ("Hair", (255, 0, 109)),
-    ("Left_Foot", (189, 0, 204)),
-    ("Left_Hand", (255, 0, 218)),
-    ("Left_Lower_Arm", (0, 160, 204)),
-    ("Left_Lower_Leg", (0, 255, 145)),
-    ("Left_Shoe", (204, 0, 131)),
-    ("Left_Sock", (182, 0, 255)),
-    ("Left_Upper_Arm", (255, 109, 0)),
-    ("Left_Upper_Leg", (0, 255, 255)),
-    ("Lower_Clothing", (72, 0, 255)),
-    ("Right_Foot", (204, 131, 0)),
-    ("Right_Hand", (255, 0, 0)),
-    ("Right_Lower_Arm", (72, 255, 0)),
-    ("Right_Lower_Leg", (189, 204, 0)),
-    ("Right_Shoe", (182, 255, 0)),
-    ("Right_Sock", (102, 0, 204)),
-    ("Right_Upper_Arm", (32, 72, 204)),
-    ("Right_Upper_Leg", (0, 145, 255)),
-    ("Torso", (14, 204, 0)),
-    ("Upper_Clothing", (0, 128, 72)),
-    ("Lower_Lip", (235, 205, 119)),
-    ("Upper_Lip", (115, 227, 112)),
-    ("Lower_Teeth", (157, 113, 143)),
-    ("Upper_Teeth", (132, 93, 50)),
-    ("Tongue", (82, 21, 114)),
-)
+# The Sapiens2 classes (SPEC-sapiens2 §6.1): the 28 with "Eyeglass" (the merged eyeglass
+# frame and lenses) inserted at label 2; every other name and colour is unchanged.
+_SAPIENS2_29: tuple[tuple[str, RGB], ...] = (*_KEPT[:2], ("Eyeglass", (14, 204, 182)), *_KEPT[2:])
 
 SAPIENS2_SEG_29 = SegClassSet(
     name="sapiens2",
