@@ -13,8 +13,10 @@ import torch
 
 from models import build_model, licence, load_checkpoint, seg_classes
 from models.analyze import DERIVED_TASKS, DenseMode
-from models.hub import hub_ref
+from models.errors import CheckpointError
+from models.hub import HUB_POSE_KEYPOINTS, hub_ref, released_pose_files
 from models.runtime import CompileMode, Predictor, RuntimeSpec, compile_mode
+from models.sapiens import SapiensModel
 from models.spec import INPUT_SIZE, SIZES
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "ModelSpec",
     "announce_licence",
     "build_groups",
+    "keypoints_problem",
     "model_facts",
     "parse_model_name",
     "runtime_spec",
@@ -78,6 +81,31 @@ def parse_model_name(name: str) -> tuple[str, str]:
     return family, size
 
 
+def keypoints_problem(family: str, size: str, weights: str, num_keypoints: int) -> str | None:
+    """Why a model cannot give ``num_keypoints`` pose keypoints (one line), or None.
+
+    The tiny model takes any of 308, 133 and 17; released Sapiens2 pose models predict 308;
+    released Sapiens models 308 from the hub, 133 and 17 from the files SPEC §8 names, which
+    no facebook repository holds, so they must be in a weights directory.
+    """
+    if num_keypoints not in (308, 133, 17):
+        return f"expected 308, 133 or 17 keypoints, got {num_keypoints!r}"
+    if size == "tiny" or num_keypoints == HUB_POSE_KEYPOINTS:
+        return None
+    if family == "sapiens2":
+        return f"released Sapiens2 pose models predict 308 keypoints, not {num_keypoints}"
+    if weights == "hub":
+        try:
+            name = released_pose_files(size, num_keypoints)[0]
+        except FileNotFoundError as e:  # CheckpointNotFoundError: none at this size
+            return str(e)
+        return (
+            f"{num_keypoints} keypoints at {size}: facebook's hub repositories hold 308-keypoint "
+            f"pose files only; put {name} in a directory and pass it as the weights (--weights DIR)"
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
     """Which model a Sapiens actor holds: weights, precision and input size. Actors are pooled
@@ -88,7 +116,10 @@ class ModelSpec:
         family: ``sapiens`` or ``sapiens2``.
         weights: ``hub`` or a directory holding the released checkpoint files.
         fmt: hub format (``original``, ``torchscript``, ``bfloat16``).
-        num_keypoints: pose keypoint set of the tiny model (released pose models are 308).
+        num_keypoints: pose keypoint set: 308, 133 or 17. The tiny model is built with it; a
+            released Sapiens model loads the checkpoint of that set (133 and 17 from a weights
+            directory only: facebook's hub repositories hold the 308-keypoint files); released
+            Sapiens2 pose models are 308 only.
         device: ``cuda``/``cpu``; None picks CUDA when available.
         dtype: see ``RuntimeSpec``.
         compile: ``torch.compile`` mode of each group (``models.runtime.CompileMode``; a bool
@@ -123,6 +154,8 @@ class ModelSpec:
         if self.size not in FAMILY_SIZES.get(self.family, ()):
             msg = f"unknown model {self.family} {self.size!r}; expected one of {list(MODEL_NAMES)}"
             raise ValueError(msg)
+        if problem := keypoints_problem(self.family, self.size, self.weights, self.num_keypoints):
+            raise ValueError(problem)
 
     @property
     def resolved_crop_size(self) -> tuple[int, int]:
@@ -198,11 +231,27 @@ def _checkpoint_source(key: ModelSpec, task: str) -> str:
     if key.weights == "hub":
         suffix = "" if key.fmt == "original" else f"-{key.fmt}"
         return f"facebook/{key.family}-{task}-{key.size}{suffix}"
-    ref = hub_ref(task, key.size, key.fmt, family=key.family)
-    for name in ref.filenames:
+    if task == "pose" and key.family == "sapiens":
+        names = released_pose_files(key.size, key.num_keypoints, key.fmt)
+    else:
+        names = hub_ref(task, key.size, key.fmt, family=key.family).filenames
+    for name in names:
         if (Path(key.weights) / name).is_file():
             return str(Path(key.weights) / name)
-    raise FileNotFoundError(f"none of {list(ref.filenames)} is in {key.weights}")
+    raise FileNotFoundError(f"none of {list(names)} is in {key.weights}")
+
+
+def _load_group(key: ModelSpec, task: str) -> SapiensModel:
+    """The released checkpoint of ``task``; a pose head of another keypoint set than
+    ``key.num_keypoints`` is refused."""
+    source = _checkpoint_source(key, task)
+    model = load_checkpoint(source, task=task)
+    if task == "pose":
+        got = model.heads["pose"].spec.out_dim
+        if got != key.num_keypoints:
+            msg = f"{source}: expected a {key.num_keypoints}-keypoint pose head, got {got}"
+            raise CheckpointError(msg)
+    return model
 
 
 def runtime_spec(key: ModelSpec, batch_size: int) -> RuntimeSpec:
@@ -259,10 +308,7 @@ def build_groups(key: ModelSpec, tasks: tuple[str, ...], batch_size: int) -> lis
             **extra,  # type: ignore[arg-type]
         )
         return [Predictor(model, runtime)]
-    return [
-        Predictor(load_checkpoint(_checkpoint_source(key, t), task=t), runtime)
-        for t in key.heads_for(tasks)
-    ]
+    return [Predictor(_load_group(key, t), runtime) for t in key.heads_for(tasks)]
 
 
 _announced: set[str] = set()

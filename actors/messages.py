@@ -80,14 +80,15 @@ class FrameBatch:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PersonBatch:
-    """The tracked persons of one :class:`FrameBatch`, grouped by frame, in the order the
-    person stage found them within a frame. Detections too weak to track are left out.
+    """The persons of one :class:`FrameBatch`, grouped by frame, in the order the person
+    stage found them within a frame: every detection, tracked or not (track id -1).
 
     Args:
         boxes: (N, 4) float32 ``x1, y1, x2, y2`` in frame pixels.
         scores: (N,) float32 detector confidence.
         frame: (N,) int64 row of the person's frame in the batch, non-decreasing.
-        track_id: (N,) int64 track id (>= 0), stable across the job's batches.
+        track_id: (N,) int64 track id, stable across the job's batches; -1 for a detection
+            the tracker gave no track (``models.track.UNTRACKED``).
         skipped: rows of the batch's frames the person stage left out (more detections than
             the store holds per frame): they have no persons here and go to the store with
             status ``skipped``.
@@ -111,8 +112,8 @@ class PersonBatch:
             if array.shape[0] != n:
                 msg = f"PersonBatch.{name}: expected shape ({n},) to match boxes, got {array.shape}"
                 raise ValueError(msg)
-        if n and (np.any(np.diff(self.frame) < 0) or np.any(self.track_id < 0)):
-            msg = "PersonBatch: frame must be non-decreasing and track_id >= 0"
+        if n and (np.any(np.diff(self.frame) < 0) or np.any(self.track_id < -1)):
+            msg = "PersonBatch: frame must be non-decreasing and track_id >= -1"
             raise ValueError(msg)
 
     @classmethod

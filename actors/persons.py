@@ -68,7 +68,7 @@ class PersonStage:
 
     def __call__(self, batch: FrameBatch) -> tuple[Detections, np.ndarray]:
         """Detections of the batch (``frame`` = row in the batch, grouped by frame) and the
-        (N,) track id of each, -1 for detections too weak to track. A corrupt frame (black,
+        (N,) track id of each, -1 for detections the tracker did not track. A corrupt frame (black,
         ``batch.corrupt``) has no persons and leaves the tracker as it was; it still takes its
         frame step, so the tracks on either side of it are one frame further apart."""
         self.skipped = []
@@ -95,14 +95,15 @@ class PersonStage:
         return Detections.concat(parts), np.concatenate(ids).astype(np.int64)
 
     def tracked(self, batch: FrameBatch) -> PersonBatch:
-        """The batch's tracked persons (detections too weak to track left out)."""
+        """The batch's persons: every detection, with its score and its track id, or -1
+        (``UNTRACKED``) when the tracker gave it none (too weak to start a track and matching
+        none). Nothing the detector found is dropped; the store keeps such persons with id -1."""
         found, ids = self(batch)
-        keep = ids >= 0
         return PersonBatch(
-            boxes=np.ascontiguousarray(found.boxes_xyxy[keep], np.float32),
-            scores=np.ascontiguousarray(found.scores[keep], np.float32),
-            frame=np.ascontiguousarray(found.frame[keep], np.int64),
-            track_id=ids[keep],
+            boxes=np.ascontiguousarray(found.boxes_xyxy, np.float32),
+            scores=np.ascontiguousarray(found.scores, np.float32),
+            frame=np.ascontiguousarray(found.frame, np.int64),
+            track_id=ids,
             skipped=tuple(self.skipped),
         )
 

@@ -30,6 +30,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         count=args.frames,
         stride=args.stride,
         size=args.model,
+        weights=args.weights,
         boxes=boxes,
         seed=args.seed,
     )
@@ -118,7 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--frames", type=int, default=3)
     demo.add_argument("--stride", type=int, default=50)
-    demo.add_argument("--model", default="tiny", choices=["tiny", "0.3b", "0.6b", "1b", "2b"])
+    demo.add_argument(
+        "--model",
+        default="tiny",
+        choices=["tiny", "0.3b", "0.6b", "1b", "2b"],
+        help="tiny: random weights (the pictures say so); a size: its released checkpoints",
+    )
+    demo.add_argument(
+        "--weights",
+        default=None,
+        help="released sizes: 'hub' (default; its cache first, HF_HUB_OFFLINE=1 for the cache "
+        "only) or a directory holding the released checkpoint files",
+    )
     demo.add_argument(
         "--boxes", default=None, help='JSON list of xyxy boxes, e.g. "[[0,0,640,720]]"'
     )

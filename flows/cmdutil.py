@@ -41,11 +41,22 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("reduced_decode", getattr(args, "reduced_decode", None)),
         ("dense_mode", args.dense_mode),
         ("batch_size", args.batch_size),
+        ("priority", getattr(args, "priority", None)),
     ):
         if value is not None:
             raw[key] = value
     if args.tasks:
         raw["tasks"] = args.tasks.split(",")
+    _section_options(raw, args)
+    if args.boxes:
+        raw["boxes"] = json.loads(Path(args.boxes).read_text())
+        raw.setdefault("detector", "boxes")
+    return JobSpec.from_dict(raw)
+
+
+def _section_options(raw: dict[str, Any], args: argparse.Namespace) -> None:
+    """The flags of the spec's ``model``, ``detection`` and ``sampling`` sections, into ``raw``
+    (flags that were not given leave the spec file's values)."""
     model = raw.setdefault("model", {})
     if args.model is not None:
         model["family"], model["size"] = parse_model_name(args.model)
@@ -53,6 +64,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("weights", args.weights),
         ("compile", getattr(args, "compile", None)),
         ("channels_last", getattr(args, "channels_last", None)),
+        ("flip_test", getattr(args, "flip_test", None)),
+        ("num_keypoints", getattr(args, "keypoints", None)),
     ):
         if value is not None:
             model[key] = value
@@ -76,10 +89,6 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     ):
         if value is not None:
             sampling[key] = value
-    if args.boxes:
-        raw["boxes"] = json.loads(Path(args.boxes).read_text())
-        raw.setdefault("detector", "boxes")
-    return JobSpec.from_dict(raw)
 
 
 def coordinator_for(args: argparse.Namespace, *, detach: bool) -> Any:

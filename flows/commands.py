@@ -6,18 +6,17 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from actors.groups import MODEL_NAMES
+from flows.cmd_jobs import add_queue_commands
+from flows.cmd_results import add_result_commands
 from flows.cmdutil import (
     EXIT_BAD_INPUT,
-    EXIT_FAILED,
     EXIT_OK,
     coordinator_for,
     print_json,
-    spec_from_args,
 )
 from flows.errors import SpecError
 from flows.runcmd import run_command
@@ -26,28 +25,6 @@ from models.detect import DETECTOR_DEVICES
 from models.runtime import COMPILE_MODES
 
 __all__ = ["add_job_commands"]
-
-
-def _cmd_submit(args: argparse.Namespace) -> int:
-    from flows.plan import plan_job
-
-    spec = spec_from_args(args)
-    if args.address:
-        from flows.remote import submit_ray_job
-
-        print(
-            submit_ray_job(args.address, spec, redis_url=args.redis_url, actor_gpus=args.actor_gpus)
-        )
-        return EXIT_OK
-    coord = coordinator_for(args, detach=True)
-    sub = coord.submit(
-        spec.to_dict(),
-        job_id=spec.job_id,
-        client_key=args.client_key,
-        meta={"store": plan_job(spec).store_url, "submitted_by": "submit"},
-    )
-    print(sub.job_id)
-    return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -90,61 +67,6 @@ def _cmd_workers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _record(coord: Any, job_id: str, output_root: str | None = None) -> dict[str, Any]:
-    """The job's registry record; for a job the registry never saw (one ``run`` drove), what
-    its store under ``output_root`` says."""
-    from storage import JobNotFoundError, store_state
-
-    try:
-        r = coord.get(job_id)
-    except JobNotFoundError:
-        store = f"{(output_root or '').rstrip('/')}/{job_id}.zarr"
-        state = store_state(store) if output_root else None
-        if state is None:
-            raise
-        states = {"complete": "succeeded", "failed": "failed", "running": "running"}
-        return {
-            "job_id": job_id,
-            "state": states.get(state.status, state.status),
-            "committed_frames": state.frames,
-            "store": store,
-            "registry": False,
-        }
-    return {
-        "job_id": r.job_id,
-        "state": r.state,
-        "attempts": r.attempts,
-        "owner": r.owner,
-        "committed_frames": r.committed_frames,
-        "counters": r.counters,
-        "cancel_requested": r.cancel_requested,
-        "error": r.error,
-        "result": r.result,
-        "store": r.meta.get("store"),
-        "created_ms": r.created_ms,
-        "updated_ms": r.updated_ms,
-    }
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    print_json(_record(coordinator_for(args, detach=False), args.job_id, args.output_root))
-    return EXIT_OK
-
-
-def _cmd_wait(args: argparse.Namespace) -> int:
-    from storage import TERMINAL_STATES
-
-    coord = coordinator_for(args, detach=False)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    while (state := coord.get(args.job_id).state) not in TERMINAL_STATES:
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"error: job {args.job_id} still {state} after {args.timeout}s", file=sys.stderr)
-            return EXIT_FAILED
-        time.sleep(0.5)
-    print_json(_record(coord, args.job_id))
-    return EXIT_OK if state == "succeeded" else EXIT_FAILED
-
-
 def _cmd_cancel(args: argparse.Namespace) -> int:
     print(coordinator_for(args, detach=False).cancel(args.job_id))
     return EXIT_OK
@@ -163,28 +85,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
             for r in coord.list_jobs(state=args.state, limit=args.limit)
         ]
     )
-    return EXIT_OK
-
-
-def _cmd_query(args: argparse.Namespace) -> int:
-    from storage import open_result
-
-    reader = open_result(args.store)
-    if args.frame is not None:
-        f = reader.persons(args.frame, args.frame + 1)
-        print_json(
-            {
-                "frame": args.frame,
-                "track_id": f.track_id.tolist(),
-                "box_xyxy": f.box_xyxy.tolist(),
-                "score": f.score.tolist(),
-            }
-        )
-    elif args.track is not None:
-        t = reader.track(args.track)
-        print_json({"track_id": args.track, "frames": t.frames.tolist()})
-    else:
-        print_json(reader.summary().as_dict())
     return EXIT_OK
 
 
@@ -220,6 +120,18 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="convolutions in channels-last memory order",
     )
+    p.add_argument(
+        "--keypoints",
+        type=int,
+        choices=(308, 133, 17),
+        help="pose keypoint set (released 133/17: the files of SPEC §8 in a --weights DIR)",
+    )
+    p.add_argument(
+        "--flip-test",
+        action="store_true",
+        default=None,
+        help="pose flip test (the crop and its mirror, averaged), as the official test config",
+    )
     p.add_argument("--detector", choices=DETECTORS)
     p.add_argument("--detector-model", choices=DETECTOR_MODELS, help="RT-DETR variant")
     p.add_argument(
@@ -254,6 +166,11 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         help="seg/depth/normal on person crops (default) or on the whole frame",
     )
     p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--priority",
+        type=int,
+        help="queue priority (submit): higher is served first, equal ones in submit order",
+    )
     p.add_argument("--actor-gpus", type=float, default=None, help="GPUs of the Sapiens actor")
 
 
@@ -287,7 +204,6 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
     """Register the job commands on the CLI's subparsers."""
     specs = [
         ("run", "run one job end to end here and print its summary", run_command, True),
-        ("submit", "queue a job for a running `serve`; prints the job id", _cmd_submit, True),
     ]
     for name, help_text, fn, job in specs:
         p = sub.add_parser(name, help=help_text)
@@ -304,15 +220,8 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
                 "on the cluster); default: no Redis, the store is the job's state",
             )
             _stall_option(p)
-        else:
-            p.add_argument("--client-key", default=None, help="idempotency key: same key, same job")
-            p.add_argument(
-                "--address",
-                default=None,
-                help="Ray Jobs API of a cluster (http://HEAD:8265): run the job there as a Ray "
-                "job instead of queueing it in Redis",
-            )
         p.set_defaults(func=fn)
+    add_queue_commands(sub, _job_options, _common)  # submit, status, wait (flows/cmd_jobs.py)
     serve = sub.add_parser("serve", help="consume the queue, run jobs on Ray")
     _common(serve)
     serve.add_argument(
@@ -365,23 +274,16 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
     workers = sub.add_parser("workers", help="live serve processes, their actors and load")
     _common(workers)
     workers.set_defaults(func=_cmd_workers)
-    for name, fn in (("status", _cmd_status), ("wait", _cmd_wait), ("cancel", _cmd_cancel)):
-        p = sub.add_parser(name, help=f"{name} a job")
-        p.add_argument("job_id")
-        _common(p)
-        if name == "wait":
-            p.add_argument("--timeout", type=float, default=None)
-        p.set_defaults(func=fn)
+    p = sub.add_parser("cancel", help="cancel a job")
+    p.add_argument("job_id")
+    _common(p)
+    p.set_defaults(func=_cmd_cancel)
     ls = sub.add_parser("list", help="jobs, newest first")
     _common(ls)
     ls.add_argument("--state", default=None)
     ls.add_argument("--limit", type=int, default=50)
     ls.set_defaults(func=_cmd_list)
-    q = sub.add_parser("query", help="read a result store (JSON)")
-    q.add_argument("store")
-    q.add_argument("--frame", type=int, default=None)
-    q.add_argument("--track", type=int, default=None)
-    q.set_defaults(func=_cmd_query)
+    add_result_commands(sub, _common)  # query, export (flows/cmd_results.py)
     r = sub.add_parser("render", help="overlay a store on its video (.mp4) or one frame (.png)")
     r.add_argument("store")
     r.add_argument("--out", required=True)

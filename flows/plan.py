@@ -220,6 +220,7 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
             dtype=m.dtype,
             compile=m.compile,
             channels_last=m.channels_last,
+            flip_test=m.flip_test,
             cpu_threads=os.cpu_count(),
         ),
         batch_size=spec.batch_size,
@@ -238,7 +239,9 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
     if spec.detector == "rtdetr":
         options.update(spec.detection.detector_options())
     if spec.detector == "boxes" and spec.boxes is not None:
-        options["boxes_by_source_index"] = {k: list(v) for k, v in spec.boxes.items()}
+        options["boxes_by_source_index"] = {  # a score for every row: one array per frame
+            k: [[*b, 1.0] if len(b) == 4 else list(b) for b in v] for k, v in spec.boxes.items()
+        }
     return JobPlan(
         spec=spec, decode=decode, infer=infer, detector=spec.detector, detector_options=options
     )

@@ -3,7 +3,9 @@
 Each output frame is a panel ``[frame + skeletons | parts over frame | depth | normals |
 pointmap depth]`` (each present when the store holds the task; parts in the palette of the
 store's class set, Sapiens' 28 or Sapiens2's 29 classes; the pointmap shown by its metric z),
-written as an H.264 mp4 (``.mp4``) or, for one frame, a PNG (``.png``).
+written as an H.264 mp4 (``.mp4``) or, for one frame, a PNG (``.png``). A store whose
+provenance says any of its models had random weights (``reader.models[*].random_weights``)
+gets a banner across the top of every frame: "random weights: not a prediction".
 
 A store is data from elsewhere: the network URL it names as its source is never fetched unless
 the caller passes it again as ``source``; a local path it names is opened (the decoder checks
@@ -20,13 +22,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flows.visualize import colorize_depth, colorize_normals, colorize_parts, draw_pose, panel
+from flows.visualize import (
+    RANDOM_WEIGHTS_BANNER,
+    banner,
+    colorize_depth,
+    colorize_normals,
+    colorize_parts,
+    draw_pose,
+    panel,
+)
 from media import VideoWriter, read_frames
 from media.errors import SourceNotFoundError
 from models.metadata import keypoint_set, seg_classes
 from storage import ResultReader, open_result
 
-__all__ = ["render"]
+__all__ = ["random_weights", "render"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +66,14 @@ def _depth_tile(depth: np.ndarray, fg: np.ndarray | None, hw: tuple[int, int]) -
     return _resize(colorize_depth(depth, mask), hw, nearest=False)
 
 
-def _tile(reader: ResultReader, index: int, frame: np.ndarray, height: int) -> np.ndarray:
+def random_weights(reader: ResultReader) -> bool:
+    """Whether the store's provenance names a model part with random weights."""
+    return any(m.random_weights for m in reader.models)
+
+
+def _tile(
+    reader: ResultReader, index: int, frame: np.ndarray, height: int, *, random: bool
+) -> np.ndarray:
     data = reader.frame(index)
     classes = seg_classes("sapiens2" if reader.spec.num_classes == 29 else "sapiens")
     p = data.persons
@@ -77,6 +94,8 @@ def _tile(reader: ResultReader, index: int, frame: np.ndarray, height: int) -> n
     if data.pointmap is not None:
         tiles.append(_depth_tile(np.asarray(data.pointmap[..., 2], dtype=np.float32), fg, hw))
     out = panel(tiles, height=height)
+    if random:
+        out = banner(out, RANDOM_WEIGHTS_BANNER)
     return out[: out.shape[0] // 2 * 2, : out.shape[1] // 2 * 2]  # even sides for yuv420p
 
 
@@ -106,6 +125,7 @@ def render(
     """
     reader = open_result(store)
     attrs = reader.attrs
+    random = random_weights(reader)
     source = source or _recorded_source(store, attrs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +133,12 @@ def render(
         target = frame or 0
         for index, rgb in _source_frames(reader, source):
             if index == target:
-                Image.fromarray(_tile(reader, index, rgb, height)).save(out)
+                Image.fromarray(_tile(reader, index, rgb, height, random=random)).save(out)
                 return out
         raise ValueError(f"{store}: frame {target} is not committed")
     with VideoWriter(out, fps=fps or _rate(reader, attrs)) as sink:
         for index, rgb in _source_frames(reader, source):
-            sink.write(_tile(reader, index, rgb, height))
+            sink.write(_tile(reader, index, rgb, height, random=random))
     return out
 
 

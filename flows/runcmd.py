@@ -24,28 +24,40 @@ __all__ = ["run_command"]
 
 
 class _Progress:
-    """Prints ``<job>: N frames decoded, M committed (Ts)`` on stderr as commits land."""
+    """Shows the job's frames committed (of those expected once the video is probed),
+    frames/s and ETA on stderr as commits land (:mod:`flows.progress`)."""
 
-    def __init__(self, job_id: str, *, quiet: bool) -> None:
-        self.job_id, self.quiet, self.t0 = job_id, quiet, time.monotonic()
-        self.shown, self.decoded = False, 0
+    def __init__(
+        self, job_id: str, *, quiet: bool, plan: Any = None, clock: Any = time.monotonic
+    ) -> None:
+        from flows.progress import RateMeter, open_display
 
-    def __call__(self, committed: int, decoded: int) -> None:
+        self.job_id, self.plan = job_id, plan
+        self.display = open_display(quiet=quiet, clock=clock)
+        self.meter = RateMeter(clock=clock)
+        self.decoded, self.expected = 0, None
+
+    def on_video(self, video: Any) -> None:
+        self.expected = self.plan.expected_frames(video) if self.plan is not None else None
+
+    def __call__(self, committed: int, decoded: int, *, last: bool = False) -> None:
+        from flows.progress import Snapshot
+
         self.decoded = max(self.decoded, decoded)
-        if self.quiet:
-            return
-        print(
-            f"\r{self.job_id}: {decoded} frames decoded, {committed} committed "
-            f"({time.monotonic() - self.t0:.0f}s)",
-            end="",
-            file=sys.stderr,
-            flush=True,
+        total = committed if last else self.expected
+        self.display.show(
+            Snapshot.of(
+                self.job_id,
+                self.meter,
+                done=committed,
+                total=max(total, committed) if total is not None else None,
+                unit="frames",
+                detail=f"{decoded} frames decoded, {committed} committed",
+            )
         )
-        self.shown = True
 
     def end(self) -> None:
-        if self.shown:
-            print(file=sys.stderr)
+        self.display.close()
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -85,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
             if state is not None and state.status == "complete":
                 outcome_state, error = "succeeded", None
             else:
-                progress = _Progress(spec.job_id, quiet=args.quiet)
+                progress = _Progress(spec.job_id, quiet=args.quiet, plan=plan)
                 pool = InferPool(ScalePolicy(actor_gpus=args.actor_gpus))
                 try:
                     outcome = run_on_ray(
@@ -94,9 +106,11 @@ def run_command(args: argparse.Namespace) -> int:
                         pool=pool if spec.placement != "split" else None,
                         resume=state is not None,
                         stall_s=args.stall_timeout_s or None,
+                        on_video=progress.on_video,
                     )
                     if outcome.state == "succeeded":  # the last block commits as the job ends
-                        progress(outcome.frames, max(progress.decoded, outcome.frames))
+                        decoded = max(progress.decoded, outcome.frames)
+                        progress(outcome.frames, decoded, last=True)
                 finally:
                     progress.end()
                     pool.shutdown()

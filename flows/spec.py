@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from actors.groups import FAMILY_SIZES, FAMILY_TASKS
+from actors.groups import FAMILY_SIZES, FAMILY_TASKS, keypoints_problem
 from flows.errors import SpecError
 from media import MAX_PIXELS
 from models.analyze import DENSE_MODES, DenseMode
 from models.detect import DETECTOR_DEVICES, DetectorKind
 from models.detect import MODEL_NAMES as DETECTOR_MODELS
 from models.runtime import compile_mode
+from storage.jobs import check_priority
 from storage.schema import TASKS, Task
 
 __all__ = [
@@ -65,12 +66,19 @@ class ModelChoice:
         weights: a directory of checkpoint files, or ``hub`` for the Hugging Face hub; ignored
             for ``tiny``.
         fmt: checkpoint format on the hub: ``original``, ``torchscript`` or ``bfloat16``.
-        num_keypoints: pose keypoint set (308, 133 or 17).
+        num_keypoints: pose keypoint set (308, 133 or 17). Released Sapiens models load the
+            checkpoint of that set: 308 from the hub, 133 (COCO-WholeBody) and 17 (COCO) from
+            a ``weights`` directory holding the file SPEC §8 names (facebook's hub
+            repositories have none); released Sapiens2 models are 308 only.
         dtype: ``float32``/``bfloat16``/``float16``; None = bf16 on GPU, fp32 on CPU.
         compile: ``torch.compile`` mode of each backbone group: ``off``, ``default``,
             ``reduce-overhead`` (CUDA graphs of the fixed batch) or ``max-autotune``; true
             and false mean ``default`` and ``off``.
         channels_last: convolutions in channels-last memory order.
+        flip_test: pose test-time augmentation as the official test config
+            (``flip_test=True``): each crop and its mirror image run, the mirrored heatmaps
+            are flipped back with left/right keypoints swapped, and the two are averaged
+            (twice the pose forwards; fused placement only).
     """
 
     size: str = "tiny"
@@ -81,8 +89,11 @@ class ModelChoice:
     dtype: str | None = None
     compile: bool | str = "off"
     channels_last: bool = False
+    flip_test: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.flip_test, bool):
+            raise SpecError(f"model.flip_test must be true or false, got {self.flip_test!r}")
         try:
             object.__setattr__(self, "compile", compile_mode(self.compile))
         except ValueError as e:
@@ -98,8 +109,8 @@ class ModelChoice:
             raise SpecError(
                 f"Sapiens2 is released as safetensors only (fmt 'original'): {self.fmt!r}"
             )
-        if self.num_keypoints not in (308, 133, 17):
-            raise SpecError(f"model.num_keypoints must be 308, 133 or 17, got {self.num_keypoints}")
+        if problem := keypoints_problem(self.family, self.size, self.weights, self.num_keypoints):
+            raise SpecError(f"model.num_keypoints: {problem}")
 
     @property
     def random_weights(self) -> bool:
@@ -233,7 +244,9 @@ class JobSpec:
             is the pointmap's metric z); None: the model's ``default_tasks``.
         model: the model choice.
         detector: ``full-frame``, ``boxes`` (per-frame boxes in ``boxes``) or ``rtdetr``.
-        boxes: source frame index -> list of xyxy boxes (``detector="boxes"`` only).
+        boxes: source frame index -> list of xyxy boxes, each optionally with a fifth value,
+            its score in (0, 1] (default 1), which the tracker sees as a detector's
+            (``detector="boxes"`` only).
         detection: the ``rtdetr`` detector's model, weights, input size and thresholds.
         sampling: frame sampling.
         output_root: directory or fsspec URL under which ``<job_id>.zarr`` is written.
@@ -248,7 +261,9 @@ class JobSpec:
             input, as the official demos do (pose still uses the crops; fused placement only).
         placement: ``fused`` (heads inside the backbone actor) or ``split`` (head actors).
         batch_size: crops per backbone batch.
-        priority: higher runs first when the queue is contended.
+        priority: the job's place in the queue of ``submit``: higher is delivered to a
+            service first, equal priorities in submit order (a 32-bit int; ``run`` has no
+            queue).
         limits: resource limits (frame pixels, dense map bytes per batch).
     """
 
@@ -257,7 +272,7 @@ class JobSpec:
     tasks: tuple[Task, ...] | None = None
     model: ModelChoice = field(default_factory=ModelChoice)
     detector: DetectorKind = "full-frame"
-    boxes: Mapping[int, tuple[tuple[float, float, float, float], ...]] | None = None
+    boxes: Mapping[int, tuple[tuple[float, ...], ...]] | None = None
     detection: Detection = field(default_factory=Detection)
     sampling: Sampling = field(default_factory=Sampling)
     output_root: str = "out/results"
@@ -294,10 +309,16 @@ class JobSpec:
             raise SpecError("dense_mode 'frame' runs in fused placement only")
         if self.model.family == "sapiens2" and self.placement == "split":
             raise SpecError("Sapiens2 models run in fused placement only")
+        if self.model.flip_test and self.placement == "split":
+            raise SpecError("model.flip_test needs the pose head beside its backbone: fused only")
         if (self.detector == "boxes") != (self.boxes is not None):
             raise SpecError("boxes are given exactly when detector is 'boxes'")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        try:
+            check_priority(self.priority)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
         if self.max_side is not None and self.max_side < 16:
             raise SpecError(f"max_side must be >= 16, got {self.max_side}")
         if not isinstance(self.reduced_decode, bool):
@@ -336,21 +357,26 @@ class JobSpec:
         return out
 
 
-def _parse_boxes(raw: Any) -> dict[int, tuple[tuple[float, float, float, float], ...]]:
+def _parse_boxes(raw: Any) -> dict[int, tuple[tuple[float, ...], ...]]:
     if not isinstance(raw, Mapping):
         raise SpecError(f"boxes: expected a mapping of frame index -> boxes, got {type(raw)}")
-    out: dict[int, tuple[tuple[float, float, float, float], ...]] = {}
+    out: dict[int, tuple[tuple[float, ...], ...]] = {}
     for key, boxes in raw.items():
         try:
             index = int(key)
-            parsed = tuple((float(a), float(b), float(c), float(d)) for a, b, c, d in boxes)
+            parsed = tuple(tuple(float(v) for v in row) for row in boxes)
         except (TypeError, ValueError) as e:
             raise SpecError(
-                f"boxes[{key!r}]: expected a list of [x1, y1, x2, y2], got {boxes!r}"
+                f"boxes[{key!r}]: expected a list of [x1, y1, x2, y2(, score)], got {boxes!r}"
             ) from e
-        for x1, y1, x2, y2 in parsed:
+        for row in parsed:
+            if len(row) not in (4, 5):
+                raise SpecError(f"boxes[{index}]: expected [x1, y1, x2, y2(, score)], got {row}")
+            x1, y1, x2, y2 = row[:4]
             if not (x2 > x1 and y2 > y1):
                 raise SpecError(f"boxes[{index}]: box {[x1, y1, x2, y2]} has no area")
+            if len(row) == 5 and not 0 < row[4] <= 1:
+                raise SpecError(f"boxes[{index}]: score must be in (0, 1], got {row[4]}")
         out[index] = parsed
     return out
 

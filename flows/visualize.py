@@ -6,11 +6,26 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from models.metadata import GOLIATH_SEG_28, KeypointSet, SegClassSet
 
-__all__ = ["colorize_depth", "colorize_normals", "colorize_parts", "draw_pose", "panel"]
+__all__ = [
+    "BANNER_RGB",
+    "RANDOM_WEIGHTS_BANNER",
+    "banner",
+    "banner_height",
+    "colorize_depth",
+    "colorize_normals",
+    "colorize_parts",
+    "draw_pose",
+    "panel",
+]
+
+#: The words on every picture made from random weights (demo, render).
+RANDOM_WEIGHTS_BANNER = "random weights: not a prediction"
+#: Background of a banner (solid red).
+BANNER_RGB = (200, 0, 0)
 
 # Stops of matplotlib's "inferno" colormap at 0, 0.1, ..., 1.0 (sRGB hex values).
 _INFERNO_STOPS = np.array(
@@ -104,6 +119,25 @@ def draw_pose(
             draw.ellipse(
                 [x - radius, y - radius, x + radius, y + radius], fill=tuple(kset.point_colors[i])
             )
+    return np.asarray(canvas)
+
+
+def banner_height(image_height: int) -> int:
+    """Rows of the band :func:`banner` draws on an image ``image_height`` rows high."""
+    return min(image_height, max(16, round(image_height / 12)))
+
+
+def banner(image: Uint8Image, text: str) -> Uint8Image:
+    """``image`` with a band across its top (:func:`banner_height` rows): ``text`` in white on
+    :data:`BANNER_RGB`, repeated along the band, so no crop of a wide panel loses it."""
+    rows = banner_height(image.shape[0])
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, 0, image.shape[1] - 1, rows - 1], fill=BANNER_RGB)
+    font = ImageFont.load_default(size=max(8, rows * 3 // 4))
+    step = int(draw.textlength(text + "    ", font=font))
+    for x in range(4, image.shape[1], max(step, 1)):
+        draw.text((x, rows // 2), text, fill=(255, 255, 255), font=font, anchor="lm")
     return np.asarray(canvas)
 
 

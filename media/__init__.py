@@ -1,4 +1,5 @@
 """PyAV media layer: probe a video, read its frames upright, seek exactly, write a video.
+Videos in object stores (``s3://``, ``gs://``, ``az://``) are read through fsspec.
 
 Nothing here imports torch, Ray, Zarr or Redis, nor any other project package: ``actors``
 (the decode stage) and ``flows`` (demo, render) build on it.
@@ -15,6 +16,7 @@ from media._image import Orientation, SizeFloor, output_size
 from media._info import TimeSource, VideoInfo
 from media._probe import PROBE_FRAMES, orientation_from, probe_video
 from media._reader import DecodedFrame, VideoReader, read_frames
+from media._remote import OBJECT_STORE_SCHEMES
 from media._sampling import Choice, FrameClock, Sampler
 from media._source import OPEN_TIMEOUT_S, READ_TIMEOUT_S, display_name, is_live
 from media._stream import MAX_PIXELS, check_frame_pixels
@@ -43,6 +45,7 @@ from media.errors import (
 __all__ = [
     "BACKENDS",
     "MAX_PIXELS",
+    "OBJECT_STORE_SCHEMES",
     "OPEN_TIMEOUT_S",
     "PROBE_FRAMES",
     "READ_TIMEOUT_S",

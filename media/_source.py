@@ -1,10 +1,12 @@
 """Opening a video source: local files checked before FFmpeg sees them, network URLs with
-timeouts, and every failure turned into one :class:`~media.errors.DecodeError` line that names
-the source (passwords in URLs hidden) and the cause.
+timeouts, objects in object stores (``s3://``...) as file objects (``media/_remote.py``), and
+every failure turned into one :class:`~media.errors.DecodeError` line that names the source
+(passwords in URLs hidden) and the cause.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -15,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import av
 import av.error
 
+from media._remote import OBJECT_STORE_SCHEMES, open_object
 from media.errors import (
     DecodeError,
     SourceNotFoundError,
@@ -102,7 +105,8 @@ def _open_target(text: str, name: str) -> str:
     if scheme and scheme != "file":
         msg = (
             f"cannot open video {name!r}: unsupported protocol {scheme!r}; expected a local "
-            "path, a file:// URL or an http(s), ftp, rtsp, rtmp, srt, udp or tcp URL"
+            "path, a file:// URL, an http(s), ftp, rtsp, rtmp, srt, udp or tcp URL, or an "
+            f"object store URL ({', '.join(OBJECT_STORE_SCHEMES)})"
         )
         raise UnreadableMediaError(msg)
     path = _file_url_path(text, name) if scheme else Path(text)
@@ -131,16 +135,36 @@ def open_container(
             regular file.
         SourceNotReadableError: a local file this process may not read.
         SourceUnreachableError: a URL that refuses, times out or cannot be resolved.
-        UnreadableMediaError: bytes FFmpeg cannot read as media (empty, not media, no header).
+        UnreadableMediaError: bytes FFmpeg cannot read as media (empty, not media, no header),
+            or an object store URL whose fsspec package is not installed.
     """
     text, name = os.fspath(source), display_name(source)
-    target = _open_target(text, name)
+    scheme = _scheme(text)
+    target: str | io.RawIOBase
+    if scheme in OBJECT_STORE_SCHEMES:
+        target = open_object(
+            text, name, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s
+        )
+    else:
+        target = _open_target(text, name)
+    try:
+        return _open_av(target, text, name, open_timeout_s, read_timeout_s)
+    except BaseException:
+        if not isinstance(target, str):
+            target.close()
+        raise
+
+
+def _open_av(
+    target: str | io.RawIOBase, text: str, name: str, open_timeout_s: float, read_timeout_s: float
+) -> av.container.InputContainer:
+    remote = _scheme(text) not in ("", "file")
     began = time.monotonic()
     try:
         return av.open(
             target,
             mode="r",
-            container_options=_protocol_options(target, open_timeout_s, read_timeout_s),
+            container_options=_protocol_options(text, open_timeout_s, read_timeout_s),
             timeout=(open_timeout_s, read_timeout_s),
         )
     except FileNotFoundError as e:
@@ -157,7 +181,7 @@ def open_container(
         raise SourceUnreachableError(msg) from e
     except av.error.ProtocolNotFoundError as e:
         msg = (
-            f"cannot open video {name!r}: FFmpeg has no protocol for {_scheme(target)!r} URLs; "
+            f"cannot open video {name!r}: FFmpeg has no protocol for {_scheme(text)!r} URLs; "
             "expected a local path or an http(s), rtsp or rtmp URL"
         )
         raise UnreadableMediaError(msg) from e
@@ -169,7 +193,7 @@ def open_container(
         raise SourceUnreachableError(msg) from e
     except (av.error.FFmpegError, OSError) as e:
         waited = time.monotonic() - began
-        if _scheme(target) and waited >= 0.9 * min(open_timeout_s, read_timeout_s):
+        if remote and waited >= 0.9 * min(open_timeout_s, read_timeout_s):
             msg = (
                 f"cannot open video {name!r}: no usable answer within {waited:.1f} s "
                 f"({_cause(e)}); check that the server is up and the URL is right"

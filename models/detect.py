@@ -219,42 +219,62 @@ class FullFrameDetector(PersonDetector):
 class GivenBoxesDetector(PersonDetector):
     """Boxes supplied with the job, looked up by each frame's source index.
 
-    The boxes are used as given (score 1, no filtering, no clipping to the frame); a frame
-    whose source index has no entry gets no boxes.
+    The boxes are used as given (no filtering, no clipping to the frame), with the score of a
+    fifth column or 1; a frame whose source index has no entry gets no boxes.
 
     Args:
         boxes_by_source_index: Source index -> (n, 4) ``[x1, y1, x2, y2]`` frame-pixel boxes
-            with x2 > x1, y2 > y1, finite; n may be 0.
+            with x2 > x1, y2 > y1, finite, or (n, 5) with a score in (0, 1] last; n may be 0.
 
     Raises:
-        DetectionError: On a key that is not an int >= 0, or an invalid box (names the key
-            and the row).
+        DetectionError: On a key that is not an int >= 0, or an invalid box or score (names
+            the key and the row).
     """
 
     def __init__(self, boxes_by_source_index: Mapping[int, npt.ArrayLike]) -> None:
-        table: dict[int, np.ndarray] = {}
+        table: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for key, boxes in boxes_by_source_index.items():
             if isinstance(key, bool) or not isinstance(key, int | np.integer) or key < 0:
                 msg = f"boxes_by_source_index: expected int keys >= 0, got {key!r}"
                 raise DetectionError(msg)
-            name = f"boxes for source index {key}"
-            if np.size(boxes) == 0:  # e.g. [] from a JSON file: a frame with nobody in it
-                table[int(key)] = _NO_BOXES.copy()
-                continue
-            table[int(key)] = check_boxes(name, boxes, strict=True, error=DetectionError)
+            table[int(key)] = _given_rows(f"boxes for source index {key}", boxes)
         self._boxes = table
 
     def __call__(self, frames: Tensor, source_index: Tensor | npt.ArrayLike) -> Detections:
         """See :meth:`PersonDetector.__call__`."""
         src = _check_batch(frames, source_index)
-        per_frame = [self._boxes.get(int(s), _NO_BOXES) for s in src]
-        counts = [len(p) for p in per_frame]
-        boxes = np.concatenate(per_frame) if per_frame else _NO_BOXES.copy()
+        none = (_NO_BOXES, np.zeros(0, np.float32))
+        per_frame = [self._boxes.get(int(s), none) for s in src]
+        counts = [len(p[0]) for p in per_frame]
+        if not per_frame:
+            return Detections.empty()
         return Detections(
-            boxes_xyxy=boxes,
-            scores=np.ones(len(boxes), np.float32),
+            boxes_xyxy=np.concatenate([p[0] for p in per_frame]),
+            scores=np.concatenate([p[1] for p in per_frame]),
             frame=np.repeat(np.arange(len(src), dtype=np.int64), counts),
         )
+
+
+def _given_rows(name: str, rows: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) float32 boxes and (n,) float32 scores of given rows ``[x1, y1, x2, y2(, score)]``."""
+    if np.size(rows) == 0:  # e.g. [] from a JSON file: a frame with nobody in it
+        return _NO_BOXES.copy(), np.zeros(0, np.float32)
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        msg = f"{name}: expected rows of [x1, y1, x2, y2] or [x1, y1, x2, y2, score], got {e}"
+        raise DetectionError(msg) from e
+    if arr.ndim != 2 or arr.shape[1] not in (4, 5):
+        msg = f"{name}: expected shape (N, 4) or (N, 5) (a score last), got {arr.shape}"
+        raise DetectionError(msg)
+    boxes = check_boxes(name, arr[:, :4], strict=True, error=DetectionError)
+    scores = arr[:, 4] if arr.shape[1] == 5 else np.ones(len(arr))
+    bad = np.flatnonzero(~((scores > 0) & (scores <= 1)))
+    if bad.size:
+        row = int(bad[0])
+        msg = f"{name}: expected a score in (0, 1], got {scores[row]} in row {row}"
+        raise DetectionError(msg)
+    return boxes, scores.astype(np.float32)
 
 
 class RTDETRDetector(PersonDetector):

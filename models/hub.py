@@ -16,7 +16,16 @@ from pathlib import Path
 
 from models.errors import CheckpointNotFoundError
 
-__all__ = ["FORMATS", "HubRef", "download", "hub_cache_dir", "hub_ref", "parse_hub_name"]
+__all__ = [
+    "FORMATS",
+    "HUB_POSE_KEYPOINTS",
+    "HubRef",
+    "download",
+    "hub_cache_dir",
+    "hub_ref",
+    "parse_hub_name",
+    "released_pose_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,24 @@ _STEMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("pretrain", "0.6b"): ("sapiens_0.6b_epoch_1600_clean", "sapiens_0.6b_epoch_1600"),
     ("pretrain", "1b"): ("sapiens_1b_epoch_173_clean", "sapiens_1b_epoch_173"),
     ("pretrain", "2b"): ("sapiens_2b_epoch_660_clean", "sapiens_2b_epoch_660"),
+}
+
+#: The keypoint set of every pose checkpoint in facebook's hub repositories (Goliath-308).
+HUB_POSE_KEYPOINTS = 308
+
+# File stems of the released 133-keypoint (COCO-WholeBody) and 17-keypoint (COCO) pose
+# checkpoints (SPEC §8; the lite files add the usual suffixes). No facebook repository holds
+# them: SPEC §8 names their host, noahcao/sapiens-pose-coco, but not their paths in it, so
+# they are read from a weights directory only.
+_POSE_STEMS: dict[tuple[int, str], str] = {
+    (133, "0.3b"): "sapiens_0.3b_coco_wholebody_best_coco_wholebody_AP_620",
+    (133, "0.6b"): "sapiens_0.6b_coco_wholebody_best_coco_wholebody_AP_695",
+    (133, "1b"): "sapiens_1b_coco_wholebody_best_coco_wholebody_AP_727",
+    (133, "2b"): "sapiens_2b_coco_wholebody_best_coco_wholebody_AP_745",
+    (17, "0.3b"): "sapiens_0.3b_coco_best_coco_AP_796",
+    (17, "0.6b"): "sapiens_0.6b_coco_best_coco_AP_812",
+    (17, "1b"): "sapiens_1b_coco_best_coco_AP_821",
+    (17, "2b"): "sapiens_2b_coco_best_coco_AP_822",
 }
 
 #: Released Sapiens2 checkpoints per task (SPEC-sapiens2 §5.1): 22 repositories.
@@ -116,6 +143,27 @@ def hub_ref(task: str, size: str, fmt: str = "original", *, family: str = "sapie
         size=size,
         fmt=fmt,
     )
+
+
+def released_pose_files(size: str, num_keypoints: int, fmt: str = "original") -> tuple[str, ...]:
+    """File names of the released Sapiens pose checkpoint of ``size`` predicting
+    ``num_keypoints`` keypoints, most likely first: 308 (the hub's files), 133 or 17 (SPEC §8's
+    COCO-WholeBody and COCO files, found in a weights directory only).
+
+    Raises:
+        ValueError: unknown format.
+        CheckpointNotFoundError: no such checkpoint was released (e.g. 308 keypoints at 2b).
+    """
+    if num_keypoints == HUB_POSE_KEYPOINTS:
+        return hub_ref("pose", size, fmt).filenames
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of {sorted(FORMATS)}")
+    stem = _POSE_STEMS.get((num_keypoints, size))
+    if stem is None:
+        released = sorted(f"{k}/{s}" for k, s in _POSE_STEMS)
+        msg = f"no released {num_keypoints}-keypoint pose checkpoint at size {size!r}; "
+        raise CheckpointNotFoundError(msg + f"released (keypoints/size): {released}")
+    return (stem + FORMATS[fmt],)
 
 
 def _hub_ref2(task: str, size: str, fmt: str) -> HubRef:

@@ -202,6 +202,11 @@ def head_spec(task: str, size: str, *, num_keypoints: int = 308, num_classes: in
 
 
 def output_keypoints(size: str, configured: int) -> int:
-    """Keypoints a pose model of ``size`` outputs: the random-weight ``tiny`` model's
-    ``configured`` count, 308 (Goliath) for every released checkpoint."""
-    return configured if size == "tiny" else 308
+    """Keypoints a pose model of ``size`` outputs: the ``configured`` count (308, 133 or 17)
+    at every size. The tiny model is built with it; a released model loads the checkpoint of
+    that keypoint set, and one whose head predicts another count is refused
+    (``actors.groups.build_groups``), so a store never holds another set than asked for."""
+    if configured not in POSE_KEYPOINTS:
+        msg = f"num_keypoints of a {size} pose model: expected one of {POSE_KEYPOINTS}, got "
+        raise ValueError(msg + repr(configured))
+    return configured

@@ -10,7 +10,8 @@
    to the tracks left over that were matched in the previous update; this keeps a track alive
    through a partial occlusion without letting weak boxes revive lost tracks or start new ones.
 4. High-score detections left over with ``score >= new_track_score`` start new tracks; other
-   left-over detections get id -1 (not tracked).
+   left-over detections get id -1 (:data:`UNTRACKED`): no track, but still persons (the person
+   stage keeps them, and the store records them with their score and id -1).
 5. Tracks unmatched for more than ``max_age`` frames are removed.
 
 Matching is **greedy** rather than an optimal (Hungarian) assignment, as scipy is not a
@@ -38,7 +39,7 @@ from ._boxes import pairwise_iou
 from .detect import Detections
 from .errors import ModelError
 
-__all__ = ["STATE_VERSION", "Tracker", "TrackerConfig", "TrackingError"]
+__all__ = ["STATE_VERSION", "UNTRACKED", "Tracker", "TrackerConfig", "TrackingError"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ STATE_VERSION = 1
 """Version of the :meth:`Tracker.state` layout; :meth:`Tracker.from_state` accepts only it."""
 
 _TRACK_KEYS = ("id", "box", "velocity", "last_seen", "hits")
+
+UNTRACKED = -1
+"""Track id of a detection the tracker gave no track (the store's fill value of track ids)."""
 
 
 class TrackingError(ModelError, ValueError):
@@ -192,7 +196,7 @@ class Tracker:
         tracks = np.concatenate([t1, left[t2]])
         dets = np.concatenate([high[d1], low[d2]])
         self._correct(tracks, boxes[dets], frame_index)
-        ids = np.full(len(boxes), -1, np.int64)
+        ids = np.full(len(boxes), UNTRACKED, np.int64)
         ids[dets] = self._ids[tracks]
         fresh = np.setdiff1d(high[scores[high] >= cfg.new_track_score], high[d1])
         ids[fresh] = self._start(boxes[fresh], frame_index)

@@ -5,7 +5,10 @@ Layout (``P`` = prefix, schema ``v1``)::
     P:v1:job:<job_id>            hash   job record (state, owner, token, counters, payloads)
     P:v1:job:<job_id>:events     stream bounded per-job event log (XADD MAXLEN ~)
     P:v1:idem:<sha256(key)>      string client key -> job id (SET NX EX)
-    P:v1:queue                   stream work queue, consumer group ``workers``
+    P:v1:queue                   stream delivered jobs, consumer group ``workers`` (PEL = leases)
+    P:v1:queue:waiting           zset   queued jobs not delivered yet: score -priority, member
+                                        '<20-digit submit number>:<job_id>' (FIFO within a level)
+    P:v1:queue:seq               string submit counter (INCR) numbering the waiting members
     P:v1:fence                   string fencing-token counter (INCR)
     P:v1:jobs                    zset   all job ids by creation time (ms)
     P:v1:state:<state>           zset   job ids in a state, by time of the transition (ms)
@@ -105,6 +108,16 @@ class Keys:
     def queue(self) -> str:
         """The work-queue stream."""
         return f"{self.base}:queue"
+
+    @property
+    def waiting(self) -> str:
+        """Zset of queued jobs not delivered yet, highest priority first (see the layout)."""
+        return f"{self.queue}:waiting"
+
+    @property
+    def queue_seq(self) -> str:
+        """The submit counter that keeps the waiting jobs of one priority in FIFO order."""
+        return f"{self.queue}:seq"
 
     @property
     def fence(self) -> str:

@@ -9,6 +9,7 @@ Scripts answer with a table whose first element is a status word (``ok``, ``star
 ``done``, ``stale``, ``gone``, ``notfound``, ``badstate``, ``fenced``, ``existing``,
 ``terminal``) so that Python never parses error strings. Times come from the server's clock
 (``TIME``). Values built here (dead-letter reasons) are msgpack via the server's cmsgpack.
+``DISPATCH`` (the queue's delivery in priority order) answers with the delivered entry.
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ end
 SUBMIT: Final = (
     _PRELUDE
     + """
--- KEYS[10] all-jobs zset, KEYS[11] idempotency key (the job key when there is none)
--- ARGV: job_id, spec, meta, idem_ttl_ms (0 = none), maxlen, event_data
+-- KEYS[10] all-jobs zset, KEYS[11] idempotency key (the job key when there is none),
+-- KEYS[12] waiting zset, KEYS[13] submit counter
+-- ARGV: job_id, spec, meta, idem_ttl_ms (0 = none), maxlen, event_data, priority, -priority
+-- The job waits in KEYS[12] (score -priority; the zero-padded submit number in the member keeps
+-- one priority FIFO) until DISPATCH delivers it; its 'msg_id' is set by START.
 local use_idem = ARGV[4] ~= '0'
 if use_idem then
   local existing = redis.call('GET', KEYS[11])
@@ -68,10 +72,11 @@ if use_idem then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'existing_id', ARGV[1]} end
 local now = now_ms()
-local msg = redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])
+local member = string.format('%020d', redis.call('INCR', KEYS[13])) .. ':' .. ARGV[1]
+redis.call('ZADD', KEYS[12], ARGV[8], member)
 redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'state', 'queued', 'created_ms', now,
   'updated_ms', now, 'spec', ARGV[2], 'meta', ARGV[3], 'attempts', 0, 'token', 0,
-  'cancel', 0, 'committed_frames', 0, 'msg_id', msg)
+  'cancel', 0, 'committed_frames', 0, 'priority', ARGV[7], 'waiting_as', member)
 redis.call('ZADD', KEYS[10], now, ARGV[1])
 redis.call('ZADD', KEYS[5], now, ARGV[1])
 if use_idem then redis.call('SET', KEYS[11], ARGV[1], 'PX', ARGV[4]) end
@@ -83,16 +88,22 @@ return {'ok', ARGV[1]}
 START: Final = (
     _PRELUDE
     + """
+-- KEYS[10] waiting zset
 -- ARGV: job_id, worker_id, group, msg_id, max_deliveries, maxlen, finished_ttl_ms
+-- A job's first delivery binds it to its entry ('msg_id'); any other entry is stale.
 local now = now_ms()
 local function drop_msg()
   redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
   redis.call('XDEL', KEYS[3], ARGV[4])
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then drop_msg() return {'gone'} end
-local h = redis.call('HMGET', KEYS[1], 'state', 'msg_id', 'cancel', 'attempts', 'owner')
+local h = redis.call('HMGET', KEYS[1], 'state', 'msg_id', 'cancel', 'attempts', 'owner',
+  'waiting_as')
 local state = h[1]
-if h[2] ~= ARGV[4] then drop_msg() return {'stale', state} end
+if not h[2] and state == 'queued' then
+  redis.call('HSET', KEYS[1], 'msg_id', ARGV[4])
+  if h[6] then redis.call('ZREM', KEYS[10], h[6]) end
+elseif h[2] ~= ARGV[4] then drop_msg() return {'stale', state} end
 if TERMINAL[state] then drop_msg() return {'done', state} end
 if h[3] == '1' then
   move_state(ARGV[1], state, 'cancelled', now)
@@ -144,11 +155,14 @@ return {'ok', ARGV[4]}
 CANCEL: Final = (
     _PRELUDE
     + """
+-- KEYS[10] waiting zset
 -- ARGV: job_id, maxlen, finished_ttl_ms, group, event_data
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'notfound'} end
 local now = now_ms()
 if state == 'queued' then
+  local member = redis.call('HGET', KEYS[1], 'waiting_as')
+  if member then redis.call('ZREM', KEYS[10], member) end
   redis.call('HSET', KEYS[1], 'cancel', 1)
   move_state(ARGV[1], state, 'cancelled', now)
   add_event(ARGV[2], now, 'cancelled', ARGV[5])
@@ -256,4 +270,30 @@ for k = 3, #KEYS do
   end
 end
 return lost
+"""
+
+DISPATCH: Final = """
+-- KEYS[1] queue stream, KEYS[2] waiting zset. ARGV: group, consumer.
+-- Delivers one job to the consumer: an undelivered stream entry first (entries queued by an
+-- earlier version, which wrote jobs straight to the stream), else the waiting job of highest
+-- priority, oldest first within a priority, appended to the stream and read at once, so it is
+-- a pending entry of this consumer (heartbeats keep it, XAUTOCLAIM takes it from a dead one).
+-- Answers {msg_id, field, value, ...} or {} when nothing waits. The first read raises NOGROUP
+-- before anything is written when the group is gone.
+local function read_one()
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+    'STREAMS', KEYS[1], '>')
+  if not r then return nil end
+  local entry = r[1][2][1]
+  local out = {entry[1]}
+  for _, v in ipairs(entry[2]) do out[#out + 1] = v end
+  return out
+end
+local got = read_one()
+if got then return got end
+local top = redis.call('ZRANGE', KEYS[2], 0, 0)
+if #top == 0 then return {} end
+redis.call('ZREM', KEYS[2], top[1])
+redis.call('XADD', KEYS[1], '*', 'job', string.sub(top[1], 22))
+return read_one()
 """

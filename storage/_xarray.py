@@ -46,7 +46,8 @@ def build_dataset(reader: ResultReader) -> xarray.Dataset:
     ``pointmap_xyz`` (``frame, y, x, component``, float16 metric x, y, z).
 
     A per-person store (schema v2) has no frame maps here: it gives the packed per-person
-    pixel arrays, lazily, with dim ``pixel`` (``seg``: ``part_patch``, ``fg_patch``;
+    pixel arrays, lazily, each task's with its own dim ``<task>_pixel`` (their lengths differ
+    once a finished store is trimmed) (``seg``: ``part_patch``, ``fg_patch``;
     ``depth_patch`` times ``depth_scale`` is relative depth; ``normal_patch`` with
     ``component``; ``pointmap_patch`` with ``component`` is the model's raw x, y, z:
     divided by ``pointmap_scale`` it is metric). Person k's patch of a task is the ``h * w``
@@ -89,6 +90,8 @@ def _open_group(reader: ResultReader, group: str, n: int, rows: np.ndarray) -> x
         reader._store, group=group, consolidated=False, zarr_format=3, chunks=None
     )
     ds = ds.rename_vars({k: v for k, v in _RENAMES.get(group, {}).items() if k in ds})
+    if "pixel" in ds.dims:  # each task's pixel arrays have their own length (once trimmed)
+        ds = ds.rename_dims({"pixel": f"{group}_pixel"})
     if "frame" in ds.dims:
         ds = ds.isel(frame=slice(0, n))
     if "person" in ds.dims:

@@ -3,7 +3,10 @@
 * Registry: one hash per job; states queued -> running -> succeeded | failed | cancelled.
   Every transition is one Lua script that checks the expected state and, for a worker, its
   fencing token (a counter incremented at every start), so a stale owner cannot act.
-* Queue: a stream with a consumer group; delivery is at-least-once. Workers heartbeat, which
+* Queue: submitted jobs wait in a sorted set, highest ``priority`` first and in submit order
+  within a priority; a claim delivers the first one through a stream with a consumer group
+  (one Lua script: taken from the set, appended and read), so delivery is at-least-once and
+  a delivered job is a pending entry of its worker. Workers heartbeat, which
   also resets the idle time of the entries they hold; entries idle longer than the heartbeat
   TTL belong to dead workers and are taken over with XAUTOCLAIM. A job delivered more than
   ``max_deliveries`` times is dead-lettered: failed, with the reason.
@@ -43,12 +46,16 @@ from storage.jobs import (
     JobLease,
     JobRecord,
     SubmitResult,
+    check_priority,
     raise_for_reply,
 )
 
 __all__ = ["Coordinator"]
 
 logger = logging.getLogger(__name__)
+
+#: How often a blocking claim looks for a waiting job.
+_POLL_S = 0.05
 
 
 def _words(reply: Sequence[Any]) -> list[str]:
@@ -84,6 +91,7 @@ class Coordinator:
                 "CANCEL",
                 "PROGRESS",
                 "HEARTBEAT",
+                "DISPATCH",
             )
         }
         self._group_ready = False
@@ -114,6 +122,7 @@ class Coordinator:
         client_key: str | None = None,
         job_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        priority: int = 0,
     ) -> SubmitResult:
         """Register a job and queue it; the same ``client_key`` always yields the same job.
 
@@ -122,15 +131,19 @@ class Coordinator:
             client_key: Idempotency key chosen by the client (any string <= 1024 chars).
             job_id: Explicit id; default: a new time-sortable id.
             meta: Extra facts to keep with the job (output URI, submitter, ...).
+            priority: Higher is delivered first, one priority in submit order (an int in
+                ``[PRIORITY_MIN, PRIORITY_MAX]``); a repeated submit changes nothing.
 
         Raises:
             InvalidJobIdError: If ``job_id`` or ``client_key`` is invalid.
-            InvalidValueError: If ``spec`` or ``meta`` cannot be stored as msgpack, or an
-                explicit ``job_id`` is already taken by another submission.
+            InvalidValueError: If ``spec`` or ``meta`` cannot be stored as msgpack, an
+                explicit ``job_id`` is already taken by another submission, or ``priority``
+                is not an int in range.
         """
         if not isinstance(spec, Mapping):
             msg = f"spec must be a mapping, got {type(spec).__name__}"
             raise InvalidValueError(msg)
+        check_priority(priority)
         jid = validate_id(job_id) if job_id is not None else new_job_id()
         idem = self.keys.idempotency(client_key) if client_key is not None else self.keys.job(jid)
         full_meta = {**(meta or {}), "client_key": client_key}
@@ -141,12 +154,14 @@ class Coordinator:
             self._ms(self.config.idempotency_ttl_s) if client_key is not None else 0,
             self.config.events_maxlen,
             pack({"client_key": client_key}),
+            priority,
+            -priority,
         ]
-        keys = [*self._job_keys(jid), self.keys.all_jobs, idem]
+        k = self.keys
+        keys = [*self._job_keys(jid), k.all_jobs, idem, k.waiting, k.queue_seq]
         reply = _words(self._scripts["SUBMIT"](keys=keys, args=argv))
         if reply[0] == "existing_id":
-            msg = f"job id {jid!r} is already used by another submission"
-            raise InvalidValueError(msg)
+            raise InvalidValueError(f"job id {jid!r} is already used by another submission")
         created = reply[0] == "ok"
         logger.debug("submit %s created=%s", reply[1], created)
         return SubmitResult(job_id=validate_id(reply[1]), created=created)
@@ -182,7 +197,8 @@ class Coordinator:
             self.config.group,
             pack({"by": "client"}),
         ]
-        reply = _words(self._scripts["CANCEL"](keys=self._job_keys(job_id), args=argv))
+        keys = [*self._job_keys(job_id), self.keys.waiting]
+        reply = _words(self._scripts["CANCEL"](keys=keys, args=argv))
         raise_for_reply(job_id, reply, "queued or running")
         if reply[0] == "terminal":
             if reply[1] == "cancelled":
@@ -342,17 +358,20 @@ class Coordinator:
         return None
 
     def _read_new(self, worker_id: str, block_ms: int) -> tuple[str, str] | None:
-        reply = self.client.xreadgroup(
-            self.config.group,
-            worker_id,
-            {self.keys.queue: ">"},
-            count=1,
-            block=block_ms or None,
-        )
-        for _stream, entries in reply or []:
-            for msg_id, fields in entries:
-                return msg_id.decode(), _entry_job(fields)
-        return None
+        """Deliver the next waiting job (priority order) to ``worker_id``, waiting up to
+        ``block_ms`` for one (by polling: a sorted set has no blocking read that also appends
+        to the stream atomically)."""
+        deadline = time.monotonic() + block_ms / 1000
+        keys, argv = [self.keys.queue, self.keys.waiting], [self.config.group, worker_id]
+        while True:
+            reply = self._scripts["DISPATCH"](keys=keys, args=argv)
+            if reply:
+                fields = dict(zip(reply[1::2], reply[2::2], strict=True))
+                return reply[0].decode(), _entry_job(fields)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(_POLL_S, left))
 
     def _start(self, worker_id: str, msg_id: str, job_id: str) -> JobLease | None:
         try:
@@ -371,7 +390,8 @@ class Coordinator:
             self.config.events_maxlen,
             self._ms(self.config.finished_ttl_s),
         ]
-        reply = _words(self._scripts["START"](keys=self._job_keys(job_id), args=argv))
+        keys = [*self._job_keys(job_id), self.keys.waiting]
+        reply = _words(self._scripts["START"](keys=keys, args=argv))
         if reply[0] != "started":
             logger.info("queue entry %s for job %s: %s", msg_id, job_id, " ".join(reply))
             return None
@@ -518,5 +538,8 @@ class Coordinator:
         self._transition(lease, "cancelled", "", None, "cancelled")
 
     def queue_length(self) -> int:
-        """Entries in the queue stream (undelivered plus delivered-but-unfinished)."""
-        return int(self.client.xlen(self.keys.queue))
+        """Jobs in the queue: waiting to be delivered plus delivered-but-unfinished."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.keys.queue)
+        pipe.zcard(self.keys.waiting)
+        return sum(int(n) for n in pipe.execute())

@@ -44,7 +44,8 @@ class FrameResult:
         source_index: Index of the frame in the source video.
         pts: Presentation timestamp in stream time-base units, or None if unknown.
         time_s: Presentation time in seconds.
-        track_id: (P,) integer track ids, >= 0.
+        track_id: (P,) integer track ids, >= 0; -1 for a detected person without a track
+            (the tracker matched it to none and it was too weak to start one).
         box_xyxy: (P, 4) float boxes in source pixels.
         score: (P,) float detection scores.
         keypoints_xy: (P, K, 2) float keypoints in source pixels, or None if pose is off.
@@ -171,8 +172,9 @@ class FrameResult:
             raise _fail(self.index, f"a frame with status {self.status!r} has no persons, got {p}")
         _check_array(self.index, "box_xyxy", self.box_xyxy, (p, 4), "f")
         _check_array(self.index, "score", self.score, (p,), "f")
-        if p and int(self.track_id.min()) < 0:
-            raise _fail(self.index, f"track_id: expected ids >= 0, got min {self.track_id.min()}")
+        if p and int(self.track_id.min()) < -1:
+            msg = f"track_id: expected ids >= 0 or -1 (untracked), got min {self.track_id.min()}"
+            raise _fail(self.index, msg)
         if not (np.isfinite(self.box_xyxy).all() and np.isfinite(self.score).all()):
             raise _fail(self.index, "box_xyxy/score: expected finite values, got NaN or inf")
 

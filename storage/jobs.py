@@ -19,6 +19,8 @@ from storage.errors import (
 )
 
 __all__ = [
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
     "TERMINAL_STATES",
     "CoordinatorConfig",
     "JobEvent",
@@ -26,12 +28,32 @@ __all__ = [
     "JobRecord",
     "JobState",
     "SubmitResult",
+    "check_priority",
     "raise_for_reply",
 ]
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: Final = frozenset({"succeeded", "failed", "cancelled"})
 _STATES: Final = ("queued", "running", "succeeded", "failed", "cancelled")
+#: Range of a job's queue priority (a 32-bit int; higher is delivered first).
+PRIORITY_MIN: Final = -(2**31)
+PRIORITY_MAX: Final = 2**31 - 1
+
+
+def check_priority(priority: object) -> int:
+    """Return ``priority`` if it is an int in ``[PRIORITY_MIN, PRIORITY_MAX]``.
+
+    Raises:
+        InvalidValueError: Otherwise (bools are not priorities).
+    """
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        msg = f"priority: expected an int in [{PRIORITY_MIN}, {PRIORITY_MAX}], got {priority!r}"
+        raise InvalidValueError(msg)
+    return priority
 
 
 def _field_text(raw: Mapping[bytes, bytes], where: str, name: str) -> str:
@@ -147,6 +169,7 @@ class JobRecord:
         token: Current fencing token (0 before the first start).
         cancel_requested: Whether a cancel was asked for.
         committed_frames: Watermark mirrored from the result store.
+        priority: Queue priority given at submit (0 for jobs that ``run`` started).
         counters: Progress counters.
         result: Result given on success.
         error: Error details on failure.
@@ -163,6 +186,7 @@ class JobRecord:
     token: int
     cancel_requested: bool
     committed_frames: int
+    priority: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     result: Any = None
     error: dict[str, Any] | None = None
@@ -205,6 +229,7 @@ class JobRecord:
             token=integer("token"),
             cancel_requested=text("cancel") == "1",
             committed_frames=integer("committed_frames"),
+            priority=integer("priority") if b"priority" in raw else 0,
             counters=counters,
             result=unpack(raw[b"result"], what=f"{where} field 'result'")
             if b"result" in raw

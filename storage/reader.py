@@ -320,8 +320,10 @@ class ResultReader:
         return self._rows_cache[1], self._rows_cache[2]
 
     def track_ids(self) -> np.ndarray:
-        """Distinct track ids in committed frames, ascending."""
-        return np.unique(self._committed_rows()[1])
+        """Distinct track ids in committed frames, ascending (-1, the id of untracked
+        persons, is no track and is left out; ``track(-1)`` returns those persons)."""
+        ids = np.unique(self._committed_rows()[1])
+        return ids[ids >= 0]
 
     def track(self, track_id: int) -> Track:
         """Return one track across all committed frames (empty if the id never occurs)."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from flows.demo import run_demo
@@ -58,3 +59,69 @@ def test_cli_models_verify_prints_provenance(tmp_path: Path) -> None:
     assert facts["checkpoints"]["normal"]["format"] == "safetensors"
     bad = _cli("models", "verify", str(tmp_path / "n.safetensors"), "--task", "pose")
     assert bad.returncode == 2 and "does not fit the model" in bad.stderr
+
+
+#: The released 0.3b file of each task (models/hub.py), written here with tiny weights.
+RELEASED_03B = {
+    "pose": "sapiens_0.3b_goliath_best_goliath_AP_573.pth",
+    "seg": "sapiens_0.3b_goliath_best_goliath_mIoU_7673_epoch_194.pth",
+    "depth": "sapiens_0.3b_render_people_epoch_100.pth",
+    "normal": "sapiens_0.3b_normal_render_people_epoch_66.pth",
+}
+
+
+def _banner_share(image: np.ndarray) -> float:
+    """Share of the banner band's pixels in the banner colour."""
+    from flows.visualize import BANNER_RGB, banner_height
+
+    band = image[: banner_height(image.shape[0])]
+    return float(np.all(band == np.array(BANNER_RGB, np.uint8), axis=-1).mean())
+
+
+def test_demo_says_random_weights_and_loads_released_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random weights: a banner on the picture and a note in the output. A released size with
+    ``weights`` a directory: its files are loaded (no banner, no note, their paths named)."""
+    import torch
+
+    from actors import groups
+    from tests.inputs.boxclip import write_clip
+    from tests.unit.models.official_reference import OfficialModel
+
+    clip = write_clip(tmp_path / "clip.mp4", width=320, height=240, n=1)
+    rand = run_demo(clip, tmp_path / "rand", count=1, stride=1)
+    summary = json.loads((tmp_path / "rand" / "summary.json").read_text())
+    assert rand.random_weights and summary["note"].startswith("random weights: not a prediction")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for task, name in RELEASED_03B.items():
+        state = OfficialModel(task).state_dict()
+        torch.save({"state_dict": state, "meta": {}}, weights / name)
+    monkeypatch.setattr(groups, "INPUT_SIZE", (256, 192))  # tiny files: keep the crops small
+    real = run_demo(clip, tmp_path / "real", count=1, stride=1, size="0.3b", weights=str(weights))
+    summary = json.loads((tmp_path / "real" / "summary.json").read_text())
+    assert not real.random_weights and "note" not in summary
+    assert summary["checkpoints"]["pose"] == str(weights / RELEASED_03B["pose"])
+    shown = np.asarray(Image.open(rand.images[0]))
+    plain = np.asarray(Image.open(real.images[0]))
+    assert shown.shape == plain.shape
+    assert _banner_share(shown) > 0.5  # red band with white words
+    assert (shown[:10] == 255).all(axis=-1).any()
+    assert _banner_share(plain) < 0.01
+
+
+def test_cli_demo_fails_clearly_without_released_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+    from tests.inputs.boxclip import write_clip
+
+    clip = str(write_clip(tmp_path / "clip.mp4", width=320, height=240, n=1))
+    argv = ["demo", "--input", clip, "--out", str(tmp_path / "out"), "--frames", "1"]
+    assert main([*argv, "--model", "0.3b", "--weights", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "sapiens_0.3b_goliath_best_goliath_AP_573.pth" in err and err.count("\n") == 1
+    assert main([*argv, "--weights", str(tmp_path)]) == 2  # tiny has no weights to load
+    assert "the tiny model has random weights" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

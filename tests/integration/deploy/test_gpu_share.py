@@ -57,6 +57,10 @@ def test_a_whole_gpu_per_member_leaves_the_second_model_waiting(
 ) -> None:
     """The control: asking a whole device per member, the second model cannot be placed."""
     ray = one_gpu_cluster
+    deadline = time.monotonic() + 120  # the members of an earlier test may still be dying
+    while ray.available_resources().get("GPU", 0) < 1.0:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.2)
     pool = InferPool(ScalePolicy(max_actors=1, actor_gpus=1.0))
     try:
         a, b = (pool.acquire(spec, f"job{i}") for i, spec in enumerate(_specs()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def test_run_query_status_render(shared_clip: Path, tmp_path: Path) -> None:
     out = json.loads(run.stdout)
     assert out["state"] == "succeeded" and out["summary"]["frames"] == 5
     assert "5 committed" in run.stderr
+    # Progress counts against the frames the probe expects: the AVI's header claims 682
+    # frames (it holds 341), so 9 at this stride until the job ends with 5.
+    assert re.search(r"committed; \d/9 frames", run.stderr), run.stderr
     store = f"{root}/cli.zarr"
     query = json.loads(_cli("query", store, "--frame", "2").stdout)
     assert query["frame"] == 2 and len(query["track_id"]) == 1

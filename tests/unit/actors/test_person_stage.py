@@ -94,3 +94,22 @@ def test_corrupt_and_crowded_frames_have_no_persons_and_leave_the_tracker_alone(
     plain = {k * STRIDE: boxes[k * STRIDE] for k in kept}
     alone = PersonStage("boxes", {"boxes_by_source_index": plain}).tracked(batch)
     assert persons.track_id.tolist() == alone.track_id[np.isin(alone.frame, kept)].tolist()
+
+
+def test_detections_the_tracker_leaves_untracked_are_kept_with_their_score() -> None:
+    """Boxes scored 0.3-0.6 that match no track (too weak to start one) stay persons, with
+    their score and track id -1; tracked ones keep their ids."""
+    boxes = {
+        0: [[10.0, 10.0, 40.0, 80.0, 0.9], [120.0, 10.0, 150.0, 80.0, 0.4]],
+        STRIDE: [
+            [12.0, 10.0, 42.0, 80.0, 0.9],
+            [60.0, 20.0, 90.0, 90.0, 0.55],
+            [150.0, 5.0, 190.0, 60.0, 0.3],
+        ],
+    }
+    stage = PersonStage("boxes", {"boxes_by_source_index": boxes})
+    persons = stage.tracked(_batches(2, 2)[0])
+    assert persons.frame.tolist() == [0, 0, 1, 1, 1]
+    assert persons.track_id.tolist() == [1, -1, 1, -1, -1]
+    np.testing.assert_allclose(persons.scores, [0.9, 0.4, 0.9, 0.55, 0.3])
+    np.testing.assert_array_equal(persons.boxes[3], [60.0, 20.0, 90.0, 90.0])

@@ -142,7 +142,7 @@ def test_a_person_member_places_the_detector_on_its_own_device(
         worker.prepare(PersonRequest(detector="rtdetr", options={**options, "device": "cuda"}))
 
 
-def test_person_batches_are_grouped_by_frame_and_drop_untracked() -> None:
+def test_person_batches_are_grouped_by_frame_with_ids_of_minus_one_or_more() -> None:
     with pytest.raises(ValueError, match="non-decreasing"):
         PersonBatch(
             boxes=np.zeros((2, 4), np.float32),
@@ -150,12 +150,12 @@ def test_person_batches_are_grouped_by_frame_and_drop_untracked() -> None:
             frame=np.array([1, 0]),
             track_id=np.array([1, 2]),
         )
-    with pytest.raises(ValueError, match="track_id >= 0"):
+    with pytest.raises(ValueError, match="track_id >= -1"):
         PersonBatch(
             boxes=np.zeros((1, 4), np.float32),
             scores=np.ones(1, np.float32),
             frame=np.array([0]),
-            track_id=np.array([-1]),
+            track_id=np.array([-2]),
         )
 
 

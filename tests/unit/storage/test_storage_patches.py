@@ -222,6 +222,32 @@ def test_task_arrays_compose_and_add_patches(place: Place, spec: StoreSpec) -> N
     )
 
 
+def test_xarray_view_of_a_finished_store_whose_tasks_have_other_patch_sizes(
+    place: Place, spec: StoreSpec
+) -> None:
+    """Finalizing trims each task's pixel arrays to its own length (seg patches are half the
+    depth patches' size here), so each task has its own pixel dimension."""
+    url = place("xr-done")
+    write(url, spec, 6)
+    r = open_result(url)
+    pytest.importorskip("xarray")
+    ds = r.to_xarray()
+    assert ds.sizes["seg_pixel"] < ds.sizes["depth_pixel"]
+    k = sum(map(persons_of, range(5)))  # frame 5's first person
+    f = r.frame(5)
+    for task, field, got in (
+        ("seg", "part_patch", f.patches.part_patch[0]),
+        ("normal", "normal_patch", None),
+    ):
+        h, w = (int(v) for v in ds[f"{task}_patch_hw"].values[k])
+        start = int(ds[f"{task}_pixel_start"].values[k])
+        values = ds[field][start : start + h * w].values
+        if got is not None:
+            assert np.array_equal(values.reshape(h, w), got)
+        else:
+            assert values.shape == (h * w, 3)
+
+
 def test_summary_and_xarray_view(place: Place, spec: StoreSpec) -> None:
     url = place("xr")
     write(url, spec, 6, finalize=False)
@@ -230,8 +256,8 @@ def test_summary_and_xarray_view(place: Place, spec: StoreSpec) -> None:
     pytest.importorskip("xarray")
     ds = r.to_xarray()
     assert ds.attrs["patch_size"] == [24, 16]
-    assert ds["part_patch"].dims == ("pixel",)
-    assert ds["normal_patch"].dims == ("pixel", "component")
+    assert ds["part_patch"].dims == ("seg_pixel",)
+    assert ds["normal_patch"].dims == ("normal_pixel", "component")
     assert {"depth_patch", "depth_scale", "seg_patch_hw", "depth_patch_hw", "patch_box"} <= set(
         ds.data_vars
     )
@@ -249,7 +275,7 @@ def test_summary_and_xarray_view(place: Place, spec: StoreSpec) -> None:
     assert np.array_equal(scaled, f.patches.depth_patch[0])
     names = {"pointmap_patch", "pointmap_scale", "pointmap_patch_hw", "pointmap_pixel_start"}
     assert names <= set(ds.data_vars) | set(ds.coords)
-    assert ds["pointmap_patch"].dims == ("pixel", "component")
+    assert ds["pointmap_patch"].dims == ("pointmap_pixel", "component")
     assert ds["pointmap_scale"].dims == ("person",) and ds["pointmap_patch_hw"].dims == (
         "person",
         "hw",
