@@ -1,13 +1,15 @@
 """The pipeline's Prometheus metrics, through ``ray.util.metrics`` (exported by every Ray node).
 
 Every metric is named ``sapiens_stream_<name>`` and created once per process on first use.
+Ray's metrics agent exports it to Prometheus as ``ray_sapiens_stream_<name>``, counters with
+``_total`` appended (:func:`exported_names`); deploy/grafana/sapiens-stream.json plots them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["metric"]
+__all__ = ["METRICS", "exported_names", "metric"]
 
 # name -> (kind, description, tag keys)
 METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -33,3 +35,12 @@ def metric(name: str) -> Any:
         cls = Counter if kind == "counter" else Gauge
         _made[name] = cls(f"sapiens_stream_{name}", description=text, tag_keys=tags)
     return _made[name]
+
+
+def exported_names() -> dict[str, str]:
+    """Each metric's name as Ray's Prometheus endpoint exports it (``ray_`` prefix; counters
+    end in ``_total``), by its name in ``METRICS``."""
+    return {
+        name: f"ray_sapiens_stream_{name}" + ("_total" if kind == "counter" else "")
+        for name, (kind, _text, _tags) in METRICS.items()
+    }

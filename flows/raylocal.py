@@ -10,7 +10,8 @@ A local cluster started here:
   default ``~/.ray/auth_token`` world-readable);
 * is never replaced behind the driver's back: Ray's automatic ``ray.init()`` on the first API
   call after a shutdown (during interpreter exit, after SIGTERM) would start a new cluster or
-  join whichever one the machine last ran, so it is switched off for the process.
+  join whichever one the machine last ran, so it is switched off for the process;
+* exports Prometheus metrics on ``SAPIENS_STREAM_METRICS_PORT`` when that is set.
 
 Joining a cluster by address (``--address``, ``RAY_ADDRESS``) leaves that cluster's own
 network and authentication settings alone.
@@ -92,9 +93,24 @@ def object_store_bytes(batch_bytes: int, batches: int) -> int:
     return int(max(MIN_OBJECT_STORE, min(want, MAX_OBJECT_STORE_SHARE * memory)))
 
 
+#: The port a local cluster exports its Prometheus metrics on (Ray's ``--metrics-export-port``;
+#: unset: a free port, which nothing announces, since a local cluster runs no dashboard).
+METRICS_PORT_ENV = "SAPIENS_STREAM_METRICS_PORT"
+
+
+def _metrics_port() -> int | None:
+    raw = os.environ.get(METRICS_PORT_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{METRICS_PORT_ENV}={raw!r} is not a port number")
+    return int(raw)
+
+
 def ensure_ray(address: str | None = None, *, store_bytes: int | None = None) -> None:
     """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster sized to this machine,
-    bound to loopback, with a private token file. ``store_bytes``: the local cluster's object
+    bound to loopback, with a private token file, exporting metrics on the port of
+    ``SAPIENS_STREAM_METRICS_PORT`` when set. ``store_bytes``: the local cluster's object
     store (see :func:`object_store_bytes`; default the floor)."""
     _no_auto_init()
     import ray
@@ -113,6 +129,7 @@ def ensure_ray(address: str | None = None, *, store_bytes: int | None = None) ->
         include_dashboard=False,
         object_store_memory=max(MIN_OBJECT_STORE, store_bytes or 0),
         log_to_driver=False,
+        _metrics_export_port=_metrics_port(),
     )
 
 

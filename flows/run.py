@@ -18,6 +18,7 @@ from typing import Any
 
 from flows.drive import Progress, drive
 from flows.inline import JobOutcome
+from flows.metrics import metric
 from flows.outcome import failure_reason, mark_store_failed
 from flows.ownactors import private_gpus
 from flows.plan import JobPlan
@@ -145,13 +146,22 @@ def _attempts(
                 actors = replace(actors, reroute=_rerouter(pool, plan, job_id))
             if on_video is not None:
                 on_video(actors.video)
-            drive(plan, actors, max_in_flight=max_in_flight, progress=progress, watch=watch)
+            seen = [actors.watermark]  # commits drive() counted in frames_committed
+
+            def counted(done: int, decoded: int, seen: list[int] = seen) -> None:
+                seen[0] = done
+                if progress is not None:
+                    progress(done, decoded)
+
+            drive(plan, actors, max_in_flight=max_in_flight, progress=counted, watch=watch)
             frames = watch.get(
                 actors.writer.finalize.remote(
                     actors.key, {"wall_s": time.perf_counter() - t0, "attempts": attempt + 1}
                 ),
                 "the store to be finalized",
             )
+            if frames > seen[0]:  # the last partial block commits at finalize
+                metric("frames_committed").inc(frames - seen[0], tags={"job": job_id})
             return JobOutcome(
                 job_id=job_id,
                 state="succeeded",
