@@ -29,6 +29,7 @@ __all__ = [
     "ModelSpec",
     "announce_licence",
     "build_groups",
+    "is_trunk",
     "keypoints_problem",
     "model_facts",
     "parse_model_name",
@@ -114,7 +115,8 @@ class ModelSpec:
     Args:
         size: ``tiny`` (random weights from ``seed``) or a released size of ``family``.
         family: ``sapiens`` or ``sapiens2``.
-        weights: ``hub`` or a directory holding the released checkpoint files.
+        weights: ``hub``, a directory holding the released checkpoint files, or a trunk
+            ``.safetensors`` file: one group for all its tasks (docs/trunk.md).
         fmt: hub format (``original``, ``torchscript``, ``bfloat16``).
         num_keypoints: pose keypoint set: 308, 133 or 17. The tiny model is built with it; a
             released Sapiens model loads the checkpoint of that set (133 and 17 from a weights
@@ -254,6 +256,23 @@ def _load_group(key: ModelSpec, task: str) -> SapiensModel:
     return model
 
 
+def is_trunk(weights: str) -> bool:
+    """Whether ``weights`` names a trunk checkpoint file (``sapiens-stream trunk build``)."""
+    return weights.endswith(".safetensors") and Path(weights).is_file()
+
+
+def _load_trunk(key: ModelSpec, tasks: tuple[str, ...]) -> SapiensModel:
+    from models.trunk import load_trunk
+
+    trunk = load_trunk(key.weights)
+    if (trunk.family, trunk.size) != (key.family, key.size):
+        msg = f"{key.weights}: a {trunk.family} {trunk.size} trunk, but the job asks for {key.name}"
+        raise CheckpointError(msg)
+    if missing := [t for t in key.heads_for(tasks) if t not in trunk.tasks]:
+        raise CheckpointError(f"{key.weights}: the trunk has no {missing} branch: {trunk.tasks}")
+    return trunk  # type: ignore[return-value]
+
+
 def runtime_spec(key: ModelSpec, batch_size: int) -> RuntimeSpec:
     return RuntimeSpec(
         device=key.resolved_device,
@@ -273,9 +292,10 @@ def model_facts(key: ModelSpec, groups: list[Predictor], tasks: tuple[str, ...])
     return {
         "family": key.family,
         "model": key.name,
+        "name": _entry_name(key, groups),
         "size": key.size,
         "tasks": list(tasks),
-        "random_weights": key.size == "tiny",
+        "random_weights": key.size == "tiny" and not is_trunk(key.weights),
         "seed": key.seed,
         "licence": {"name": terms.name, "summary": terms.summary},
         "seg_classes": list(seg_classes(key.family).names),
@@ -290,6 +310,14 @@ def model_facts(key: ModelSpec, groups: list[Predictor], tasks: tuple[str, ...])
     }
 
 
+def _entry_name(key: ModelSpec, groups: list[Predictor]) -> str:
+    """The store's model entry name: ``sapiens-0.3b``, ``sapiens2-0.4b``, or for a trunk
+    ``sapiens-0.3b-trunk-k12`` (its first k blocks shared by its tasks)."""
+    name = f"{key.family}-{key.size}"
+    k = next((getattr(g.model, "k", None) for g in groups if is_trunk(key.weights)), None)
+    return name if k is None else f"{name}-trunk-k{k}"
+
+
 def build_groups(key: ModelSpec, tasks: tuple[str, ...], batch_size: int) -> list[Predictor]:
     """One predictor per backbone group serving ``tasks``: the tiny model is one group with
     every head (its weights do not depend on ``tasks``); released checkpoints each carry their
@@ -297,6 +325,8 @@ def build_groups(key: ModelSpec, tasks: tuple[str, ...], batch_size: int) -> lis
     runtime = runtime_spec(key, batch_size)
     if key.family == "sapiens2":
         announce_licence(key.family)
+    if is_trunk(key.weights):  # one group: a trunk checkpoint (docs/trunk.md)
+        return [Predictor(_load_trunk(key, tasks), runtime)]
     if key.size == "tiny":
         torch.manual_seed(key.seed)
         extra = {"input_size": key.resolved_crop_size} if key.family == "sapiens2" else {}

@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     from flows.commands import add_job_commands
 
     add_job_commands(sub)
+    from flows.trunk import add_trunk_commands
+
+    add_trunk_commands(sub)
     return p
 
 

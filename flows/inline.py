@@ -66,7 +66,7 @@ def model_entries(facts: dict) -> list[ModelProvenance]:
     licence = f"{terms['name']}: {terms['summary']}" if terms else None
     return [
         ModelProvenance(
-            name=f"{facts.get('family', 'sapiens')}-{facts['size']}",
+            name=facts.get("name") or f"{facts.get('family', 'sapiens')}-{facts['size']}",
             task=part,
             checkpoint_sha256=info.get("sha256"),
             random_weights=bool(info.get("random_weights")),

@@ -21,6 +21,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "scale_events": ("counter", "pool size changes", ("model", "direction")),
     "actor_busy_fraction": ("gauge", "fraction of time a Sapiens actor runs forwards", ("actor",)),
     "actor_fill": ("gauge", "mean fraction of a forward holding real crops", ("actor",)),
+    "jobs": ("gauge", "jobs queued (all services) and running (this service)", ("state",)),
+    "jobs_finished": ("counter", "jobs a service ended, by outcome", ("outcome",)),
 }
 
 _made: dict[str, Any] = {}

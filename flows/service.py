@@ -272,6 +272,7 @@ class JobService:
                 self._retrying(self.coord.confirm_cancel, lease)
         else:
             self._retrying(self.coord.fail, lease, outcome.error or "failed")
+        metric("jobs_finished").inc(tags={"outcome": outcome.state})
         logger.info("job %s %s (%d frames)", lease.job_id, outcome.state, outcome.frames)
 
     def _store_bytes(self) -> int:
@@ -308,7 +309,10 @@ class JobService:
             d = demand.setdefault(self.pool.register(job.infer), [0, 0])
             d[0] += 1
             d[1] += max(0, total - job.committed)
-        for rec in self.coord.list_jobs(state="queued", limit=1000):
+        queued = self.coord.list_jobs(state="queued", limit=1000)
+        metric("jobs").set(len(queued), tags={"state": "queued"})
+        metric("jobs").set(len(self._running), tags={"state": "running"})
+        for rec in queued:
             try:
                 spec = JobSpec.from_dict({**rec.spec, "job_id": rec.job_id})
             except SpecError:

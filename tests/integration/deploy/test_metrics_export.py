@@ -112,6 +112,8 @@ def _missing(samples: dict[str, list[tuple[dict[str, str], float]]], job: str) -
         and has_tag("actor_busy_fraction", "actor"),
         "actor_fill in (0, 1]": any(0 < v <= 1 for v in values("actor_fill"))
         and has_tag("actor_fill", "actor"),
+        "jobs by state": has_tag("jobs", "state"),
+        "jobs_finished succeeded == 1": values("jobs_finished", outcome="succeeded") == [1],
     }
     return [what for what, ok in checks.items() if not ok]
 
