@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # ~45 s of two services and a frozen lease: `make soak`; the fencing rule
+# itself is covered in CI by tests/unit/storage/test_storage_fencing.py
 def test_a_thawed_stale_owner_changes_nothing(
     ray_cluster, redis_process, shared_clip: Path, tmp_path: Path
 ) -> None:
