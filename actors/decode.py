@@ -26,12 +26,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from actors._decode_checks import _bytes, _check_int, _check_keys, _check_number
 from actors.errors import InvalidDecodeSpecError, ResourceLimitError
 from actors.messages import FrameBatch, VideoInfo
 from media import (
@@ -46,6 +48,7 @@ from media import (
     VideoReader,
     check_frame_pixels,
     choose_backend,
+    is_live,
     output_size,
     probe_video,
 )
@@ -128,6 +131,11 @@ class DecodeSpec:
         backend: ``auto`` (torchcodec on NVDEC where it loads, this process sees a CUDA device
             and the source suits it, else PyAV), ``pyav``, ``torchcodec-cpu`` or
             ``torchcodec-cuda`` (:func:`media.choose_backend`).
+        reconnects: a live source (RTSP...) that drops is reopened up to this many times in
+            a row, waiting ``reconnect_backoff_s`` doubled each time, before the decode fails.
+        reconnect_backoff_s: the wait before the first reconnect attempt.
+        live_batch_s: a live source's batch is emitted once its first frame is this old,
+            full or not, so results commit on a time bound whatever the frame rate.
     """
 
     batch_size: int = 8
@@ -143,17 +151,19 @@ class DecodeSpec:
     seek: bool = True
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     backend: str = "auto"
+    reconnects: int = 5
+    reconnect_backoff_s: float = 1.0
+    live_batch_s: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_int("batch_size", self.batch_size, low=1)
-        _check_int("stride", self.stride, low=1)
-        _check_int("threads", self.threads, low=0)
+        for name, low in (("batch_size", 1), ("stride", 1), ("threads", 0), ("reconnects", 0)):
+            _check_int(name, getattr(self, name), low=low)
         if self.max_side is not None:
             _check_int("max_side", self.max_side, low=16)
         if self.floor is not None and (self.max_side or not isinstance(self.floor, SizeFloor)):
             msg = "DecodeSpec.floor: expected a SizeFloor and no max_side, got "
             raise InvalidDecodeSpecError(f"{msg}floor={self.floor!r}, max_side={self.max_side}")
-        for name in ("open_timeout_s", "read_timeout_s"):
+        for name in ("open_timeout_s", "read_timeout_s", "reconnect_backoff_s", "live_batch_s"):
             _check_number(name, getattr(self, name), positive=True)
         _check_number("start_s", self.start_s, positive=False)
         if self.target_fps is not None:
@@ -193,34 +203,6 @@ class DecodeSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain values; ``DecodeSpec.from_dict(spec.to_dict()) == spec``."""
         return asdict(self)
-
-
-def _bytes(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit} ({n:,} bytes)"
-    return f"{n:,} bytes"
-
-
-def _check_keys(cls: type, raw: Mapping[str, Any]) -> None:
-    valid = {f.name for f in fields(cls)}
-    if unknown := raw.keys() - valid:
-        msg = f"unknown {cls.__name__} key(s) {sorted(unknown)}; valid keys: {sorted(valid)}"
-        raise InvalidDecodeSpecError(msg)
-
-
-def _check_int(name: str, value: object, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        msg = f"DecodeSpec.{name}: expected an int >= {low}, got {value!r}"
-        raise InvalidDecodeSpecError(msg)
-
-
-def _check_number(name: str, value: object, *, positive: bool) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):  # type: ignore[operator]
-        bound = "> 0" if positive else ">= 0"
-        msg = f"DecodeSpec.{name}: expected a finite number {bound}, got {value!r}"
-        raise InvalidDecodeSpecError(msg)
 
 
 class DecodeWorker:
@@ -309,8 +291,10 @@ class DecodeWorker:
             corrupt_slots=True,
             backend=self.backend(source, info),
             batch=s.batch_size,
+            live=(s.reconnects, s.reconnect_backoff_s),
         )
-        return info, _Batcher(job_id, info, s.batch_size, reader).run()
+        wait_s = s.live_batch_s if is_live(os.fspath(source)) else math.inf
+        return info, _Batcher(job_id, info, (s.batch_size, wait_s), reader).run()
 
     def backend(self, source: Source, info: VideoInfo) -> Backend:
         """The decoder ``spec.backend`` resolves to for ``source`` (:func:`media.choose_backend`;
@@ -327,8 +311,12 @@ def _cuda_available() -> bool:
 class _Batcher:
     """Packs the frames a reader selects into FrameBatches, one buffer at a time."""
 
-    def __init__(self, job_id: str, info: VideoInfo, size: int, reader: VideoReader) -> None:
-        self._job_id, self._info, self._size, self._reader = job_id, info, size, reader
+    def __init__(
+        self, job_id: str, info: VideoInfo, size: tuple[int, float], reader: VideoReader
+    ) -> None:
+        self._job_id, self._info, self._reader = job_id, info, reader
+        self._size, self._wait_s = size  # frames per batch; how long a batch may fill
+        self._since = 0.0  # when the buffer's first frame was added
         self._buffer: np.ndarray | None = None
         self._index: list[int] = []
         self._pts: list[int] = []
@@ -337,10 +325,13 @@ class _Batcher:
         self._batch_index = 0
 
     def run(self) -> Iterator[FrameBatch]:
-        """Yield batches; a full batch waits for the next kept frame so ``is_last`` is exact."""
+        """Yield batches; a full batch waits for the next kept frame so ``is_last`` is exact.
+        A live source's batch also goes out, full or not, once its first frame waited
+        ``wait_s`` (so its last batch may be empty)."""
         emitted = 0
         for frame in self._reader:
-            if len(self._index) == self._size:
+            late = self._index and time.monotonic() - self._since >= self._wait_s
+            if len(self._index) == self._size or late:
                 yield self._flush(is_last=False)
             self._add(frame)
             emitted += 1
@@ -355,6 +346,8 @@ class _Batcher:
         )
 
     def _add(self, frame: DecodedFrame) -> None:
+        if not self._index:
+            self._since = time.monotonic()
         if self._buffer is None:
             shape = (self._size, self._info.height, self._info.width, 3)
             self._buffer = np.empty(shape, dtype=np.uint8)

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model
 from models.runtime import Predictor, RuntimeSpec
+from models.trunk import build_trunk
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by a substring of ``torch.cuda.get_device_name``,
 #: most specific first (the first match wins: "A100" before "A10", "L40S" before "L40" before
@@ -136,6 +137,135 @@ def build_layout(
     if layout != "shared":
         raise ValueError(f"layout must be 'shared' or 'released', got {layout!r}")
     return [_build(tasks, size, hw, device=device, dtype=dtype)]
+
+
+def depth_of(size: str) -> int:
+    """Blocks L of the backbone of ``size`` (a Sapiens size or a ``sapiens2-`` model name)."""
+    return len(_build((), size, (1024, 768), device="meta").backbone.blocks)
+
+
+def build_trunk_model(
+    tasks: tuple[str, ...],
+    size: str,
+    k: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    hw: tuple[int, int] = (1024, 768),
+) -> torch.nn.Module:
+    """A ``models.trunk.TrunkModel`` of random-weight one-task models sharing the stem and
+    blocks ``[0, k)`` (the first task's values; no files), as ``trunk build`` makes one."""
+    teachers = [_build((t,), size, hw, device=device, dtype=dtype) for t in tasks]
+    shared = {n: p.detach() for n, p in teachers[0].backbone.named_parameters()}
+    trunk = build_trunk(teachers, k, shared)
+    del teachers, shared
+    return trunk
+
+
+def count_trunk_flops(tasks: tuple[str, ...], size: str, hw: tuple[int, int], k: int) -> int:
+    """FLOPs of one crop through a trunk at branch point ``k``, counted on the meta device."""
+    trunk = build_trunk_model(tasks, size, k, device="meta", hw=hw)
+    with FlopCounterMode(display=False) as counter:
+        trunk(torch.empty(1, 3, *hw, device="meta"))
+    return int(counter.get_total_flops())
+
+
+#: The three ways of running every task of a size that the ``trunk`` rows compare.
+TRUNK_LAYOUTS = ("released", "trunk", "shared")
+
+
+def bench_trunk(
+    size: str, tasks: tuple[str, ...], args: argparse.Namespace, k: int | None = None
+) -> dict[str, object]:
+    """``released`` (one backbone group per task), ``trunk`` (models.trunk at ``k``, default
+    L/2) and ``shared`` (k = L: one backbone for every head), FLOPs and crops/s, each as a
+    ratio to released; the timings interleave (each round runs the three once, in a rotating
+    order), so the machine's noise hits all three alike."""
+    hw = (args.height, args.width)
+    tasks = heads_of(size, tasks)
+    depth = depth_of(size)
+    k = depth // 2 if k is None else k
+    if not 0 <= k <= depth:
+        raise ValueError(f"--trunk-k must be in [0, {depth}] for {size}, got {k}")
+    spec = RuntimeSpec(device=args.device, dtype=args.dtype, batch_size=args.batch)
+    dd = {"device": args.device, "dtype": spec.torch_dtype, "hw": hw}
+    preds = {
+        "released": [Predictor(m, spec) for m in build_layout(tasks, size, "released", **dd)],
+        "trunk": [Predictor(build_trunk_model(tasks, size, k, **dd), spec)],
+        "shared": [Predictor(m, spec) for m in build_layout(tasks, size, "shared", **dd)],
+    }
+    flops = {
+        "released": count_layout_flops(tasks, size, hw, "released"),
+        "trunk": count_trunk_flops(tasks, size, hw, k),
+        "shared": count_layout_flops(tasks, size, hw, "shared"),
+    }
+    x = torch.randn(args.batch, 3, *hw, device=args.device)
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    names = list(TRUNK_LAYOUTS)
+    for _ in range(args.warmup):
+        for name in names:
+            for pred in preds[name]:
+                pred(x)
+    total = dict.fromkeys(names, 0.0)
+    per_round: list[dict[str, float]] = []
+    for r in range(args.iters):
+        order = names[r % 3 :] + names[: r % 3]
+        times: dict[str, float] = {}
+        for name in order:
+            sync()
+            t0 = time.perf_counter()
+            for pred in preds[name]:
+                pred(x)
+            sync()
+            times[name] = time.perf_counter() - t0
+            total[name] += times[name]
+        per_round.append(times)
+    layouts: dict[str, dict[str, object]] = {}
+    for name in names:
+        seconds = total[name] / args.iters
+        layouts[name] = {
+            "groups": len(preds[name]),
+            "gflop_per_crop": flops[name] / 1e9,
+            "flops_vs_released": flops[name] / flops["released"],
+            "ms_per_batch": seconds * 1e3,
+            "crops_per_s": args.batch / seconds,
+            "crops_per_s_vs_released": total["released"] / total[name],
+            "crops_per_s_vs_released_per_round": [t["released"] / t[name] for t in per_round],
+        }
+    del preds
+    if cuda:
+        torch.cuda.empty_cache()
+    return {
+        "size": size,
+        "tasks": list(tasks),
+        "depth": depth,
+        "k": k,
+        "rounds": args.iters,
+        "warmup_rounds": args.warmup,
+        "layouts": layouts,
+    }
+
+
+#: How the ``trunk`` section was measured (written into its JSON).
+TRUNK_METHOD = {
+    "released": "one random-weight task model (backbone + head) per task, as released",
+    "trunk": (
+        "models.trunk.build_trunk of those task models: stem and blocks [0, k) shared (one "
+        "prefix per patch padding: Sapiens pose/normal pad 2, seg/depth 0, so two prefixes; "
+        "Sapiens2 one), blocks [k, L), final norm and head per task"
+    ),
+    "shared": "k = L: one backbone for every head (layout shared)",
+    "flops": (
+        "torch.utils.flop_counter.FlopCounterMode, one crop, on the meta device "
+        "(nothing allocated), summed over the layout's groups"
+    ),
+    "timing": (
+        "Predictor forward (inference_mode) of a fixed random batch; each round times the three "
+        "layouts once, in a rotating order, after the warm-up rounds; crops_per_s_vs_released "
+        "is released seconds / layout seconds summed over the rounds"
+    ),
+}
 
 
 #: Released task-model sizes of each family (the catalogue's rows) and their heads.
@@ -255,13 +385,25 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         help="torch.compile the groups: off (default), on (bare --compile) or both (a row each)",
     )
     p.add_argument("--no-catalogue", action="store_true", help="skip the parameter and FLOP table")
+    p.add_argument(
+        "--trunk-k", type=int, default=None, help="branch point of the trunk rows (default L/2)"
+    )
+    p.add_argument(
+        "--no-trunk", action="store_true", help="skip the released/trunk/shared comparison"
+    )
+    p.add_argument("--only-trunk", action="store_true", help="only the trunk section")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     tasks = tuple(args.tasks.split(","))
     settings = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
     rows = []
+    trunk_rows: list[dict[str, object]] = []
     for size in args.sizes.split(","):
+        if not args.no_trunk and len(tasks) > 1:
+            trunk_rows.append(bench_trunk(size, tasks, args, args.trunk_k))
+        if args.only_trunk:
+            continue
         for comp in settings:
             rows.append(bench_one(size, (), args, compile=comp))
             rows.extend(bench_one(size, (task,), args, compile=comp) for task in tasks)
@@ -283,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         else None,
         "threads": torch.get_num_threads(),
         "results": rows,
+        "trunk": None if args.no_trunk else {"method": TRUNK_METHOD, "rows": trunk_rows},
         "catalogue": None if args.no_catalogue else catalogue(),
     }
     text = json.dumps(result, indent=2)

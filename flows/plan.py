@@ -12,13 +12,14 @@ from actors.infer import InferSpec, ModelSpec
 from actors.messages import VideoInfo
 from actors.writer import StoreRequest
 from flows.spec import JobSpec
-from media import output_size
+from media import is_live, output_size
 from models.analyze import DENSE_TASKS
 from models.metadata import keypoint_set, seg_classes
 from models.spec import output_keypoints
 from storage import DEFAULT_MAX_PERSONS, ModelProvenance, StoreSpec
 
 __all__ = [
+    "LIVE_COMMIT_S",
     "MAP_BYTES_PER_PIXEL",
     "TYPICAL_FRAME",
     "JobPlan",
@@ -36,6 +37,12 @@ MAP_BYTES_PER_PIXEL = {"pose": 0, "seg": 1, "depth": 4, "normal": 12, "pointmap"
 #: Any dense task adds the maps that decide which person owns each pixel (a float32 score and
 #: an int32 person index).
 _OWNER_BYTES_PER_PIXEL = 8
+
+
+#: Most seconds of a live stream's sampled frames in one store block: a block commits once it
+#: is whole, so a live job's blocks are cut to this span (at most the usual 8 frames).
+LIVE_COMMIT_S = 1.0
+_BLOCK_FRAMES = 8
 
 
 #: Bytes per source pixel of crop-mode per-person patches, for persons whose boxes together
@@ -102,7 +109,19 @@ class JobPlan:
             source_height=info.height,
             source_width=info.width,
             patch_size=self.patch_size(info),
+            frames_per_shard=self.block_frames(info),
         )
+
+    def block_frames(self, info: VideoInfo) -> int:
+        """Frames per store block: 8, or for a live source as many as it samples in
+        ``LIVE_COMMIT_S`` (at least 1), so its results commit within about that long of their
+        batch (a live batch is emitted within ``DecodeSpec.live_batch_s``)."""
+        if not is_live(info.source):
+            return _BLOCK_FRAMES
+        s = self.spec.sampling
+        rate = info.fps or 25.0
+        rate = min(rate, s.target_fps) if s.target_fps is not None else rate / s.stride
+        return max(1, min(_BLOCK_FRAMES, math.floor(rate * LIVE_COMMIT_S)))
 
     def patch_size(self, info: VideoInfo) -> tuple[int, int] | None:
         """The store's per-person slot (H, W) for crop-mode dense results: the crop size (a

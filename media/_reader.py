@@ -23,9 +23,10 @@ import numpy as np
 from media._feed import Feed, FeedOptions
 from media._image import Orientation, to_rgb
 from media._info import VideoInfo
+from media._live import LiveFeed, LiveOptions
 from media._probe import orientation_from, probe_video
 from media._sampling import Choice, FrameClock, Sampler
-from media._source import OPEN_TIMEOUT_S, READ_TIMEOUT_S
+from media._source import OPEN_TIMEOUT_S, READ_TIMEOUT_S, is_live
 from media._stream import MAX_PIXELS
 from media._torchcodec import Backend, TorchcodecFrames, TorchcodecMismatch
 from media.errors import UnknownFrameRateError
@@ -44,7 +45,8 @@ class DecodedFrame:
     Args:
         index: decode index (0 = first decoded frame of the video).
         pts: presentation timestamp in the stream's time base, or None.
-        time_s: seconds since the first frame (see :class:`~media.FrameClock`).
+        time_s: seconds since the first frame (see :class:`~media.FrameClock`); for a live
+            source, its wall-clock time in Unix seconds (:mod:`media._live`).
 
     A corrupt slot (``corrupt``: its packet failed to decode or the decoder flagged the frame)
     has no pixels; :meth:`rgb` gives black. A PyAV frame is converted when :meth:`rgb` is
@@ -104,6 +106,14 @@ class VideoReader:
             decodes the selected frames in chunks of ``batch`` and hands the rest of the file
             to PyAV if it fails (``backend_used`` and ``fallback`` tell).
         batch: frames torchcodec decodes per call.
+        live: a live source's reconnect settings, ``(reconnects, backoff_s)``
+            (:mod:`media._live`).
+
+    A live source (:func:`~media.is_live`) is read by a :class:`~media._live.LiveFeed`: its
+    frames are numbered from ``start_index`` (nothing is skipped: a stream cannot be rewound),
+    carry their wall-clock time (Unix seconds, :mod:`media._live`) as ``time_s``, and the
+    sampler's times (``target_fps``, ``start_s``, ``end_s``) count from the first frame this
+    reader delivers.
 
     Raises:
         UnknownFrameRateError: the sampler selects by time but the video has neither
@@ -125,6 +135,7 @@ class VideoReader:
         corrupt_slots: bool = False,
         backend: Backend = "pyav",
         batch: int = 8,
+        live: tuple[int, float] = (5, 1.0),
     ) -> None:
         self._with_corrupt = corrupt_slots
         self._source, self._info, self._batch = source, info, batch
@@ -134,20 +145,26 @@ class VideoReader:
         self.fallback: str | None = None
         self._sampler = sampler or Sampler(stride=1, target_fps=None, start_s=0.0, end_s=None)
         self.clock = FrameClock(info.time_source, info.time_base, info.start_pts, info.fps)
-        if self._sampler.uses_time and info.time_source == "rate" and info.fps is None:
+        self._live = is_live(os.fspath(source))
+        self._origin: float | None = None  # a live reader's first frame time
+        if self._live:
+            options = LiveOptions(threads, open_timeout_s, read_timeout_s, max_pixels, *live)
+            self._feed: Feed | LiveFeed = LiveFeed(source, start_index=start_index, options=options)
+        elif self._sampler.uses_time and info.time_source == "rate" and info.fps is None:
             msg = (
                 f"{info.source!r}: target_fps/start_s/end_s need frame times, but the video has "
                 "neither increasing pts nor a frame rate; use stride instead"
             )
             raise UnknownFrameRateError(msg)
-        self._feed = Feed(
-            source,
-            seekable=seek and info.seekable,
-            start_index=start_index,
-            start_s=self._sampler.start_s,
-            clock=self.clock,
-            options=FeedOptions(threads, open_timeout_s, read_timeout_s, max_pixels),
-        )
+        else:
+            self._feed = Feed(
+                source,
+                seekable=seek and info.seekable,
+                start_index=start_index,
+                start_s=self._sampler.start_s,
+                clock=self.clock,
+                options=FeedOptions(threads, open_timeout_s, read_timeout_s, max_pixels),
+            )
         self._start = start_index
         self._shape = (info.height, info.width, 3)
         self._orientation = orientation_from(info)
@@ -226,8 +243,8 @@ class VideoReader:
                 sampler = sampler.fresh()
             yield from self._corrupt(sampler)  # slots before this frame
             last = self.last_index = index
-            time_s = self.clock.time_of(index, frame.pts)
-            choice = sampler.choose(index, time_s)
+            time_s, choice_s = self._times(index, frame.pts)
+            choice = sampler.choose(index, choice_s)
             if choice is Choice.STOP:
                 return
             if index < self._start:
@@ -238,13 +255,23 @@ class VideoReader:
             yield DecodedFrame(index, frame.pts, time_s, frame, self._shape, self._orientation)
         yield from self._corrupt(sampler)  # slots after the last good frame
 
+    def _times(self, index: int, pts: int | None) -> tuple[float, float]:
+        """A frame's ``time_s`` and the time the sampler judges it by."""
+        if not isinstance(self._feed, LiveFeed):
+            time_s = self.clock.time_of(index, pts)
+            return time_s, time_s
+        wall = self._feed.wall_time
+        if self._origin is None:
+            self._origin = wall
+        return wall, wall - self._origin
+
     def _corrupt(self, sampler: Sampler) -> Iterator[DecodedFrame]:
         """The corrupt slots recorded since the last call that ``sampler`` would select."""
         for index, pts in self._feed.take_slots():
             if not self._with_corrupt or index < self._start:
                 continue
-            time_s = self.clock.time_of(index, pts)
-            if sampler.covers(index, time_s):
+            time_s, choice_s = self._times(index, pts)
+            if sampler.covers(index, choice_s):
                 yield DecodedFrame(index, pts, time_s, None, self._shape, self._orientation)
 
 

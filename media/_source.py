@@ -45,6 +45,7 @@ NETWORK_ERRORS = (av.error.ExitError, TimeoutError, ConnectionError)
 
 _LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
 _HTTP_SCHEMES = frozenset({"http", "https"})
+_LIVE_ANALYZE_US = 1_000_000
 #: URL schemes opened as network sources; ``file://`` is a local path, anything else is refused
 #: (FFmpeg's wrapper protocols such as ``crypto+file://`` would bypass the local-file checks).
 _NETWORK_SCHEMES = _LIVE_SCHEMES | _HTTP_SCHEMES | {"ftp"}
@@ -82,8 +83,13 @@ def display_name(source: str | os.PathLike[str]) -> str:
 def _protocol_options(source: str, open_timeout_s: float, read_timeout_s: float) -> dict[str, str]:
     """FFmpeg protocol options so that a silent server fails in seconds instead of hanging."""
     scheme, read_us = _scheme(source), str(int(read_timeout_s * 1e6))
+    # A live stream is read for 5 s before its first frame by default, to learn its format;
+    # 1 s finds an H.264 stream's size and rate (and each reconnect waits that much less).
+    live = {"analyzeduration": str(_LIVE_ANALYZE_US)}
     if scheme in ("rtsp", "rtsps"):
-        return {"rtsp_transport": "tcp", "timeout": read_us}
+        return {"rtsp_transport": "tcp", "timeout": read_us, **live}
+    if scheme in _LIVE_SCHEMES:
+        return {"rw_timeout": read_us, **live}
     if scheme in _NETWORK_SCHEMES:
         return {"rw_timeout": read_us}
     return {}
