@@ -19,6 +19,10 @@ Sections, cheapest and most important first:
 4. ``mfu_late``: the ``mfu`` rows at batch 32 (0.3b to 1b), last because their depth-head
    activations pass 2**31 elements, where a kernel is likeliest to fail and take the CUDA
    context with it.
+5. ``trunk``: per size, ``released`` vs a ``models.trunk`` trunk at k = L/2 (``--trunk-k``) vs
+   ``shared`` (k = L), FLOPs and crops/s as ratios to released, the three timed in alternating
+   rounds (``bench.models.TRUNK_METHOD``); in ``models-<tag>.json`` under ``trunk``. Last, so
+   the deadline skips it first.
 
 Each section is guarded (a failure is recorded and the next one runs), each measurement
 checks the deadline (``--deadline-s``, 420 s counted from bench/gpu.sh's start) before it
@@ -61,8 +65,17 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.models import build_layout, heads_of, peak_entry  # noqa: E402
+from bench.models import (  # noqa: E402
+    TRUNK_LAYOUTS,
+    TRUNK_METHOD,
+    build_layout,
+    build_trunk_model,
+    depth_of,
+    heads_of,
+    peak_entry,
+)
 from bench.models import count_layout_flops as _count_layout_flops  # noqa: E402
+from bench.models import count_trunk_flops as _count_trunk_flops  # noqa: E402
 from models.spec import ARCHES, INPUT_SIZE  # noqa: E402
 
 TASKS = ("pose", "seg", "depth", "normal")
@@ -77,6 +90,7 @@ COMPILE_GUESS_S = {"tiny": 20.0, "0.3b": 80.0, "0.6b": 110.0, "1b": 130.0, "2b":
 
 #: FLOPs per crop by (tasks, size, hw, layout): counted once per run on the meta device.
 count_layout_flops = functools.lru_cache(maxsize=None)(_count_layout_flops)
+count_trunk_flops = functools.lru_cache(maxsize=None)(_count_trunk_flops)
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------
@@ -708,11 +722,102 @@ def _cuda_graph_row(
     return row
 
 
+def section_trunk(ctx: Context) -> dict[str, Any]:
+    """Released vs trunk (k = L/2) vs shared (k = L) per size, the three interleaved round by
+    round, so the device's drift hits all three alike; skipped per size at the deadline."""
+    args, dev, clock = ctx.args, ctx.device, ctx.clock
+    doc = ctx.results.doc("models")
+    rows: list[dict[str, Any]] = []
+    doc["trunk"] = {
+        "method": TRUNK_METHOD,
+        "input_hw": list(ctx.hw),
+        "dtype": str(_dtype(dev)),
+        "batch": args.trunk_batch,
+        "rows": rows,
+    }
+    for size in args.trunk_sizes:
+        tasks = heads_of(size, TASKS)
+        depth = depth_of(size)
+        k = depth // 2 if args.trunk_k is None else args.trunk_k
+        row: dict[str, Any] = {"size": size, "tasks": list(tasks), "depth": depth, "k": k}
+        if clock.left() <= (10 if args.smoke else 40):  # builds and 10 rounds: about 30 s
+            rows.append({**row, "status": "skipped: deadline"})
+            ctx.results.save("models")
+            continue
+        try:
+            row.update(_trunk_row(ctx, size, tasks, k))
+            row["status"] = "ok"
+        except Exception as e:
+            row["status"] = "out of memory" if _is_oom(e) else f"error: {_error_text(e)}"
+        rows.append(row)
+        ctx.results.save("models")
+        _free(dev)
+        ratios = {n: v.get("crops_per_s_vs_released") for n, v in row.get("layouts", {}).items()}
+        log(f"trunk {size} k={k} {row['status']} crops/s vs released {ratios}", clock)
+    return {"rows": len(rows), "ok": sum(r.get("status") == "ok" for r in rows)}
+
+
+def _trunk_row(ctx: Context, size: str, tasks: tuple[str, ...], k: int) -> dict[str, Any]:
+    args, dev, clock = ctx.args, ctx.device, ctx.clock
+    dtype, batch = _dtype(dev), args.trunk_batch
+    flops = {
+        "released": count_layout_flops(tasks, size, ctx.hw, "released"),
+        "trunk": count_trunk_flops(tasks, size, ctx.hw, k),
+        "shared": count_layout_flops(tasks, size, ctx.hw, "shared"),
+    }
+    _mem_reset(dev)
+    trunk = build_trunk_model(tasks, size, k, device=dev, dtype=dtype, hw=ctx.hw).eval()
+    groups = {
+        "released": _build(size, "released", dev, ctx.hw),
+        "trunk": [trunk],
+        "shared": _build(size, "shared", dev, ctx.hw),
+    }
+    del trunk
+    x = torch.randn(batch, 3, *ctx.hw, device=dev, dtype=dtype)
+    names = list(TRUNK_LAYOUTS)
+    total = dict.fromkeys(names, 0.0)
+    per_round: list[dict[str, float]] = []
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            for name in names:
+                for g in groups[name]:
+                    g(x)
+        for r in range(args.trunk_rounds):
+            if r >= 2 and clock.left() <= 5:
+                break
+            times: dict[str, float] = {}
+            for name in names[r % 3 :] + names[: r % 3]:
+                _sync(dev)
+                t0 = time.perf_counter()
+                for g in groups[name]:
+                    g(x)
+                _sync(dev)
+                times[name] = time.perf_counter() - t0
+                total[name] += times[name]
+            per_round.append(times)
+    rounds = len(per_round)
+    peak_mem = _mem_peak(dev)
+    del groups, x
+    layouts = {}
+    for name in names:
+        seconds = total[name] / rounds
+        layouts[name] = {
+            "gflop_per_crop": flops[name] / 1e9,
+            "flops_vs_released": flops[name] / flops["released"],
+            "crops_per_s_vs_released": total["released"] / total[name],
+            "crops_per_s_vs_released_per_round": [t["released"] / t[name] for t in per_round],
+            **_rate_fields(flops[name], batch, seconds, ctx.peak, dev),
+        }
+        layouts[name]["peak_mem_gib"] = None  # one peak for the three: see the row's
+    return {"rounds": rounds, "peak_mem_gib": peak_mem, "layouts": layouts}
+
+
 SECTIONS: dict[str, tuple[Callable[[Context], dict[str, Any]], str]] = {
     "mfu": (section_mfu, "models"),
     "e2e": (section_e2e, "e2e"),
     "compile": (section_compile, "compile"),
     "mfu_late": (section_mfu_late, "models"),
+    "trunk": (section_trunk, "models"),
 }
 
 
@@ -759,6 +864,10 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-frames-hint", type=int, default=345, help="frames in the clip")
     p.add_argument("--compile-sizes", type=_csv(str), default=None)
     p.add_argument("--compile-batches", type=_csv(int), default=None)
+    p.add_argument("--trunk-sizes", type=_csv(str), default=None, help="run in trunk")
+    p.add_argument("--trunk-k", type=int, default=None, help="trunk branch point (default L/2)")
+    p.add_argument("--trunk-batch", type=int, default=None)
+    p.add_argument("--trunk-rounds", type=int, default=None, help="interleaved timing rounds")
     args = p.parse_args(list(argv) if argv is not None else None)
     smoke = args.smoke
     defaults: dict[str, Any] = {
@@ -782,6 +891,9 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "e2e_stride": 20 if smoke else None,
         "compile_sizes": ["tiny"] if smoke else ["0.3b", "1b"],
         "compile_batches": [2] if smoke else [8],
+        "trunk_sizes": ["tiny"] if smoke else ["0.3b", "sapiens2-0.4b"],
+        "trunk_batch": 1 if smoke else 8,
+        "trunk_rounds": 3 if smoke else 10,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:

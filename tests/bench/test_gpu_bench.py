@@ -77,7 +77,7 @@ def test_smoke_run_writes_every_section(tmp_path: Path, shared_clip: Path) -> No
     run = docs["run"]
     assert run["status"] == "done", run
     assert run["ray_imported"] is False
-    assert list(run["sections"]) == ["mfu", "e2e", "compile", "mfu_late"]
+    assert list(run["sections"]) == ["mfu", "e2e", "compile", "mfu_late", "trunk"]
     for name, section in run["sections"].items():
         assert section["status"] == "ok", (name, section)
         assert section["seconds"] > 0
@@ -93,6 +93,16 @@ def test_smoke_run_writes_every_section(tmp_path: Path, shared_clip: Path) -> No
         assert row["groups"] == (4 if row["layout"] == "released" else 1)
     per_crop = {r["layout"]: r["tflop_per_crop"] for r in rows}
     assert per_crop["released"] > per_crop["shared"] > 0  # four backbones vs one
+
+    assert docs["models"]["trunk_status"] == "ok"
+    (trunk,) = docs["models"]["trunk"]["rows"]  # released vs trunk at k = L/2 vs shared
+    assert trunk["status"] == "ok" and trunk["size"] == "tiny" and trunk["k"] == 1, trunk
+    lay = trunk["layouts"]
+    assert list(lay) == ["released", "trunk", "shared"]
+    for row in lay.values():
+        _positive(row, "ms_per_batch", "crops_per_s", "crops_per_s_vs_released")
+    flop_ratio = [lay[n]["flops_vs_released"] for n in ("released", "trunk", "shared")]
+    assert flop_ratio[0] == 1.0 > flop_ratio[1] > flop_ratio[2] > 0, flop_ratio
 
     e2e = docs["e2e"]
     assert e2e["status"] == "ok" and e2e["detector"] == "boxes" and e2e["detector_why"]
