@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     from flows.trunk import add_trunk_commands
 
     add_trunk_commands(sub)
+    __import__("flows.distill").distill.add_distill_command(sub)  # sapiens-stream distill
     return p
 
 

@@ -61,6 +61,7 @@ class TrunkManifest:
         shared: where the shared weights came from: ``mean``, ``pretrained`` or a task.
         teachers: task -> ``{"source", "sha256", "backbone_task", "num_keypoints"}``.
         errors: task -> error in task units at ``k`` (from ``trunk analyze``), if measured.
+        distillation: the report of ``sapiens-stream distill``, if the trunk was distilled.
     """
 
     family: str
@@ -69,6 +70,7 @@ class TrunkManifest:
     shared: str
     teachers: dict[str, dict[str, Any]]
     errors: dict[str, float] = field(default_factory=dict)
+    distillation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -83,6 +85,7 @@ class TrunkManifest:
             "shared": self.shared,
             "teachers": self.teachers,
             "errors": self.errors,
+            **({"distillation": self.distillation} if self.distillation else {}),
         }
 
     @classmethod
@@ -91,7 +94,7 @@ class TrunkManifest:
             raise CheckpointError(
                 f"expected trunk format {TRUNK_FORMAT!r}, got {raw.get('format')!r}"
             )
-        keys = ("family", "size", "k", "shared", "teachers", "errors")
+        keys = ("family", "size", "k", "shared", "teachers", "errors", "distillation")
         return cls(**{k: raw[k] for k in keys if k in raw})
 
 
@@ -327,6 +330,8 @@ def load_trunk(path: str | Path, *, device: torch.device | str | None = None) ->
     if extra := sorted(state.keys() - used)[:10]:
         raise CheckpointError(f"{path}: unexpected trunk keys {extra}")
     digest, head = sha256_of(Path(path)), f"{path} ({manifest.name}, shared={manifest.shared}"
+    if steps := manifest.distillation.get("steps"):
+        head += f", distilled {steps} steps"
     trunk = TrunkModel(branches, manifest.k, manifest=manifest)
     trunk.checkpoints = {
         part: CheckpointInfo(
