@@ -293,6 +293,7 @@ def model_facts(key: ModelSpec, groups: list[Predictor], tasks: tuple[str, ...])
         "family": key.family,
         "model": key.name,
         "name": _entry_name(key, groups),
+        "trunk": _trunk_manifest(key, groups),
         "size": key.size,
         "tasks": list(tasks),
         "random_weights": key.size == "tiny" and not is_trunk(key.weights),
@@ -308,6 +309,15 @@ def model_facts(key: ModelSpec, groups: list[Predictor], tasks: tuple[str, ...])
             if part in parts
         },
     }
+
+
+def _trunk_manifest(key: ModelSpec, groups: list[Predictor]) -> dict[str, Any] | None:
+    """A trunk's manifest (teachers and their hashes, k, errors, distillation report), or
+    None for released or random weights."""
+    if not is_trunk(key.weights):
+        return None
+    manifest = next((getattr(g.model, "manifest", None) for g in groups), None)
+    return None if manifest is None else manifest.to_dict()
 
 
 def _entry_name(key: ModelSpec, groups: list[Predictor]) -> str:

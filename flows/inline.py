@@ -35,7 +35,8 @@ def run_inline(plan: JobPlan) -> JobOutcome:
     info = decoder.probe(spec.source)
     persons = PersonStage(plan.detector, plan.detector_options, max_persons=plan.max_persons)
     worker = SapiensWorker(plan.infer)
-    writer = WriterStage(plan.store_request(info, model_entries(worker.model_facts())))
+    facts = worker.model_facts()
+    writer = WriterStage(plan.store_request(info, model_entries(facts), trunk=facts.get("trunk")))
     busy = {"decode": 0.0, "persons": 0.0, "infer": 0.0, "write": 0.0}
     index, mark = 0, time.perf_counter()
     for batch in decoder.batches(spec.job_id, spec.source):

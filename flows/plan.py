@@ -153,12 +153,17 @@ class JobPlan:
         *,
         resume: bool = False,
         fence: int | None = None,
+        trunk: dict[str, Any] | None = None,
     ) -> StoreRequest:
-        """What the writer stage is asked to create (or resume) for this job."""
+        """What the writer stage is asked to create (or resume) for this job (``trunk``: the
+        manifest of the trunk checkpoint the job runs, kept in the job's attributes)."""
+        job = self.job_facts()
+        if trunk is not None:
+            job["trunk"] = trunk
         return StoreRequest(
             url=self.store_url,
             spec=self.store_spec(info),
-            job=self.job_facts(),
+            job=job,
             source={"uri": self.spec.source, **info.to_dict()},
             models=models,
             resume=resume,

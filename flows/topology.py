@@ -187,7 +187,9 @@ def _build(
         facts_ref if facts_ref is not None else infer.model_facts.remote(plan.infer.tasks),
         "the Sapiens model",
     )
-    store = plan.store_request(video, model_entries(facts), resume=resume, fence=fence)
+    store = plan.store_request(
+        video, model_entries(facts), resume=resume, fence=fence, trunk=facts.get("trunk")
+    )
     opened = made["writer"].open.remote(key, store)
     watermark = watch.get(opened, "the store to open")
     return JobActors(

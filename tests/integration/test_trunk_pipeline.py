@@ -77,8 +77,34 @@ def test_a_job_runs_the_trunk_as_one_group_and_records_it(made: dict[str, Path])
         if m["task"] != "backbone":
             sha = manifest["teachers"][m["task"]]["sha256"]
             assert f"{m['task']}=" in m["source"] and f"sha256:{sha}" in m["source"]
+    # the whole manifest in the job's attributes: teachers and hashes, k, the errors at k
+    kept = reader.attrs["job"]["trunk"]
+    assert (kept["k"], kept["shared"]) == (1, "mean") and kept["teachers"] == manifest["teachers"]
+    assert kept["errors"] == manifest["errors"] and "distillation" not in kept
     png = render(outcome.store_url, made["root"] / "frame.png", frame=1, height=96)
     assert np.asarray(Image.open(png)).shape[0] == 96
+
+
+def test_a_distilled_trunks_report_reaches_the_store(made: dict[str, Path]) -> None:
+    from dataclasses import replace
+
+    from models.trunk import load_trunk, save_trunk
+
+    trunk = load_trunk(made["trunk"])
+    report = {"steps": 40, "eval": {"pose": {"pck@0.05": [0.73, 0.80]}}}
+    trunk.manifest = replace(trunk.manifest, distillation=report)
+    path = save_trunk(trunk, made["root"] / "distilled.safetensors")
+    raw = {
+        "source": str(made["clip"]),
+        "job_id": "distilled-job",
+        "output_root": str(made["root"] / "results"),
+        "tasks": ["pose"],
+        "model": {"weights": str(path)},
+        "batch_size": 2,
+    }
+    outcome = run_inline(plan_job(JobSpec.from_dict(raw)))
+    assert outcome.state == "succeeded", outcome.error
+    assert open_result(outcome.store_url).attrs["job"]["trunk"]["distillation"] == report
 
 
 def main_manifest(path: Path) -> str:
