@@ -9,6 +9,7 @@ small job through the real embedded Redis-compatible server, and scrapes
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import threading
@@ -59,9 +60,13 @@ def metrics_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
 
     from flows.raylocal import METRICS_PORT_ENV, ensure_ray
 
-    # ensure_ray switches these off for the process; give them back afterwards
-    for var in ("RAY_ENABLE_AUTO_CONNECT", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
-        monkeypatch.delenv(var, raising=False)
+    # ensure_ray switches these off for the process; give them back afterwards, absent ones
+    # included (a loopback-only RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 left in the environment
+    # would bind the Ray heads later tests start to 127.0.0.1)
+    saved = {
+        v: os.environ.get(v)
+        for v in ("RAY_ENABLE_AUTO_CONNECT", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    }
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
     monkeypatch.setattr(auto_init_hook, "enable_auto_connect", auto_init_hook.enable_auto_connect)
     port = _free_port()
@@ -72,6 +77,11 @@ def metrics_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
         yield port
     finally:
         ray.shutdown()
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def test_a_metrics_port_that_is_not_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
