@@ -298,24 +298,23 @@ def crop_persons(
     center, scale, matrix = (t.to(device, non_blocking=True) for t in (center, scale, matrix))
     if n == 0:
         return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
-    index = frame_index.to(device, non_blocking=True)
-    _warp_by_frame(frames, index, counts, matrix.to(compute), out=crops)
-    if cubic is not None and bool(cubic.any()):
-        rows = torch.nonzero(cubic).flatten()
+    if cubic is None or not bool(cubic.any()):
+        index = frame_index.to(device, non_blocking=True)
+        _warp_by_frame(frames, index, counts, matrix.to(compute), out=crops)
+        return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
+    for mode, chosen in (("bilinear", ~cubic), ("bicubic", cubic)):  # each crop warped once
+        rows = torch.nonzero(chosen).flatten()
+        if len(rows) == 0:
+            continue
         sub = torch.zeros((len(rows), 3, *out_size), dtype=out_dtype, device=device)
         picked = frame_index[rows]
         sub_counts = torch.bincount(picked, minlength=n_frames).tolist()
-        _warp_by_frame(
-            frames,
-            picked.to(device),
-            sub_counts,
-            matrix[rows.to(device)].to(compute),
-            out=sub,
-            mode="bicubic",
-        )
-        if not frames.is_floating_point():  # cv2 saturates cubic overshoot of uint8 images
-            sub.clamp_(0, 255)
-        crops[rows.to(device)] = sub
+        on_device = rows.to(device)
+        warp = matrix[on_device].to(compute)
+        _warp_by_frame(frames, picked.to(device), sub_counts, warp, out=sub, mode=mode)
+        if mode == "bicubic" and not frames.is_floating_point():
+            sub.clamp_(0, 255)  # cv2 saturates cubic overshoot of uint8 images
+        crops[on_device] = sub
     return CropResult(crops=crops, center=center, scale=scale, matrix=matrix)
 
 
