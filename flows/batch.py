@@ -4,11 +4,12 @@ video, idempotently.
 A video's job id is derived from its source and its resolved job options (``<stem>-<hash>``;
 the hash covers every option that differs from its default, so options added later with a
 default do not change existing ids, and ``priority``, which changes no result, is left out),
-unless a manifest line names one. Submitting the same videos again therefore finds their jobs
-and skips them, whatever state they are in; a video whose store is already complete (a job
-``run`` drove, or whose record expired) is skipped too. Local paths are queued as absolute
-paths, so the service finds them wherever it runs and ids do not depend on the directory the
-command ran in.
+unless a manifest line names one. Submitting the same videos again therefore finds their jobs:
+it skips those queued, running or succeeded, and queues those that failed or were cancelled
+again (``Coordinator.retry``: each continues its store from the frames it committed); a video
+whose store is already complete (a job ``run`` drove, or whose record expired) is skipped too.
+Local paths are queued as absolute paths, so the service finds them wherever it runs and ids
+do not depend on the directory the command ran in.
 
 Sources:
 
@@ -69,12 +70,13 @@ class BatchOutcome:
     """What a batch submit did with each video."""
 
     queued: list[dict[str, str]] = field(default_factory=list)
+    requeued: list[dict[str, str]] = field(default_factory=list)  # failed/cancelled, again
     skipped: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def handled(self) -> int:
-        return len(self.queued) + len(self.skipped) + len(self.failed)
+        return len(self.queued) + len(self.requeued) + len(self.skipped) + len(self.failed)
 
     def summary(self) -> str:
         states: dict[str, int] = {}
@@ -82,10 +84,16 @@ class BatchOutcome:
             states[s["state"]] = states.get(s["state"], 0) + 1
         why = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         skipped = f"skipped {len(self.skipped)}" + (f" ({why})" if why else "")
-        return f"queued {len(self.queued)}, {skipped}, failed to queue {len(self.failed)}"
+        again = f"requeued {len(self.requeued)}"
+        return f"queued {len(self.queued)}, {again}, {skipped}, failed to queue {len(self.failed)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"queued": self.queued, "skipped": self.skipped, "failed": self.failed}
+        return {
+            "queued": self.queued,
+            "requeued": self.requeued,
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
 
 
 def _scheme(text: str) -> str:
@@ -213,7 +221,8 @@ def submit_many(
     on_item: Callable[[BatchOutcome], None] | None = None,
 ) -> BatchOutcome:
     """Queue a job per item (``base``: the command line's spec as plain data, without a job
-    id); skip those whose job exists or whose store is complete."""
+    id); queue again those whose job failed or was cancelled; skip those whose job is queued,
+    running or succeeded, or whose store is complete."""
     out = BatchOutcome()
     for item in items:
         try:
@@ -241,7 +250,7 @@ def _submit_one(coord: Any, base: Mapping[str, Any], item: BatchItem, out: Batch
         raise SpecError(f"{item.where}: {e}") from e
     entry = {"job_id": spec.job_id, "source": spec.source}
     try:
-        out.skipped.append({**entry, "state": coord.get(spec.job_id).state})
+        _existing(coord, spec.job_id, entry, out)
         return
     except JobNotFoundError:
         pass
@@ -257,8 +266,27 @@ def _submit_one(coord: Any, base: Mapping[str, Any], item: BatchItem, out: Batch
         coord.submit(spec.to_dict(), job_id=spec.job_id, meta=meta, priority=spec.priority)
     except InvalidValueError as e:  # the id is taken: another submitter of the same video?
         try:
-            out.skipped.append({**entry, "state": coord.get(spec.job_id).state})
+            _existing(coord, spec.job_id, entry, out)
         except JobNotFoundError:
             raise SpecError(f"{item.where}: {e}") from e
         return
     out.queued.append(entry)
+
+
+def _existing(coord: Any, job_id: str, entry: dict[str, str], out: BatchOutcome) -> None:
+    """A video whose job exists: queued again if it failed or was cancelled, else skipped.
+
+    Raises:
+        JobNotFoundError: there is no such job (or its record expired).
+    """
+    from storage import InvalidTransitionError
+
+    state = coord.get(job_id).state
+    if state in ("failed", "cancelled"):
+        try:
+            coord.retry(job_id, by="submit")
+            out.requeued.append({**entry, "state": state})
+            return
+        except InvalidTransitionError:  # queued again by another submitter just now
+            state = coord.get(job_id).state
+    out.skipped.append({**entry, "state": state})

@@ -37,6 +37,14 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     if args.address:
         from flows.remote import submit_ray_job
 
+        if spec.priority:
+            msg = (
+                f"--priority {spec.priority}: priority orders the queue a `serve` takes jobs "
+                f"from; the Ray Jobs API (--address) starts every job at once. Queue it in the "
+                f"cluster's Redis instead (submit without --address)"
+            )
+            raise SpecError(msg)
+
         print(
             submit_ray_job(args.address, spec, redis_url=args.redis_url, actor_gpus=args.actor_gpus)
         )
@@ -95,7 +103,9 @@ def _as_dict(r: Any) -> dict[str, Any]:
     return {
         "job_id": r.job_id,
         "state": r.state,
+        "priority": r.priority,
         "attempts": r.attempts,
+        "retries": r.retries,
         "owner": r.owner,
         "committed_frames": r.committed_frames,
         "counters": r.counters,
@@ -154,6 +164,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     records = [_record(coord, j, args.output_root) for j in _job_ids(args, coord, active=False)]
     print_json(records[0] if len(args.job_ids) == 1 else records)
     return EXIT_OK
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    """Queue failed or cancelled jobs again; JSON of what was requeued and what was not."""
+    from storage import InvalidTransitionError, JobNotFoundError
+
+    _check_ids(args)
+    coord = coordinator_for(args, detach=True)
+    if args.job_ids:
+        ids = list(dict.fromkeys(args.job_ids))
+    else:
+        states = ("failed", "cancelled")
+        ids = [r.job_id for s in states for r in coord.list_jobs(state=s, limit=args.limit)]
+    requeued, refused = [], []
+    for job_id in ids:
+        try:
+            requeued.append({"job_id": job_id, "retry": coord.retry(job_id, by="retry")})
+        except (JobNotFoundError, InvalidTransitionError) as e:
+            refused.append({"job_id": job_id, "error": str(e)})
+            print(f"error: {e}", file=sys.stderr)
+    print_json({"requeued": requeued, "not_requeued": refused})
+    return EXIT_BAD_INPUT if refused else EXIT_OK
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
@@ -283,11 +315,12 @@ class JobWatch:
 def add_queue_commands(
     sub: argparse._SubParsersAction, job_options: Options, common: Options
 ) -> None:
-    """Register submit, status and wait (``job_options``, ``common``: commands.py's)."""
+    """Register submit, status, retry and wait (``job_options``, ``common``: commands.py's)."""
     p = sub.add_parser(
         "submit",
         help="queue a job for a running `serve` and print its id; a directory, glob or "
-        "manifest.jsonl queues a job per video (resubmitting skips those already there)",
+        "manifest.jsonl queues a job per video (resubmitting skips those queued, running or "
+        "done and queues failed or cancelled ones again)",
     )
     job_options(p)
     common(p)
@@ -303,6 +336,12 @@ def add_queue_commands(
     for name, fn, what in (
         ("status", _cmd_status, "state of jobs"),
         (
+            "retry",
+            _cmd_retry,
+            "queue failed or cancelled jobs again; each continues its store from the frames "
+            "it committed",
+        ),
+        (
             "wait",
             _cmd_wait,
             "wait for jobs to end, with progress on stderr; exit 0 if all succeeded",
@@ -313,7 +352,11 @@ def add_queue_commands(
         p.add_argument(
             "--all",
             action="store_true",
-            help="every job" if name == "status" else "every job queued or running now",
+            help={
+                "status": "every job",
+                "retry": "every failed or cancelled job",
+                "wait": "every job queued or running now",
+            }[name],
         )
         p.add_argument("--limit", type=int, default=10_000, help="most jobs --all takes")
         common(p)

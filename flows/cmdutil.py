@@ -55,8 +55,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 
 def _section_options(raw: dict[str, Any], args: argparse.Namespace) -> None:
-    """The flags of the spec's ``model``, ``detection`` and ``sampling`` sections, into ``raw``
-    (flags that were not given leave the spec file's values)."""
+    """The flags of the spec's ``model``, ``detection``, ``sampling`` and ``live`` sections,
+    into ``raw`` (flags that were not given leave the spec file's values)."""
     model = raw.setdefault("model", {})
     if args.model is not None:
         model["family"], model["size"] = parse_model_name(args.model)
@@ -89,6 +89,13 @@ def _section_options(raw: dict[str, Any], args: argparse.Namespace) -> None:
     ):
         if value is not None:
             sampling[key] = value
+    live = raw.setdefault("live", {})
+    for key, value in (
+        ("reconnects", getattr(args, "reconnects", None)),
+        ("backoff_s", getattr(args, "reconnect_backoff", None)),
+    ):
+        if value is not None:
+            live[key] = value
 
 
 def coordinator_for(args: argparse.Namespace, *, detach: bool) -> Any:

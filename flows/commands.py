@@ -152,6 +152,18 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float)
     p.add_argument("--start", type=float)
     p.add_argument("--end", type=float)
+    p.add_argument(
+        "--reconnects",
+        type=int,
+        help="live streams: times a dropped stream is reopened in a row before the job fails "
+        "(default 5)",
+    )
+    p.add_argument(
+        "--reconnect-backoff",
+        type=float,
+        metavar="S",
+        help="live streams: seconds before the first reopen, doubled for each next (default 1)",
+    )
     p.add_argument("--max-side", type=int, help="downscale dense outputs to this longer side")
     p.add_argument(
         "--reduced-decode",

@@ -258,6 +258,8 @@ def plan_job(spec: JobSpec, *, device: str | None = None) -> JobPlan:
         end_s=s.end_s,
         floor=decode_floor(spec, infer.resolved_crop_size),
         limits=limits,
+        reconnects=spec.live.reconnects,
+        reconnect_backoff_s=float(spec.live.backoff_s),
     )
     options: dict[str, Any] = {}
     if spec.detector == "rtdetr":

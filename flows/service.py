@@ -34,7 +34,7 @@ from flows.spec import JobSpec
 from flows.stagepool import StagePolicy, StagePool
 from flows.watch import DEFAULT_STALL_S, StopReason
 from models import CheckpointError, WeightsPolicy
-from storage import CoordinationError, Coordinator, HeartbeatThread, JobLease
+from storage import CoordinationError, Coordinator, HeartbeatThread, JobLease, reopen_failed
 
 __all__ = ["JobService", "default_worker_id"]
 
@@ -224,6 +224,10 @@ class JobService:
                 self.coord.fail(lease, one_line(f"CheckpointError: {e}"))
                 return
         plan = plan_job(spec, device=self.device)
+        if lease.retries and lease.attempt == 1:
+            # A retry of a failed or cancelled job continues its store from the frames it
+            # committed; later attempts of the retry find the store running already.
+            reopen_failed(plan.store_url, fence=lease.token)
         running = _Running(infer=plan.infer if spec.placement != "split" else None)
         self._running[lease.job_id] = running
 
@@ -252,7 +256,7 @@ class JobService:
                 progress=progress,
                 should_stop=lambda: self._stop_reason(lease),
                 pool=self.pool,
-                resume=lease.attempt > 1,
+                resume=lease.attempt > 1 or lease.retries > 0,
                 on_video=on_video,
                 stall_s=self.stall_s,
                 fence=lease.token,

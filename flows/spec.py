@@ -29,6 +29,7 @@ __all__ = [
     "Detection",
     "JobSpec",
     "Limits",
+    "Live",
     "ModelChoice",
     "Placement",
     "Sampling",
@@ -234,6 +235,31 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Live:
+    """How a live source (RTSP, RTMP, SRT, UDP...) is read: after it drops, it is reopened up
+    to ``reconnects`` times in a row (a decoded frame starts the count again), the first
+    attempt after ``backoff_s`` seconds and each further one after twice the previous wait
+    (at most 30 s); then the job fails, its committed frames kept.
+
+    Args:
+        reconnects: attempts in a row before the job fails (0: fail at the first drop).
+        backoff_s: the wait before the first attempt, in seconds.
+    """
+
+    reconnects: int = 5
+    backoff_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        value = self.reconnects
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
+            raise SpecError(f"live.reconnects must be an int in [0, 10000], got {value!r}")
+        value = self.backoff_s
+        bad = isinstance(value, bool) or not isinstance(value, int | float)
+        if bad or not 0 < value <= 3600:
+            raise SpecError(f"live.backoff_s must be a number in (0, 3600], got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """One video job.
 
@@ -265,6 +291,8 @@ class JobSpec:
             service first, equal priorities in submit order (a 32-bit int; ``run`` has no
             queue).
         limits: resource limits (frame pixels, dense map bytes per batch).
+        live: how a live source reconnects after it drops (ignored for files and URLs of
+            whole videos).
     """
 
     source: str
@@ -283,6 +311,7 @@ class JobSpec:
     batch_size: int = 8
     priority: int = 0
     limits: Limits = field(default_factory=Limits)
+    live: Live = field(default_factory=Live)
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -325,6 +354,8 @@ class JobSpec:
             raise SpecError(f"reduced_decode must be true or false, got {self.reduced_decode!r}")
         if not isinstance(self.limits, Limits):
             raise SpecError(f"limits: expected a Limits, got {type(self.limits).__name__}")
+        if not isinstance(self.live, Live):
+            raise SpecError(f"live: expected a Live, got {type(self.live).__name__}")
         _check_output_root(self.output_root)
 
     @classmethod
@@ -339,6 +370,8 @@ class JobSpec:
             data["detection"] = Detection(**_from_dict(Detection, data["detection"], "detection"))
         if "limits" in data:
             data["limits"] = Limits(**_from_dict(Limits, data["limits"], "limits"))
+        if "live" in data:
+            data["live"] = Live(**_from_dict(Live, data["live"], "live"))
         if "tasks" in data:
             data["tasks"] = tuple(data["tasks"])
         if data.get("boxes") is not None:

@@ -43,6 +43,7 @@ from storage.jobs import (
 )
 from storage.provenance import ModelProvenance
 from storage.reader import ResultReader, StoreState, open_result, store_state
+from storage.reopen import reopen_failed
 from storage.results import (
     FrameData,
     FrameTable,
@@ -127,6 +128,7 @@ __all__ = [
     "output_size",
     "redacted",
     "redis_url_from_env",
+    "reopen_failed",
     "stop_embedded",
     "store_state",
 ]

@@ -7,9 +7,10 @@ Every script that touches a job takes the same leading keys::
 
 Scripts answer with a table whose first element is a status word (``ok``, ``started``,
 ``done``, ``stale``, ``gone``, ``notfound``, ``badstate``, ``fenced``, ``existing``,
-``terminal``) so that Python never parses error strings. Times come from the server's clock
-(``TIME``). Values built here (dead-letter reasons) are msgpack via the server's cmsgpack.
-``DISPATCH`` (the queue's delivery in priority order) answers with the delivered entry.
+``terminal``, ``direct``) so that Python never parses error strings. Times come from the
+server's clock (``TIME``). Values built here (dead-letter reasons) are msgpack via the
+server's cmsgpack. ``DISPATCH`` (the queue's delivery in priority order) answers with the
+delivered entry.
 """
 
 from __future__ import annotations
@@ -175,6 +176,33 @@ if state == 'running' then
   return {'ok', 'running'}
 end
 return {'terminal', state}
+"""
+)
+
+RETRY: Final = (
+    _PRELUDE
+    + """
+-- KEYS[10] waiting zset, KEYS[11] submit counter
+-- ARGV: job_id, maxlen, event_data
+-- A failed or cancelled job waits again, at its priority and behind the jobs already waiting
+-- there; its next delivery is attempt 1 of retry n ('retries'). Its error and result go, its
+-- counters and committed frames stay (the store's watermark wins), and it no longer expires.
+local h = redis.call('HMGET', KEYS[1], 'state', 'priority', 'direct')
+local state = h[1]
+if not state then return {'notfound'} end
+if state ~= 'failed' and state ~= 'cancelled' then return {'badstate', state} end
+if h[3] == '1' then return {'direct', state} end
+local now = now_ms()
+local member = string.format('%020d', redis.call('INCR', KEYS[11])) .. ':' .. ARGV[1]
+redis.call('ZADD', KEYS[10], -tonumber(h[2] or '0'), member)
+redis.call('HDEL', KEYS[1], 'msg_id', 'error', 'result')
+redis.call('HSET', KEYS[1], 'attempts', 0, 'cancel', 0, 'waiting_as', member)
+local retries = redis.call('HINCRBY', KEYS[1], 'retries', 1)
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+move_state(ARGV[1], state, 'queued', now)
+add_event(ARGV[2], now, 'requeued', ARGV[3])
+return {'ok', state, retries}
 """
 )
 

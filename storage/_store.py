@@ -375,6 +375,13 @@ def consolidate(store: Store) -> None:
     zarr.consolidate_metadata(store)
 
 
+def check_token(fence: int | None) -> None:
+    """Refuse a fencing token that is not an int >= 0 (None: unfenced)."""
+    if fence is not None and (isinstance(fence, bool) or not isinstance(fence, int) or fence < 0):
+        msg = f"fence: expected a fencing token (an int >= 0) or None, got {fence!r}"
+        raise InvalidValueError(msg)
+
+
 def may_take_over(token: int | None, recorded: int | None) -> bool:
     """Whether a writer with fencing ``token`` may own a store that records ``recorded``.
 

@@ -10,8 +10,9 @@
   also resets the idle time of the entries they hold; entries idle longer than the heartbeat
   TTL belong to dead workers and are taken over with XAUTOCLAIM. A job delivered more than
   ``max_deliveries`` times is dead-lettered: failed, with the reason.
-* Idempotent submit (client key -> job id), cancel, progress counters, a bounded event stream
-  per job, TTLs on finished jobs, listing by time and state. Values are msgpack.
+* Idempotent submit (client key -> job id), cancel, retry of a failed or cancelled job,
+  progress counters, a bounded event stream per job, TTLs on finished jobs, listing by time
+  and state. Values are msgpack.
 
 Example (needs a server; see tests/integration/storage)::
 
@@ -92,6 +93,7 @@ class Coordinator:
                 "PROGRESS",
                 "HEARTBEAT",
                 "DISPATCH",
+                "RETRY",
             )
         }
         self._group_ready = False
@@ -206,6 +208,30 @@ class Coordinator:
             msg = f"job {job_id!r} already {reply[1]}; it cannot be cancelled"
             raise InvalidTransitionError(msg)
         return reply[1]
+
+    def retry(self, job_id: str, *, by: str = "client") -> int:
+        """Queue a failed or cancelled job again; returns its retry number (1 for the first).
+
+        It waits at its priority behind the jobs already waiting there. Its next delivery
+        continues its store from the committed frames (:func:`storage.reopen_failed`).
+
+        Raises:
+            JobNotFoundError: If the job does not exist (or its record expired).
+            InvalidTransitionError: If the job is queued, running or succeeded, or was run by
+                its submitter (``start_direct``) rather than queued.
+        """
+        argv = [job_id, self.config.events_maxlen, pack({"by": by})]
+        keys = [*self._job_keys(job_id), self.keys.waiting, self.keys.queue_seq]
+        reply = _words(self._scripts["RETRY"](keys=keys, args=argv))
+        if reply[0] == "direct":
+            msg = (
+                f"job {job_id!r} was run by its submitter (`sapiens-stream run`), not queued; "
+                f"run it again there"
+            )
+            raise InvalidTransitionError(msg)
+        raise_for_reply(job_id, reply, "failed or cancelled")
+        logger.info("job %s (%s) queued again: retry %s", job_id, reply[1], reply[2])
+        return int(reply[2])
 
     def list_jobs(
         self,
@@ -345,6 +371,7 @@ class Coordinator:
             attempt=int(reply[2]),
             spec=rec.spec,
             committed_frames=rec.committed_frames,
+            retries=rec.retries,
         )
 
     def _reclaim_one(self, worker_id: str) -> tuple[str, str] | None:
@@ -418,6 +445,7 @@ class Coordinator:
             attempt=int(reply[2]),
             spec=rec.spec,
             committed_frames=rec.committed_frames,
+            retries=rec.retries,
         )
 
     def heartbeat(

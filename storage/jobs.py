@@ -132,6 +132,8 @@ class JobLease:
         attempt: 1 for the first delivery, 2 after one reclaim, ...
         spec: The job spec given at submit.
         committed_frames: Watermark mirrored by the previous owner (the store's value wins).
+        retries: times the job was queued again after it failed or was cancelled
+            (:meth:`~storage.Coordinator.retry`); a retry's store, if any, is continued.
     """
 
     job_id: str
@@ -141,6 +143,7 @@ class JobLease:
     attempt: int
     spec: dict[str, Any]
     committed_frames: int
+    retries: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +173,7 @@ class JobRecord:
         cancel_requested: Whether a cancel was asked for.
         committed_frames: Watermark mirrored from the result store.
         priority: Queue priority given at submit (0 for jobs that ``run`` started).
+        retries: Times the job was queued again after it failed or was cancelled.
         counters: Progress counters.
         result: Result given on success.
         error: Error details on failure.
@@ -187,6 +191,7 @@ class JobRecord:
     cancel_requested: bool
     committed_frames: int
     priority: int = 0
+    retries: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     result: Any = None
     error: dict[str, Any] | None = None
@@ -230,6 +235,7 @@ class JobRecord:
             cancel_requested=text("cancel") == "1",
             committed_frames=integer("committed_frames"),
             priority=integer("priority") if b"priority" in raw else 0,
+            retries=integer("retries") if b"retries" in raw else 0,
             counters=counters,
             result=unpack(raw[b"result"], what=f"{where} field 'result'")
             if b"result" in raw

@@ -49,7 +49,7 @@ from zarr.abc.store import Store
 
 from storage import _pixels, _store
 from storage._encode import EncodedFrame, assemble_block, encode_frame
-from storage.errors import InvalidValueError, SchemaMismatchError, StaleOwnerError, StorageError
+from storage.errors import SchemaMismatchError, StaleOwnerError, StorageError
 from storage.frame import FrameResult
 from storage.provenance import ModelProvenance
 from storage.resume import ResumeState
@@ -87,12 +87,6 @@ def _initial_meta(
         "timings": {},
         "fence": fence,
     }
-
-
-def _check_token(fence: int | None) -> None:
-    if fence is not None and (isinstance(fence, bool) or not isinstance(fence, int) or fence < 0):
-        msg = f"fence: expected a fencing token (an int >= 0) or None, got {fence!r}"
-        raise InvalidValueError(msg)
 
 
 class BlockWriter:
@@ -196,7 +190,7 @@ class Writer:
         on_commit: CommitHook | None = None,
         fence: int | None = None,
     ) -> None:
-        _check_token(fence)
+        _store.check_token(fence)
         self._blocks = blocks
         self._root = blocks._root
         self._store = blocks._store
@@ -244,7 +238,7 @@ class Writer:
             InvalidValueError: If the location is the filesystem root or ``fence`` is not a
                 token.
         """
-        _check_token(fence)
+        _store.check_token(fence)
         store = _store.open_store(path_or_url, read_only=False, must_exist=False)
         _store.refuse_filesystem_root(store)
         meta = _initial_meta(spec, job, source, models, fence)

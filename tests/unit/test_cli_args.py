@@ -161,3 +161,22 @@ def test_models_list_shows_both_families_and_their_licences(
     assert "surveillance" in s2["licence_summary"]
     assert "facebook/sapiens2-pretrain-1b-4k" in by_repo
     assert len([r for r in rows if r["family"] == "sapiens2"]) == 22
+
+
+def test_live_flags_reach_the_job_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import _parser
+    from flows.cmdutil import spec_from_args
+
+    argv = ["submit", "rtsp://cam/1", "--reconnects", "12", "--reconnect-backoff", "0.5"]
+    live = spec_from_args(_parser().parse_args(argv)).live
+    assert (live.reconnects, live.backoff_s) == (12, 0.5)
+    assert main(["run", "rtsp://cam/1", "--reconnects", "-2"]) == 2
+    assert "live.reconnects must be an int in [0, 10000], got -2" in capsys.readouterr().err
+
+
+def test_priority_is_refused_where_there_is_no_queue(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["submit", "a.mp4", "--address", "http://127.0.0.1:9", "--priority", "3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--priority 3: priority orders the queue a `serve` takes jobs from" in err
+    assert err.count("\n") == 1

@@ -116,10 +116,10 @@ def test_manifest_lines_name_ids_and_options_and_bad_lines_fail_alone(
     assert errors[0].startswith(f"{manifest}:3: not JSON")
     assert errors[1] == f'{manifest}:4: expected an object with a "source" string'
     assert errors[2].startswith(f"{manifest}:6: ") and "stride" in errors[2]
-    assert out.summary() == "queued 2, skipped 0, failed to queue 3"
+    assert out.summary() == "queued 2, requeued 0, skipped 0, failed to queue 3"
 
 
-def test_a_resubmit_skips_every_job_there_and_a_video_whose_store_is_complete(
+def test_a_resubmit_skips_live_and_done_jobs_and_queues_cancelled_ones_again(
     coord: Coordinator, tmp_path: Path
 ) -> None:
     videos = tmp_path / "videos"
@@ -142,13 +142,20 @@ def test_a_resubmit_skips_every_job_there_and_a_video_whose_store_is_complete(
     assert again.queued == [] and again.failed == [] and seen == [1, 2, 3]
     assert [(s["source"], s["state"]) for s in again.skipped] == [
         (str(videos / "a.mp4"), "queued"),
-        (str(videos / "b.mp4"), "cancelled"),
         (str(videos / "c.mp4"), "succeeded"),
     ]
+    b_id = first.queued[1]["job_id"]
+    assert again.requeued == [
+        {"job_id": b_id, "source": str(videos / "b.mp4"), "state": "cancelled"}
+    ]
+    assert (coord.get(b_id).state, coord.get(b_id).retries) == ("queued", 1)
     assert (
         again.summary()
-        == "queued 0, skipped 3 (1 cancelled, 1 queued, 1 succeeded), failed to queue 0"
+        == "queued 0, requeued 1, skipped 2 (1 queued, 1 succeeded), failed to queue 0"
     )
+    third = submit_many(coord, base, items)  # b is queued now: nothing more to do
+    assert [s["state"] for s in third.skipped] == ["queued", "queued", "succeeded"]
+    assert third.requeued == [] and coord.get(b_id).retries == 1
 
 
 @pytest.mark.parametrize(

@@ -212,3 +212,30 @@ def test_a_local_object_store_holds_the_batches_in_flight() -> None:
     assert object_store_bytes(plan.batch_bytes(), 4) == min(2 * 4 * 8 * per_frame, 0.3 * memory)
     assert object_store_bytes(1000, 1) == MIN_OBJECT_STORE
     assert object_store_bytes(10**13, 4) == int(0.3 * memory)
+
+
+def test_live_settings_round_trip_and_reach_the_decoder() -> None:
+    raw = {"source": "rtsp://cam/1", "live": {"reconnects": 0, "backoff_s": 2.5}}
+    spec = JobSpec.from_dict(raw)
+    assert JobSpec.from_dict(msgpack.unpackb(msgpack.packb(spec.to_dict()))) == spec
+    decode = plan_job(spec).decode
+    assert (decode.reconnects, decode.reconnect_backoff_s) == (0, 2.5)
+    default = plan_job(JobSpec.from_dict({"source": "rtsp://cam/1"})).decode
+    assert (default.reconnects, default.reconnect_backoff_s) == (5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("live", "match"),
+    [
+        ({"reconnects": -1}, r"live\.reconnects must be an int in \[0, 10000\], got -1"),
+        ({"reconnects": 2.0}, r"live\.reconnects must be an int"),
+        ({"reconnects": True}, r"live\.reconnects must be an int"),
+        ({"backoff_s": 0}, r"live\.backoff_s must be a number in \(0, 3600\], got 0"),
+        ({"backoff_s": float("inf")}, r"live\.backoff_s must be a number"),
+        ({"backoff_s": "1"}, r"live\.backoff_s must be a number"),
+        ({"tries": 3}, r"live: unknown key\(s\) \['tries'\]; valid keys: \['backoff_s', 're"),
+    ],
+)
+def test_bad_live_settings_are_refused(live: dict, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        JobSpec.from_dict({"source": "rtsp://cam/1", "live": live})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.inputs.generate import _write
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 
 VIDEOS, FRAMES = 20, 8  # 8 frames at 25 fps: 0.32 s each
+LONG = 240  # frames of the video whose job is cancelled midway
 
 
 @contextmanager
@@ -63,7 +65,7 @@ def test_a_directory_of_videos_is_queued_once_waited_for_and_exported(
         assert [q["source"] for q in first["queued"]] == [
             str(videos / f"clip{i:02d}.mp4") for i in range(VIDEOS)
         ]
-        assert err.splitlines()[-1] == "submit: queued 20, skipped 0, failed to queue 0"
+        assert err.splitlines()[-1] == "submit: queued 20, requeued 0, skipped 0, failed to queue 0"
         # At once again: every video's job is there (queued, running or done), none is added.
         rc, out, err = _cli(capsys, "submit", str(videos), *common)
         again = json.loads(out)
@@ -87,7 +89,7 @@ def test_a_directory_of_videos_is_queued_once_waited_for_and_exported(
         third = json.loads(out)
         assert rc == 0 and [s["state"] for s in third["skipped"]] == ["succeeded"] * VIDEOS
         assert [q["source"] for q in third["queued"]] == [str(videos / "clip20.mp4")]
-        assert err == "submit: queued 1, skipped 20 (20 succeeded), failed to queue 0\n"
+        assert err == "submit: queued 1, requeued 0, skipped 20 (20 succeeded), failed to queue 0\n"
         rc, out, err = _cli(capsys, "wait", "--all", "--output-root", str(root), "--quiet")
         assert rc == 0 and [r["job_id"] for r in json.loads(out)] == [third["queued"][0]["job_id"]]
         assert err == ""
@@ -109,3 +111,49 @@ def test_a_directory_of_videos_is_queued_once_waited_for_and_exported(
         assert sorted(gt.getImgIds()) == list(range(FRAMES))
         assert len(dt.getAnnIds()) == open_result(root / f"{job_id}.zarr").summary().persons
         capsys.readouterr()  # pycocotools prints its timings
+
+
+def test_a_resubmit_queues_a_cancelled_job_again_which_continues_its_store(
+    ray_cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The batch's failed or cancelled jobs are queued again on a resubmit: the store the
+    first run left (failed, with committed frames) is reopened and finished, not restarted."""
+    videos, root = tmp_path / "videos", tmp_path / "results"
+    videos.mkdir()
+    _write(videos / "long.mp4", n=LONG)
+    common = ("--output-root", str(root), "--batch-size", "4", "--tasks", "pose", "--quiet")
+    with _serving(root) as coord:
+        rc, out, err = _cli(capsys, "submit", str(videos), *common)
+        assert rc == 0, err
+        job_id = json.loads(out)["queued"][0]["job_id"]
+        store = root / f"{job_id}.zarr"
+        deadline = time.monotonic() + 120
+        while coord.get(job_id).committed_frames < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert coord.cancel(job_id) == "running"
+        while not coord.get(job_id).finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert coord.get(job_id).state == "cancelled"
+        first = open_result(store)
+        kept = first.num_frames
+        assert first.status == "failed" and 8 <= kept < LONG, (first.status, kept)
+
+        rc, out, err = _cli(capsys, "submit", str(videos), *common)
+        again = json.loads(out)
+        assert rc == 0 and again["queued"] == again["skipped"] == []
+        assert again["requeued"] == [
+            {"job_id": job_id, "source": str(videos / "long.mp4"), "state": "cancelled"}
+        ]
+        assert err == "submit: queued 0, requeued 1, skipped 0, failed to queue 0\n"
+        rc, out, err = _cli(capsys, "wait", job_id, "--output-root", str(root), "--timeout", "120")
+        assert rc == 0, err
+        record = json.loads(out)
+        assert (record["state"], record["retries"], record["committed_frames"]) == (
+            "succeeded",
+            1,
+            LONG,
+        )
+    done = open_result(store)
+    assert (done.status, done.num_frames, done.attrs["retries"]) == ("complete", LONG, 1)
+    frames = done.read_frames()
+    assert list(frames.source_index) == list(range(LONG)) and frames.ok.all()

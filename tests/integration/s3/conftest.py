@@ -54,6 +54,15 @@ def start_server() -> tuple[ThreadedMotoServer, str]:
     return server, f"http://{host}:{port}"
 
 
+def reset_server(endpoint: str) -> None:
+    """Forget every bucket: moto keeps them per process, not per server, so a module's
+    buckets would otherwise meet the next module's."""
+    from urllib.request import Request, urlopen
+
+    with urlopen(Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10):
+        pass
+
+
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3]:
     """moto's S3 server with one bucket, ``videos``; the AWS variables point at it."""
@@ -71,6 +80,7 @@ def s3() -> Iterator[S3]:
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
             env.delenv(name, raising=False)
         forget_clients()
+        reset_server(endpoint)
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
         fs.mkdir(BUCKET)
         try:

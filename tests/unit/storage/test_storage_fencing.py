@@ -24,6 +24,7 @@ from storage import (
     StoreSpec,
     Writer,
     open_result,
+    reopen_failed,
 )
 from storage.synthetic import synthetic_frame
 
@@ -164,3 +165,40 @@ def test_a_malformed_recorded_token_is_a_clear_error_for_writers_only(memory_url
     with pytest.raises(SchemaMismatchError, match="fencing token '7', expected an int"):
         Writer.resume(memory_url, fence=9)
     assert open_result(memory_url).num_frames == 0  # readers ignore the token
+
+
+def test_a_retry_reopens_a_failed_store_and_finishes_it_equal_to_a_clean_run(
+    place: Callable[[str], str],
+) -> None:
+    url = place("job")
+    a = Writer.create(url, SPEC, job=JOB, fence=1)
+    for i in range(12):
+        a.add(frame(i))
+    a.mark_failed("the source dropped")
+    assert reopen_failed(url, fence=2)
+    got = meta(url)
+    assert (got["status"], got["fence"], got["retries"]) == ("running", 2, 1)
+    assert "error" not in got
+    with pytest.raises(StaleOwnerError):
+        for i in range(12, 16):  # the failed run's writer owns nothing any more
+            a.add(frame(i))
+    b = Writer.resume(url, fence=2)
+    assert b.watermark == 8  # the committed frames are kept, not computed again
+    for i in range(8, N):
+        b.add(frame(i))
+    assert b.finalize() == N
+    assert arrays(url) == arrays(clean_run(place("clean")))
+    assert not reopen_failed(url, fence=3)  # complete: nothing to reopen
+    assert meta(url)["status"] == "complete"
+
+
+def test_reopening_needs_a_failed_store_and_the_newest_token(memory_url: str) -> None:
+    assert not reopen_failed(memory_url, fence=1)  # no store: the retry creates one
+    w = Writer.create(memory_url, SPEC, job=JOB, fence=5)
+    assert not reopen_failed(memory_url, fence=6)  # running: resumed as it is
+    w.mark_failed("x")
+    with pytest.raises(StaleOwnerError, match="token 5; a retry with token 4 cannot"):
+        reopen_failed(memory_url, fence=4)
+    with pytest.raises(InvalidValueError, match="fencing token"):
+        reopen_failed(memory_url, fence=-1)
+    assert (meta(memory_url)["status"], meta(memory_url)["fence"]) == ("failed", 5)
