@@ -8,18 +8,17 @@
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
+from servers import EmbeddedValkey, LocalRedis7, SystemRedis
 from storage_procs import delete_prefix
 
 from storage import (
     Coordinator,
     CoordinatorConfig,
-    EmbeddedServer,
     HeartbeatThread,
     InvalidJobIdError,
     InvalidTransitionError,
@@ -340,22 +339,13 @@ class CoordinationSuite:
         assert c.get("own-job").result == {"frames": 1}
 
 
-class TestEmbeddedValkey(CoordinationSuite):
-    @pytest.fixture
-    def url(self, embedded_server: EmbeddedServer) -> str:
-        return embedded_server.url
+class TestEmbeddedValkey(EmbeddedValkey, CoordinationSuite):
+    pass
 
 
-class TestLocalRedis7(CoordinationSuite):
-    @pytest.fixture
-    def url(self, local_redis_url: str) -> str:
-        return local_redis_url
+class TestLocalRedis7(LocalRedis7, CoordinationSuite):
+    pass
 
 
-class TestSystemRedis(CoordinationSuite):
-    @pytest.fixture
-    def url(self) -> str:
-        url = os.environ.get("SAPIENS_STREAM_TEST_REDIS_URL")
-        if not url:
-            pytest.skip("set SAPIENS_STREAM_TEST_REDIS_URL to test against a system Redis")
-        return url
+class TestSystemRedis(SystemRedis, CoordinationSuite):
+    pass

@@ -5,7 +5,6 @@ the system Redis given by SAPIENS_STREAM_TEST_REDIS_URL)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from servers import EmbeddedValkey, LocalRedis7, SystemRedis
 from storage_procs import delete_prefix
 
 from storage import Coordinator, CoordinatorConfig, EmbeddedServer, InvalidValueError
@@ -113,25 +113,16 @@ class PrioritySuite:
         assert coord.queue_length() == 0
 
 
-class TestEmbeddedValkey(PrioritySuite):
-    @pytest.fixture
-    def url(self, embedded_server: EmbeddedServer) -> str:
-        return embedded_server.url
+class TestEmbeddedValkey(EmbeddedValkey, PrioritySuite):
+    pass
 
 
-class TestLocalRedis7(PrioritySuite):
-    @pytest.fixture
-    def url(self, local_redis_url: str) -> str:
-        return local_redis_url
+class TestLocalRedis7(LocalRedis7, PrioritySuite):
+    pass
 
 
-class TestSystemRedis(PrioritySuite):
-    @pytest.fixture
-    def url(self) -> str:
-        url = os.environ.get("SAPIENS_STREAM_TEST_REDIS_URL")
-        if not url:
-            pytest.skip("set SAPIENS_STREAM_TEST_REDIS_URL to test against a system Redis")
-        return url
+class TestSystemRedis(SystemRedis, PrioritySuite):
+    pass
 
 
 def test_cli_submit_priority_reaches_the_queue(

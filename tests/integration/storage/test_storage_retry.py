@@ -4,13 +4,13 @@ redis-server 7.0 when installed, the system Redis given by SAPIENS_STREAM_TEST_R
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from servers import EmbeddedValkey, LocalRedis7, SystemRedis
 from storage_procs import delete_prefix
 
 from storage import (
@@ -119,25 +119,16 @@ class RetrySuite:
         assert coord.queue_length() == 0
 
 
-class TestEmbeddedValkey(RetrySuite):
-    @pytest.fixture
-    def url(self, embedded_server: EmbeddedServer) -> str:
-        return embedded_server.url
+class TestEmbeddedValkey(EmbeddedValkey, RetrySuite):
+    pass
 
 
-class TestLocalRedis7(RetrySuite):
-    @pytest.fixture
-    def url(self, local_redis_url: str) -> str:
-        return local_redis_url
+class TestLocalRedis7(LocalRedis7, RetrySuite):
+    pass
 
 
-class TestSystemRedis(RetrySuite):
-    @pytest.fixture
-    def url(self) -> str:
-        url = os.environ.get("SAPIENS_STREAM_TEST_REDIS_URL")
-        if not url:
-            pytest.skip("set SAPIENS_STREAM_TEST_REDIS_URL to test against a system Redis")
-        return url
+class TestSystemRedis(SystemRedis, RetrySuite):
+    pass
 
 
 def test_cli_retry_queues_failed_jobs_again_and_refuses_others(
