@@ -58,6 +58,10 @@ bench: venv
 lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check models media flows actors storage bench tests
+	@# No Python file over 600 lines: a file that grows is split by concept.
+	@big=$$(find models media flows actors storage bench tests deploy -name '*.py' \
+	  -exec awk 'END { if (NR > 600) print FILENAME ": " NR " lines (limit 600)" }' {} \;); \
+	  if [ -n "$$big" ]; then echo "$$big"; exit 1; fi
 	$(BIN)/lint-imports
 
 clean:
