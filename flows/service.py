@@ -224,9 +224,7 @@ class JobService:
                 self.coord.fail(lease, one_line(f"CheckpointError: {e}"))
                 return
         plan = plan_job(spec, device=self.device)
-        if lease.retries and lease.attempt == 1:
-            # A retry of a failed or cancelled job continues its store from the frames it
-            # committed; later attempts of the retry find the store running already.
+        if lease.retries:  # a failed or cancelled job again: it continues its store
             reopen_failed(plan.store_url, fence=lease.token)
         running = _Running(infer=plan.infer if spec.placement != "split" else None)
         self._running[lease.job_id] = running

@@ -1,13 +1,35 @@
 """The servers every conformance suite of this folder runs on, as mixins that give a suite its
-``url`` fixture: ``class TestEmbeddedValkey(EmbeddedValkey, SomeSuite): pass``."""
+``url`` fixture: ``class TestEmbeddedValkey(EmbeddedValkey, SomeSuite): pass``; and
+:class:`QueueSuite`, the base of the suites that need a coordinator under a fresh prefix."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+import redis
+from storage_procs import delete_prefix
 
-from storage import EmbeddedServer
+from storage import Coordinator, CoordinatorConfig, EmbeddedServer
+
+
+class QueueSuite:
+    """A suite's ``coord``: a coordinator on the server of ``url`` (a mixin gives it) under a
+    prefix of its own, whose keys are deleted afterwards."""
+
+    @pytest.fixture
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def coord(self, url: str, prefix: str) -> Iterator[Coordinator]:
+        client = redis.Redis.from_url(url)
+        try:
+            yield Coordinator(client, CoordinatorConfig(prefix=prefix))
+        finally:
+            delete_prefix(client, prefix)
+            client.close()
 
 
 class EmbeddedValkey:

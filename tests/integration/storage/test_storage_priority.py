@@ -8,34 +8,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from servers import EmbeddedValkey, LocalRedis7, SystemRedis
-from storage_procs import delete_prefix
+from servers import EmbeddedValkey, LocalRedis7, QueueSuite, SystemRedis
 
-from storage import Coordinator, CoordinatorConfig, EmbeddedServer, InvalidValueError
+from storage import Coordinator, EmbeddedServer, InvalidValueError
 
 pytestmark = pytest.mark.redis
 
 
-class PrioritySuite:
-    """Priority behaviour every Redis-compatible server must show; subclasses give ``url``."""
-
-    @pytest.fixture
-    def url(self) -> str:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def coord(self, url: str, prefix: str) -> Iterator[Coordinator]:
-        client = redis.Redis.from_url(url)
-        try:
-            yield Coordinator(client, CoordinatorConfig(prefix=prefix))
-        finally:
-            delete_prefix(client, prefix)
-            client.close()
+class PrioritySuite(QueueSuite):
+    """Priority behaviour every Redis-compatible server must show."""
 
     def _claimed(self, c: Coordinator, n: int) -> list[str]:
         out = []

@@ -5,17 +5,14 @@ redis-server 7.0 when installed, the system Redis given by SAPIENS_STREAM_TEST_R
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from servers import EmbeddedValkey, LocalRedis7, SystemRedis
-from storage_procs import delete_prefix
+from servers import EmbeddedValkey, LocalRedis7, QueueSuite, SystemRedis
 
 from storage import (
     Coordinator,
-    CoordinatorConfig,
     EmbeddedServer,
     InvalidTransitionError,
     JobNotFoundError,
@@ -24,21 +21,8 @@ from storage import (
 pytestmark = pytest.mark.redis
 
 
-class RetrySuite:
-    """What a retry does on every Redis-compatible server; subclasses give ``url``."""
-
-    @pytest.fixture
-    def url(self) -> str:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def coord(self, url: str, prefix: str) -> Iterator[Coordinator]:
-        client = redis.Redis.from_url(url)
-        try:
-            yield Coordinator(client, CoordinatorConfig(prefix=prefix, finished_ttl_s=600))
-        finally:
-            delete_prefix(client, prefix)
-            client.close()
+class RetrySuite(QueueSuite):
+    """What a retry does on every Redis-compatible server."""
 
     def _failed(self, coord: Coordinator, job_id: str, priority: int = 0) -> None:
         coord.submit({"v": job_id}, job_id=job_id, priority=priority)
